@@ -1,0 +1,415 @@
+"""Train Open-Unmix on MUSDB: one config object, a run folder, milestone checkpoints, exact resume.
+
+    python -m hw2.train --musdb-root PATH --out runs/vocals [--epochs 150 --hidden-size 512 ...]
+    python -m hw2.train --help            # every TrainConfig field is a flag
+
+A run folder holds `config.json`, `history.json`, `last.pt` (everything needed to resume), `best.pt` (lowest
+validation loss) and `epochNNN.pt` at each milestone. Running the same command again resumes from `last.pt`
+exactly where it stopped: model, optimizer, scheduler, AMP scaler, RNGs and the sampler's (epoch, step), so a
+Colab disconnect costs at most the work since the last save (every epoch, and at `--max-minutes`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from hw2 import Hw2Error, __version__
+from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, open_cached
+from hw2.model import ModelConfig, OpenUnmix, count_parameters
+
+CHECKPOINT_FORMAT = "hw2-openunmix-v1"
+MAX_PARAMS = 10_000_000  # the assignment's limit
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Every field is a command-line flag (`seq_dur` -> `--seq-dur`); the whole object is saved in each checkpoint."""
+    musdb_root: str = _f("", "MUSDB18 or MUSDB18-HQ root (holds train/ and test/)")
+    out: str = _f("runs/vocals", "run folder: config, history and checkpoints")
+    cache_dir: str = _f("", "decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
+    target: str = _f("vocals", "source the model estimates", choices=tuple(TARGETS))
+    epochs: int = _f(150, "last epoch to train")
+    milestones: tuple = _f((25, 50, 150), "epochs whose weights are kept as epochNNN.pt")
+    # data: Open-Unmix's defaults
+    seq_dur: float = _f(6.0, "excerpt length in seconds")
+    batch_size: int = _f(16, "excerpts per batch")
+    samples_per_track: int = _f(64, "excerpts per track per epoch (balanced and random sampling)")
+    sampler: str = _f("balanced", "excerpt sampling strategy", choices=STRATEGIES)
+    hop_dur: float = _f(0.0, "excerpt grid hop in seconds for exhaustive / roundrobin (0: the excerpt length)")
+    mixing: str = _f("incoherent", "incoherent: each source from a random track and offset", choices=MIXING)
+    gain_low: float = _f(0.25, "lowest random source gain (gain augmentation)")
+    gain_high: float = _f(1.25, "highest random source gain (gain_low = gain_high = 1 disables it)")
+    swap: bool = _f(True, "random left/right swap per source")
+    # optimisation
+    lr: float = _f(1e-3, "Adam learning rate")
+    weight_decay: float = _f(1e-5, "Adam weight decay")
+    lr_decay_patience: int = _f(80, "epochs without improvement before the learning rate is cut")
+    lr_decay_gamma: float = _f(0.3, "factor the learning rate is cut by")
+    patience: int = _f(140, "early stopping: epochs without validation improvement")
+    valid_chunk_dur: float = _f(30.0, "validation runs on full valid tracks in chunks of this many seconds")
+    # model
+    n_fft: int = _f(4096, "STFT window")
+    n_hop: int = _f(1024, "STFT hop")
+    hidden_size: int = _f(512, "hidden width")
+    nb_layers: int = _f(3, "LSTM layers")
+    bandwidth: float = _f(16000.0, "Hz processed by the encoder and LSTM")
+    nb_channels: int = _f(2, "1: mono model (spectral downmix), 2: stereo", choices=(1, 2))
+    unidirectional: bool = _f(False, "unidirectional LSTM (causal)")
+    # run
+    seed: int = _f(42, "seed of the weights and of every batch")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    amp: bool = _f(True, "mixed precision on CUDA (ignored on CPU)")
+    nb_workers: int = _f(0, "DataLoader worker processes building batches")
+    max_minutes: float = _f(0.0, "stop cleanly (and resumably) after this many minutes; 0: no limit")
+    quiet: bool = _f(False, "no progress bars")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(asdict(self))
+
+
+# fields that may change between a run and its resumption without changing what is trained
+RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "milestones", "device", "nb_workers", "max_minutes", "quiet"}
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash leaves the previous file intact."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read and check an hw2 checkpoint; every failure is one `Hw2Error` line naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise Hw2Error(f"{path}: no such checkpoint; pass --checkpoint the .pt file of a run "
+                       "(for example checkpoints/vocals.pt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:
+        raise Hw2Error(f"{path}: not a readable checkpoint (corrupt or truncated); train again or restore it "
+                       "with `git checkout -- <file>`") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt:
+        raise Hw2Error(f"{path}: not an hw2 Open-Unmix checkpoint; use one written by `python -m hw2.train`")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path="checkpoint") -> tuple[OpenUnmix, TrainConfig]:
+    """Rebuild the model from the config saved in the checkpoint and load its weights."""
+    cfg = config_from_dict(ckpt["config"])
+    model = OpenUnmix(cfg.model_config())
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise Hw2Error(f"{path}: its weights do not fit the model its config describes; the file was "
+                       "changed by hand or comes from another model") from None
+    return model, cfg
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(d) - names
+    if unknown:
+        raise Hw2Error(f"config has unknown fields {sorted(unknown)}: it was written by another version of hw2")
+    d = dict(d)
+    if "milestones" in d:
+        d["milestones"] = tuple(d["milestones"])
+    return TrainConfig(**d)
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise Hw2Error(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Hw2Error(f"device {name!r} asked for, but this torch sees no CUDA GPU: use --device cpu "
+                       "(or, on Colab, Runtime > Change runtime type > T4 GPU)")
+    return device
+
+
+@torch.no_grad()
+def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_dur: float = 30.0):
+    """Mean and std per bin of the (channel-averaged) mixture magnitude over the full training tracks,
+    as Open-Unmix's scaler computes them."""
+    total = torch.zeros(model.nb_output_bins, dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    count = 0
+    for track in tracks:
+        for mix, _ in _chunks(track, "vocals", chunk_dur):
+            mag = model.magnitude(mix.to(device))[1].mean(1)[0].double().cpu()  # (nb_bins, nb_frames)
+            total += mag.sum(1)
+            total_sq += (mag ** 2).sum(1)
+            count += mag.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean ** 2).clamp_min(0).sqrt()
+    std = torch.maximum(std, 1e-4 * std.max())
+    return mean.float(), std.float()
+
+
+def _chunks(track: CachedTrack, target: str, chunk_dur: float):
+    """(mixture, target) of a full track in chunks: float tensors (1, nb_channels, nb_timesteps)."""
+    mix, tgt = track.stem("mixture"), track.target(target)
+    step = int(chunk_dur * track.rate) if chunk_dur > 0 else mix.shape[-1]
+    for a in range(0, mix.shape[-1], step):
+        yield torch.from_numpy(mix[None, :, a:a + step]), torch.from_numpy(tgt[None, :, a:a + step])
+
+
+@torch.no_grad()
+def validation_loss(model: OpenUnmix, tracks: list[CachedTrack], target: str, device, chunk_dur: float) -> float:
+    """MSE between estimated and true target magnitudes over full valid tracks (real mixtures), in chunks."""
+    model.eval()
+    total, count = 0.0, 0
+    for track in tracks:
+        for mix, tgt in _chunks(track, target, chunk_dur):
+            _, mag = model.magnitude(mix.to(device))
+            est = model(mag)
+            ref = model.magnitude(tgt.to(device))[1]
+            total += torch.nn.functional.mse_loss(est, ref, reduction="sum").item()
+            count += ref.numel()
+    model.train()
+    return total / max(count, 1)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -------------------------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
+    """Train (or resume) the run in `cfg.out`. Returns a summary: run folder, epochs done, best epoch and loss,
+    and why it stopped ("done", "early-stopped" or "time-limit")."""
+    t_start = time.monotonic()
+    if not cfg.musdb_root:
+        raise Hw2Error("no --musdb-root given: pass the MUSDB18 folder (or make one with `python -m hw2.synth`)")
+    for name in ("epochs", "batch_size", "samples_per_track", "nb_layers", "hidden_size", "n_fft", "n_hop"):
+        if getattr(cfg, name) < 1:
+            raise Hw2Error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.gain_low <= cfg.gain_high:
+        raise Hw2Error(f"gain range [{cfg.gain_low}, {cfg.gain_high}] is empty: need 0 < --gain-low <= --gain-high")
+    run = Path(cfg.out)
+    ckpt = _check_run_folder(run, cfg)
+    device = resolve_device(cfg.device)
+
+    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, progress=not cfg.quiet)
+    valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir or None, progress=not cfg.quiet)
+    gain = None if cfg.gain_low == cfg.gain_high == 1.0 else (cfg.gain_low, cfg.gain_high)
+    sampler = ExcerptSampler(train_tracks, cfg.seq_dur, (cfg.target,), cfg.sampler, cfg.batch_size,
+                             cfg.samples_per_track, cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
+
+    torch.manual_seed(cfg.seed)
+    model = OpenUnmix(cfg.model_config()).to(device)
+    nb_params = count_parameters(model)
+    log(f"Open-Unmix: {nb_params:,} parameters ({'under' if nb_params < MAX_PARAMS else 'OVER'} the 10M limit); "
+        f"{len(train_tracks)} train / {len(valid_tracks)} valid tracks; {sampler.nb_batches(0)} batches an epoch; "
+        f"device {device}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_decay_gamma,
+                                                           patience=cfg.lr_decay_patience, cooldown=10)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "best_loss": math.inf, "best_epoch": 0,
+             "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if ckpt is None:
+        mean, std = input_statistics(model, train_tracks, device)
+        model.set_input_stats(mean.to(device), std.to(device))
+        run.mkdir(parents=True, exist_ok=True)
+        _write_json(asdict(cfg), run / "config.json")
+    else:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:
+            scaler.load_state_dict(ckpt["scaler"])
+        state.update(ckpt["state"])
+        _set_rng_state(ckpt["rng"])
+        log(f"resuming {run} at epoch {state['epoch'] + 1}, step {state['step']}")
+
+    def save(path: Path, full: bool) -> None:
+        obj = {"format": CHECKPOINT_FORMAT, "hw2_version": __version__, "config": asdict(cfg),
+               "model": model.state_dict(), "nb_params": nb_params, "epoch": state["epoch"],
+               "valid_loss": state["history"][-1]["valid_loss"] if state["history"] else None,
+               "device": str(device)}
+        if full:
+            obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                       scaler=scaler.state_dict(), state=dict(state), rng=_rng_state())
+        atomic_torch_save(obj, path)
+
+    deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+    stop = "done"
+    from tqdm.auto import tqdm
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]  # 0-based index of the epoch in progress
+        t_epoch = time.monotonic()
+        batches = sampler.epoch(epoch, state["step"])
+        loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.nb_workers,
+                                             pin_memory=device.type == "cuda",
+                                             persistent_workers=False)
+        model.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet,
+                   initial=state["step"], total=sampler.nb_batches(epoch))
+        for mix, tgt in bar:
+            mix, tgt = mix.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
+            with torch.no_grad():
+                x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                est = model(x)
+            loss = torch.nn.functional.mse_loss(est.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            state["step"] += 1
+            state["loss_sum"] += loss.item() * len(mix)
+            state["loss_count"] += len(mix)
+            bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
+            if time.monotonic() > deadline and state["step"] < sampler.nb_batches(epoch):
+                state["seconds"] += time.monotonic() - t_epoch
+                save(run / "last.pt", full=True)
+                log(f"time limit of {cfg.max_minutes:g} min reached in epoch {epoch + 1} at step "
+                    f"{state['step']}; saved {run / 'last.pt'}: run the same command to resume")
+                return _summary(run, state, "time-limit")
+        bar.close()
+
+        valid = validation_loss(model, valid_tracks, cfg.target, device, cfg.valid_chunk_dur)
+        scheduler.step(valid)
+        seconds = state["seconds"] + time.monotonic() - t_epoch
+        train_loss = state["loss_sum"] / max(state["loss_count"], 1)
+        improved = valid < state["best_loss"]
+        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid,
+                                 "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved})
+        state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, seconds=0.0)
+        if improved:
+            state.update(best_loss=valid, best_epoch=epoch + 1, bad_epochs=0)
+            save(run / "best.pt", full=False)
+        else:
+            state["bad_epochs"] += 1
+        if epoch + 1 in cfg.milestones:
+            save(run / f"epoch{epoch + 1:03d}.pt", full=False)
+        save(run / "last.pt", full=True)
+        _write_json(state["history"], run / "history.json")
+        log(f"epoch {epoch + 1}: train {train_loss:.5g}  valid {valid:.5g}{'  *best' if improved else ''}  "
+            f"lr {optimizer.param_groups[0]['lr']:.3g}  {seconds:.1f}s")
+        if state["bad_epochs"] > cfg.patience:
+            stop = "early-stopped"
+            log(f"early stopping: no validation improvement for {state['bad_epochs']} epochs")
+            break
+        if time.monotonic() > deadline and state["epoch"] < cfg.epochs:
+            log(f"time limit of {cfg.max_minutes:g} min reached after epoch {epoch + 1}; run the same command "
+                "to resume")
+            return _summary(run, state, "time-limit")
+    return _summary(run, state, stop)
+
+
+def _summary(run: Path, state: dict, stop: str) -> dict:
+    return {"run": str(run), "epochs_done": state["epoch"], "best_epoch": state["best_epoch"],
+            "best_valid_loss": state["best_loss"], "stopped": stop}
+
+
+def _check_run_folder(run: Path, cfg: TrainConfig) -> dict | None:
+    """None for a new run; the `last.pt` checkpoint to resume from for an existing one with the same config."""
+    saved = run / "config.json"
+    if not saved.exists():
+        if run.exists() and any(run.glob("*.pt")):
+            raise Hw2Error(f"{run}: holds checkpoints but no config.json; choose a new --out")
+        return None
+    try:
+        old = json.loads(saved.read_text())
+    except ValueError:
+        raise Hw2Error(f"{saved}: unreadable; remove the run folder or choose a new --out") from None
+    new = asdict(cfg)
+    diff = [k for k in new if k not in RESUMABLE and _norm(old.get(k)) != _norm(new[k])]
+    if diff:
+        k = diff[0]
+        raise Hw2Error(f"{run}: holds a run with a different config ({k}: {old.get(k)!r} there, {new[k]!r} now); "
+                       "use the same flags to resume it, or a new --out")
+    if not (run / "last.pt").exists():
+        return None
+    ckpt = load_checkpoint(run / "last.pt")
+    if "state" not in ckpt:
+        raise Hw2Error(f"{run / 'last.pt'}: not a resumable checkpoint; choose a new --out")
+    return ckpt
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def config_parser(prog="python -m hw2.train") -> argparse.ArgumentParser:
+    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kw = {"default": f.default, "help": f.metadata["help"]}
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif f.type in ("tuple", tuple):
+            p.add_argument(flag, type=int, nargs="*", **kw)
+        else:
+            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            p.add_argument(flag, type=typ, choices=f.metadata.get("choices"), **kw)
+    return p
+
+
+def main(argv=None) -> int:
+    args = config_parser().parse_args(argv)
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+    try:
+        summary = train(cfg)
+    except Hw2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last completed epoch is saved; run the same command to resume", file=sys.stderr)
+        return 130
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
