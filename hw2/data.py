@@ -84,9 +84,13 @@ def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | Non
         require_ffmpeg()
     import musdb  # imported late: it pulls stempeg, which is slow to import
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        db = musdb.DB(root=str(root), subsets=subset, split=split, is_wav=is_wav)
+    try:  # musdb probes every file (ffprobe) while listing: a corrupt file fails here
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            db = musdb.DB(root=str(root), subsets=subset, split=split, is_wav=is_wav)
+    except Exception as e:
+        raise Hw2Error(f"{_unreadable_file(root / subset) or root / subset}: cannot read ({type(e).__name__}); "
+                       "the file is corrupt or not a MUSDB track: replace it") from None
     tracks = list(db.tracks)
     where = f"{root / subset}" + (f" (musdb's {split} split)" if split else "")
     if not tracks:
@@ -99,6 +103,18 @@ def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | Non
                 raise Hw2Error(f"{folder}: missing {', '.join(missing)}; every MUSDB18-HQ track folder needs "
                                "mixture, drums, bass, other and vocals .wav files")
     return tracks
+
+
+def _unreadable_file(folder: Path) -> Path | None:
+    """The first audio file under `folder` that ffprobe cannot read (to name it in an error), or None."""
+    import stempeg
+
+    for f in sorted(p for p in folder.rglob("*") if p.name.endswith((".stem.mp4", ".wav"))):
+        try:
+            stempeg.Info(str(f))
+        except Exception:
+            return f
+    return None
 
 
 def track_files(track) -> list[Path]:
@@ -142,7 +158,7 @@ def cache_key(track) -> str:
     return h.hexdigest()[:16]
 
 
-def _decode(track) -> np.ndarray:
+def decode(track) -> np.ndarray:
     """int16 (5, 2, nb_samples) decoded through musdb, in stem order."""
     where = track_files(track)[0] if not track.is_wav else Path(track.path).parent
     try:
@@ -187,14 +203,14 @@ def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, pr
     if todo:
         from tqdm.auto import tqdm
         for track, path in tqdm(todo, desc=f"decoding into {cache_dir}", unit="track", disable=not progress):
-            atomic_save_npy(path, _decode(track))
+            atomic_save_npy(path, decode(track))
     out = []
     for track, path in zip(tracks, paths):
         try:
             audio = np.load(path, mmap_mode="r")
         except (ValueError, OSError):
             path.unlink(missing_ok=True)  # unreadable cache entry: decode again
-            atomic_save_npy(path, _decode(track))
+            atomic_save_npy(path, decode(track))
             audio = np.load(path, mmap_mode="r")
         out.append(CachedTrack(track.name, audio))
     return out

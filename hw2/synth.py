@@ -10,7 +10,6 @@ used for part of the train subset, so that musdb's standard split applies to gen
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -117,7 +116,9 @@ def make_musdb(root, fmt: str = "wav", nb_train: int = 6, nb_valid: int = 2, nb_
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hw2.synth", description=__doc__.split("\n\n")[0])
+    from hw2.train import OneLineParser  # a bad flag is one line on stderr and exit status 2, as in hw2.train
+
+    p = OneLineParser(prog="python -m hw2.synth", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder to create the MUSDB root in")
     p.add_argument("--format", choices=("wav", "stem"), default="wav")
     p.add_argument("--train", type=int, default=6)

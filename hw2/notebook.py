@@ -1,0 +1,218 @@
+"""Plumbing for the notebooks, so that their cells stay one-liners: a MUSDB root to work on (the real one, a
+few of its tracks, or generated tracks), the splits as cached tracks, a run folder (on Google Drive in Colab),
+and a measured training speed.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw2.data import ExcerptSampler, detect_format, open_cached
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVE_RUNS = "/content/drive/MyDrive/hw2-runs"
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def _scratch() -> Path:
+    return Path(tempfile.gettempdir()) / "hw2-notebooks"
+
+
+def demo_root(nb_train: int = 6, nb_valid: int = 2, nb_test: int = 2, duration: float = 8.0) -> Path:
+    """A generated MUSDB-HQ root (`hw2.synth.make_musdb`) in the temp folder, written once and reused."""
+    from hw2.synth import make_musdb
+
+    folder = _scratch() / f"demo-{nb_train}-{nb_valid}-{nb_test}-{duration:g}"
+    root = folder / "musdb"
+    if not root.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".musdb-"))
+        make_musdb(tmp, "wav", nb_train, nb_valid, nb_test, duration)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def validation_names() -> list[str]:
+    """musdb's fixed list of the train subset's validation tracks."""
+    import musdb
+    import yaml
+
+    with open(Path(musdb.__file__).parent / "configs" / "mus.yaml") as f:
+        return list(yaml.safe_load(f)["validation_tracks"])
+
+
+def subset_root(root, nb_train: int = 8, nb_valid: int = 2, nb_test: int = 2, out=None) -> Path:
+    """A MUSDB root of symbolic links to the first `nb_train` train-split, `nb_valid` valid-split and `nb_test`
+    test tracks of `root` (same layout, same files: decoded-cache entries are shared with the full root)."""
+    root = Path(root).expanduser().resolve()
+    is_wav = detect_format(root)
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    out = Path(out) if out else _scratch() / f"subset-{tag}-{nb_train}-{nb_valid}-{nb_test}"
+    valid = set(validation_names())
+
+    def entries(subset):
+        folder = root / subset
+        if not folder.is_dir():
+            return []
+        if is_wav:
+            return sorted(p for p in folder.iterdir() if (p / "mixture.wav").is_file())
+        return sorted(p for p in folder.iterdir() if p.name.endswith(".stem.mp4"))
+
+    def name(p):
+        return p.name[: -len(".stem.mp4")] if p.name.endswith(".stem.mp4") else p.name
+
+    train = entries("train")
+    pick = {"train": [p for p in train if name(p) not in valid][:nb_train]
+            + [p for p in train if name(p) in valid][:nb_valid], "test": entries("test")[:nb_test]}
+    for subset, paths in pick.items():
+        folder = out / subset
+        if folder.exists():
+            shutil.rmtree(folder)
+        if paths:
+            folder.mkdir(parents=True)
+        for p in paths:
+            (folder / p.name).symlink_to(p, target_is_directory=p.is_dir())
+    return out
+
+
+def prepare_root(musdb_root: str = "", smoke: bool = False, nb_train: int = 8, nb_valid: int = 2,
+                 nb_test: int = 2) -> tuple[Path, str]:
+    """(root, cache_dir) for a notebook: with no `musdb_root`, generated tracks (cached beside them); in smoke
+    mode, links to the first `nb_train` / `nb_valid` / `nb_test` tracks of `musdb_root`; else `musdb_root`
+    itself. cache_dir "" means the default decoded cache ($HW2_CACHE or ~/.cache/hw2)."""
+    if not musdb_root:
+        root = demo_root()
+        print(f"no MUSDB_ROOT given: using generated tracks in {root}")
+        return root, str(root.parent / "cache")
+    root = Path(musdb_root).expanduser()
+    detect_format(root)  # a clear error now rather than deep inside musdb
+    if smoke:
+        root = subset_root(root, nb_train, nb_valid, nb_test)
+        print(f"smoke mode: the first {nb_train} train / {nb_valid} valid / {nb_test} test tracks, linked in {root}")
+    return root, ""
+
+
+def open_splits(root, cache_dir: str = "", progress: bool = True) -> dict:
+    """{"train": [...], "valid": [...], "test": [...]}: the cached tracks of musdb's train / valid split of the
+    train subset and of the test subset (left out when the root has no test/ folder)."""
+    root = Path(root)
+    splits = {"train": open_cached(root, "train", "train", cache_dir or None, progress),
+              "valid": open_cached(root, "train", "valid", cache_dir or None, progress)}
+    if (root / "test").is_dir() and any((root / "test").iterdir()):
+        splits["test"] = open_cached(root, "test", None, cache_dir or None, progress)
+    return splits
+
+
+def run_folder(name: str, smoke: bool = False) -> Path:
+    """Where a notebook's run writes its checkpoints: a fresh temp folder in smoke mode; in Colab, Google Drive
+    (mounted here) under MyDrive/hw2-runs/<name>, so a disconnect loses nothing; else runs/<name> of the repo."""
+    if smoke:
+        return Path(tempfile.mkdtemp(prefix=f"hw2-{name}-"))
+    if in_colab():
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount("/content/drive")
+        return Path(DRIVE_RUNS) / name
+    return REPO / "runs" / name
+
+
+def param_count(cfg) -> int:
+    """Trainable parameters of the Open-Unmix model a `hw2.train.TrainConfig` describes."""
+    from hw2.model import OpenUnmix, count_parameters
+
+    return count_parameters(OpenUnmix(cfg.model_config()))
+
+
+def config_table(configs: dict):
+    """Named `hw2.train.TrainConfig`s side by side, as a pandas DataFrame: their parameter count (and whether it
+    is under the assignment's 10M limit), then the model / data / optimiser fields that matter most and every
+    other field on which they differ."""
+    from dataclasses import asdict
+
+    import pandas as pd
+
+    from hw2.train import MAX_PARAMS
+
+    table = pd.DataFrame({name: asdict(c) for name, c in configs.items()}).astype(str)
+    key = {"target", "epochs", "seq_dur", "batch_size", "samples_per_track", "sampler", "mixing", "lr", "n_fft",
+           "n_hop", "hidden_size", "nb_layers", "bandwidth", "nb_channels", "amp", "nb_workers"}
+    differ = table[(table.nunique(axis=1) > 1) | table.index.isin(key)]
+    counts = {name: param_count(c) for name, c in configs.items()}
+    head = pd.DataFrame({name: {"parameters": f"{n:,}", "under 10M": str(n < MAX_PARAMS)}
+                         for name, n in counts.items()})
+    return pd.concat([head, differ])
+
+
+def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
+    """Time `nb_steps` training steps (after `warmup` untimed ones) of `cfg` on `cfg.device` with batches of
+    `tracks`, as `hw2.train.train` runs them. Returns device, batch_size, seq_dur, batch_seconds (building one
+    batch on the CPU), step_seconds (STFT, forward, backward, optimizer) and nb_workers."""
+    import torch
+
+    from hw2.model import OpenUnmix
+    from hw2.train import resolve_device
+
+    device = resolve_device(cfg.device)
+    gain = None if cfg.gain_low == cfg.gain_high == 1.0 else (cfg.gain_low, cfg.gain_high)
+    sampler = ExcerptSampler(tracks, cfg.seq_dur, (cfg.target,), cfg.sampler, cfg.batch_size,
+                             cfg.samples_per_track, cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = OpenUnmix(cfg.model_config()).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    nb_batches = sampler.nb_batches(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    batch_s, step_s = [], []
+    for i in range(warmup + nb_steps):
+        t0 = time.perf_counter()
+        mix, tgt = sampler.batch(0, i % nb_batches)
+        t1 = time.perf_counter()
+        mix, tgt = mix.to(device), tgt.to(device)
+        with torch.no_grad():
+            x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            est = model(x)
+        loss = torch.nn.functional.mse_loss(est.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        sync()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            batch_s.append(t1 - t0)
+            step_s.append(t2 - t1)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return {"device": name, "batch_size": cfg.batch_size, "seq_dur": cfg.seq_dur, "nb_steps": nb_steps,
+            "batch_seconds": float(np.median(batch_s)), "step_seconds": float(np.median(step_s)),
+            "nb_workers": cfg.nb_workers}
+
+
+def epoch_estimate(speed: dict, nb_tracks: int = 80, samples_per_track: int = 64, epochs: int = 1) -> dict:
+    """Extrapolate `measure_speed` to an epoch of `nb_tracks x samples_per_track` excerpts (validation not
+    included): with worker processes, batch building overlaps the GPU step, else it adds to it."""
+    nb_steps = math.ceil(nb_tracks * samples_per_track / speed["batch_size"])
+    if speed["nb_workers"] > 0:
+        per_step = max(speed["step_seconds"], speed["batch_seconds"] / speed["nb_workers"])
+    else:
+        per_step = speed["step_seconds"] + speed["batch_seconds"]
+    seconds = nb_steps * per_step
+    return {"measured on": speed["device"], "steps per epoch": nb_steps, "seconds per step": round(per_step, 3),
+            "minutes per epoch": round(seconds / 60, 2), f"hours for {epochs} epochs": round(seconds * epochs / 3600, 2),
+            "excerpts per second": round(speed["batch_size"] / per_step, 1)}
+

@@ -1,0 +1,558 @@
+"""Figures for the notebooks and the report, and the small numbers behind them.
+
+Every `plot_*` function takes data and returns a `matplotlib.figure.Figure` built without pyplot (no global
+state, nothing shown twice in a notebook, nothing leaked in a loop); `save_figure(fig, name)` writes it to
+`report/figures/<name>.png` (or `$HW2_FIGURES/<name>.png`). The numeric helpers are pure functions of cached
+tracks (`hw2.data.CachedTrack`: int16 audio of shape (nb_stems=5, nb_channels=2, nb_samples)) or of epoch plans
+(`hw2.data.plan_epoch`: a list of int64 (batch, 2) arrays of (track, start)).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from hw2.data import RATE, SOURCES, STEMS, STRATEGIES, plan_epoch
+
+STEM_COLORS = {"mixture": "0.35", "drums": "tab:orange", "bass": "tab:green", "other": "tab:purple",
+               "vocals": "tab:blue", "accompaniment": "tab:brown"}
+SPLIT_COLORS = {"train": "tab:blue", "valid": "tab:orange", "test": "tab:green"}
+DPI = 120
+FLOOR_DB = -80.0  # silence is reported as this level rather than -inf
+
+
+# ----------------------------------------------------------------------------------------------------- saving
+def figures_dir() -> Path:
+    """`$HW2_FIGURES`, else `report/figures` of the repository that holds this package."""
+    env = os.environ.get("HW2_FIGURES")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "report" / "figures"
+
+
+def save_figure(fig: Figure, name: str, dpi: int = DPI) -> Path:
+    """Write `fig` as `<figures_dir>/<name>.png` (the folder is created) and return the path."""
+    folder = figures_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name if name.endswith(".png") else f"{name}.png")
+    fig.savefig(path, dpi=dpi, facecolor="white")
+    return path
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+# ---------------------------------------------------------------------------------------------------- numbers
+def track_durations(tracks: Sequence) -> np.ndarray:
+    """(nb_tracks,) float seconds of cached tracks."""
+    return np.array([t.nb_samples / t.rate for t in tracks], dtype=float)
+
+
+def rms_db(x, axis=None, floor_db: float = FLOOR_DB) -> np.ndarray:
+    """20 log10 of the RMS of float audio in [-1, 1] (0 dB = full-scale square wave, so a full-scale sine is
+    -3.01 dB), over `axis` (None: everything), floored at `floor_db`."""
+    x = np.asarray(x, dtype=np.float64)
+    rms = np.sqrt(np.mean(np.square(x), axis=axis))
+    return np.maximum(20 * np.log10(np.maximum(rms, 1e-12)), floor_db)
+
+
+def frame_rms_db(audio, rate: int = RATE, frame_dur: float = 1.0, floor_db: float = FLOOR_DB) -> np.ndarray:
+    """(nb_frames,) RMS level in dB of consecutive non-overlapping frames of `frame_dur` seconds, both channels
+    together. audio: float (nb_channels, nb_samples) or (nb_samples,). A last partial frame is dropped, unless
+    the signal is shorter than one frame (then it is the only frame)."""
+    audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    n = max(1, int(round(frame_dur * rate)))
+    nb_frames = audio.shape[-1] // n
+    if nb_frames == 0:
+        return rms_db(audio, floor_db=floor_db)[None]
+    frames = audio[:, : nb_frames * n].reshape(audio.shape[0], nb_frames, n)
+    return rms_db(frames, axis=(0, 2), floor_db=floor_db)
+
+
+def stem_loudness(tracks: Sequence, stems: Sequence[str] = STEMS, floor_db: float = FLOOR_DB) -> np.ndarray:
+    """(nb_tracks, nb_stems) RMS level in dB of each stem over each whole track (see `rms_db`)."""
+    return np.array([[rms_db(t.stem(s), floor_db=floor_db) for s in stems] for t in tracks], dtype=float)
+
+
+def vocal_activity(tracks: Sequence, threshold_db: float = -40.0, frame_dur: float = 1.0,
+                   stem: str = "vocals") -> np.ndarray:
+    """(nb_tracks,) fraction of `frame_dur`-second frames of each track whose `stem` level exceeds
+    `threshold_db` (see `frame_rms_db`)."""
+    return np.array([np.mean(frame_rms_db(t.stem(stem), t.rate, frame_dur) > threshold_db) for t in tracks])
+
+
+def plan_epochs(strategy: str, lengths: Sequence[int], excerpt_len: int, nb_epochs: int = 3,
+                **kw) -> list[list[np.ndarray]]:
+    """`hw2.data.plan_epoch` for epochs 0 .. nb_epochs-1: one plan (a list of (batch, 2) arrays) per epoch.
+    kw: batch_size (required), samples_per_track, hop, seed."""
+    return [plan_epoch(strategy, lengths, excerpt_len, epoch=e, **kw) for e in range(nb_epochs)]
+
+
+def strategy_plans(sampler, nb_epochs: int = 3, strategies: Sequence[str] = STRATEGIES) -> dict:
+    """{strategy: `plan_epochs` of it} with the excerpt length, batch size, samples per track, hop and seed of an
+    `hw2.data.ExcerptSampler` (its own strategy is ignored)."""
+    return {s: plan_epochs(s, sampler.lengths, sampler.excerpt_len, nb_epochs, batch_size=sampler.batch_size,
+                           samples_per_track=sampler.samples_per_track, hop=sampler.hop, seed=sampler.seed)
+            for s in strategies}
+
+
+def plan_table(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], epoch: int = 0, nb_batches: int = 3,
+               rate: int = RATE):
+    """The first `nb_batches` batches of one epoch of each strategy as text, `track@start` per excerpt: a pandas
+    DataFrame indexed by (strategy, batch)."""
+    import pandas as pd
+
+    rows = {(name, b): {"excerpts (track@start s)": "  ".join(f"{t}@{s / rate:.1f}" for t, s in batch)}
+            for name, epochs in plans.items() for b, batch in enumerate(epochs[epoch][:nb_batches])}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["strategy", "batch"])
+
+
+def _coverage(pairs: np.ndarray, lengths: np.ndarray, excerpt_len: int) -> float:
+    """Fraction of all samples of all tracks that lie inside at least one excerpt of `pairs` (n, 2)."""
+    covered = 0
+    for t in np.unique(pairs[:, 0]):
+        starts = np.sort(pairs[pairs[:, 0] == t, 1])
+        ends = starts + excerpt_len
+        # union of the intervals [start, end): a new run starts where a start lies past every earlier end
+        run_end = np.maximum.accumulate(ends)
+        new = np.r_[True, starts[1:] > run_end[:-1]]
+        idx = np.flatnonzero(new)
+        covered += int(np.sum(run_end[np.r_[idx[1:] - 1, len(starts) - 1]] - starts[idx]))
+    return covered / float(np.sum(lengths))
+
+
+def plan_stats(plan: Sequence[np.ndarray], lengths: Sequence[int], excerpt_len: int) -> dict:
+    """Facts of one epoch plan.
+
+    Returns: nb_batches, nb_excerpts (ints); tracks_per_batch, repeats_per_batch ((nb_batches,) ints: distinct
+    tracks in a batch, and excerpts of a batch whose track is already in it); excerpts_per_track ((nb_tracks,)
+    ints); coverage (float: fraction of all audio inside at least one excerpt).
+    """
+    lengths = np.asarray(lengths)
+    pairs = np.concatenate(plan) if len(plan) else np.zeros((0, 2), np.int64)
+    distinct = np.array([len(np.unique(b[:, 0])) for b in plan], dtype=int)
+    return {"nb_batches": len(plan), "nb_excerpts": len(pairs), "tracks_per_batch": distinct,
+            "repeats_per_batch": np.array([len(b) for b in plan], dtype=int) - distinct,
+            "excerpts_per_track": np.bincount(pairs[:, 0], minlength=len(lengths)),
+            "coverage": _coverage(pairs, lengths, excerpt_len)}
+
+
+def strategy_stats(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], lengths: Sequence[int],
+                   excerpt_len: int):
+    """One row per strategy (`plans`: strategy -> its per-epoch plans, as `plan_epochs` returns), as a pandas
+    DataFrame: batches and excerpts per epoch, mean distinct tracks and repeats per batch, min / max excerpts
+    per track in an epoch, mean coverage of one epoch, coverage of all epochs together, and the fraction of
+    epoch 2's excerpts already seen in epoch 1."""
+    import pandas as pd
+
+    rows = {}
+    for name, epochs in plans.items():
+        stats = [plan_stats(p, lengths, excerpt_len) for p in epochs]
+        per_track = np.stack([s["excerpts_per_track"] for s in stats])
+        seen = {tuple(x) for x in np.concatenate(epochs[0])} if len(epochs) > 1 else set()
+        again = (np.mean([tuple(x) in seen for x in np.concatenate(epochs[1])]) if len(epochs) > 1 else np.nan)
+        rows[name] = {
+            "batches/epoch": np.mean([s["nb_batches"] for s in stats]),
+            "excerpts/epoch": np.mean([s["nb_excerpts"] for s in stats]),
+            "tracks/batch": np.mean(np.concatenate([s["tracks_per_batch"] for s in stats])),
+            "repeats/batch": np.mean(np.concatenate([s["repeats_per_batch"] for s in stats])),
+            "min excerpts/track": int(per_track.min()), "max excerpts/track": int(per_track.max()),
+            "coverage/epoch": np.mean([s["coverage"] for s in stats]),
+            f"coverage {len(epochs)} epochs": _coverage(np.concatenate([np.concatenate(p) for p in epochs]),
+                                                         np.asarray(lengths), excerpt_len),
+            "epoch 2 seen in epoch 1": again,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").round(3)
+
+
+def describe_batch(sampler, epoch: int = 0, step: int = 0, names: bool = False):
+    """The random choices behind one batch of an `hw2.data.ExcerptSampler`, as a pandas DataFrame: one row per
+    excerpt, one column per source, each cell `track@start s x gain` (plus `LR` when its channels are swapped).
+    names: label tracks by name instead of index."""
+    import pandas as pd
+
+    d = sampler.draw(epoch, step)
+    label = (lambda t: sampler.tracks[t].name) if names else str
+    cells = [[f"{label(d['tracks'][i, j])}@{d['starts'][i, j] / RATE:.2f}s x{d['gains'][i, j]:.2f}"
+              + (" LR" if d["swaps"][i, j] else "") for j in range(len(SOURCES))]
+             for i in range(len(d["tracks"]))]
+    return pd.DataFrame(cells, columns=list(SOURCES)).rename_axis("excerpt")
+
+
+def load_history(run) -> list[dict]:
+    """A run's history: `run` is a run folder, its history.json, or the list itself."""
+    if isinstance(run, (list, tuple)):
+        return list(run)
+    path = Path(run)
+    path = path / "history.json" if path.is_dir() else path
+    return json.loads(path.read_text())
+
+
+def history_table(run):
+    """A run's history.json as a pandas DataFrame indexed by epoch (train_loss, valid_loss, lr, seconds, best)."""
+    import pandas as pd
+
+    return pd.DataFrame(load_history(run)).set_index("epoch")
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+def plot_durations(durations: Mapping[str, Sequence[float]]) -> Figure:
+    """Tracks and minutes per split (bars) and the distribution of track durations (histogram).
+    durations: split -> (nb_tracks,) seconds, e.g. {"train": track_durations(train_tracks), ...}."""
+    fig = _figure(10, 3.4)
+    ax_n, ax_h = fig.subplots(1, 2, width_ratios=(1, 2))
+    names = list(durations)
+    colors = [SPLIT_COLORS.get(n, f"C{i}") for i, n in enumerate(names)]
+    counts = [len(durations[n]) for n in names]
+    minutes = [float(np.sum(durations[n])) / 60 for n in names]
+    bars = ax_n.bar(names, counts, color=colors)
+    for bar, c, m in zip(bars, counts, minutes):
+        ax_n.annotate(f"{c} tracks\n{m:.1f} min", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=8)
+    ax_n.set_ylabel("tracks")
+    ax_n.set_ylim(0, max(counts + [1]) * 1.35)
+    ax_n.set_title("tracks per split")
+    all_d = np.concatenate([np.asarray(durations[n], float) for n in names]) if names else np.zeros(1)
+    lo, hi = float(all_d.min()), float(all_d.max())
+    bins = np.linspace(lo - 0.5, hi + 0.5, 2) if hi - lo < 1e-6 else np.linspace(lo, hi, 21)
+    ax_h.hist([np.asarray(durations[n], float) for n in names], bins=bins, color=colors, label=names,
+              stacked=True)
+    ax_h.set_xlabel("track duration (s)")
+    ax_h.set_ylabel("tracks")
+    ax_h.set_title("track durations")
+    ax_h.legend()
+    return fig
+
+
+def plot_loudness(loudness, stems: Sequence[str] = STEMS) -> Figure:
+    """Box plot (with one dot per track) of the RMS level per stem. loudness: (nb_tracks, nb_stems) dB, as
+    `stem_loudness` returns."""
+    loudness = np.asarray(loudness, float)
+    fig = _figure(7, 3.6)
+    ax = fig.subplots()
+    box = ax.boxplot([loudness[:, k] for k in range(len(stems))], patch_artist=True, showfliers=False,
+                     medianprops={"color": "black"})
+    ax.set_xticks(range(1, len(stems) + 1), stems)
+    rng = np.random.default_rng(0)
+    for k, (patch, stem) in enumerate(zip(box["boxes"], stems)):
+        patch.set(facecolor=STEM_COLORS.get(stem, f"C{k}"), alpha=0.45)
+        ax.scatter(k + 1 + rng.uniform(-0.15, 0.15, len(loudness)), loudness[:, k], s=8,
+                   color=STEM_COLORS.get(stem, f"C{k}"), zorder=3)
+    ax.set_ylabel("RMS level (dB re full scale)")
+    ax.set_title(f"loudness per stem over {len(loudness)} tracks")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_vocal_activity(activity, threshold_db: float = -40.0, frame_dur: float = 1.0) -> Figure:
+    """Histogram of the per-track fraction of frames with vocals, and the fractions sorted per track.
+    activity: (nb_tracks,) in [0, 1], as `vocal_activity` returns."""
+    activity = np.asarray(activity, float)
+    fig = _figure(10, 3.4)
+    ax_h, ax_s = fig.subplots(1, 2)
+    ax_h.hist(activity, bins=np.linspace(0, 1, 11), color=STEM_COLORS["vocals"], edgecolor="white")
+    ax_h.set_xlabel(f"fraction of {frame_dur:g}-s frames with vocals above {threshold_db:g} dB")
+    ax_h.set_ylabel("tracks")
+    ax_h.set_title("vocal activity per track")
+    ax_s.bar(np.arange(len(activity)), np.sort(activity)[::-1], width=1.0, color=STEM_COLORS["vocals"])
+    ax_s.axhline(np.mean(activity), color="black", lw=1, ls="--", label=f"mean {np.mean(activity):.2f}")
+    ax_s.set_xlabel("track (sorted)")
+    ax_s.set_ylabel("fraction of frames")
+    ax_s.set_ylim(0, 1.02)
+    ax_s.set_title(f"{np.mean(activity == 0):.0%} of tracks without vocals, {np.mean(activity == 1):.0%} "
+                   "with vocals throughout", fontsize=9)
+    ax_s.legend(loc="lower left")
+    return fig
+
+
+def _stft_mag(audio, n_fft: int, n_hop: int) -> np.ndarray:
+    """(n_fft // 2 + 1, nb_frames) STFT magnitude of the channel mean of float audio (nb_channels, nb_samples)
+    or (nb_samples,)."""
+    import torch
+
+    x = torch.as_tensor(np.atleast_2d(np.asarray(audio, np.float32)).mean(0))
+    return torch.stft(x, n_fft, n_hop, window=torch.hann_window(n_fft), center=True,
+                      return_complex=True).abs().numpy()
+
+
+def spectrogram_db(audio, n_fft: int = 2048, n_hop: int = 512, ref: float | None = None) -> np.ndarray:
+    """(n_fft // 2 + 1, nb_frames) log magnitude in dB of the channel mean of float audio (nb_channels,
+    nb_samples) or (nb_samples,); 0 dB = magnitude `ref` (default: this spectrogram's maximum), floor -120 dB."""
+    mag = _stft_mag(audio, n_fft, n_hop)
+    ref = float(mag.max()) if ref is None else ref
+    return np.maximum(20 * np.log10(np.maximum(mag, 1e-12) / max(ref, 1e-12)), -120.0)
+
+
+def plot_spectrograms(track, start: float = 0.0, dur: float | None = None, stems: Sequence[str] = STEMS,
+                      n_fft: int = 2048, n_hop: int = 512, fmin: float = 30.0, range_db: float = 80.0) -> Figure:
+    """One log-frequency spectrogram panel per stem of a cached track, from `start` for `dur` seconds (None: to
+    the end), all in dB relative to the mixture's loudest bin so that the stems compare."""
+    a = int(start * track.rate)
+    b = track.nb_samples if dur is None else min(track.nb_samples, a + int(dur * track.rate))
+    audio = {s: track.stem(s)[:, a:b] for s in stems}
+    ref = float(_stft_mag(audio["mixture" if "mixture" in audio else stems[0]], n_fft, n_hop).max())
+    fig = _figure(10, 1.7 * len(stems) + 0.6)
+    axes = np.atleast_1d(fig.subplots(len(stems), 1, sharex=True, sharey=True))
+    # resample the linear bins onto a log-frequency grid, then draw an image (much faster than a mesh)
+    nyquist = track.rate / 2
+    log_f = np.linspace(np.log10(fmin), np.log10(nyquist), 256)
+    rows = np.clip(np.round(10 ** log_f * n_fft / track.rate).astype(int), 0, n_fft // 2)
+    image = None
+    for ax, s in zip(axes, stems):
+        spec = spectrogram_db(audio[s], n_fft, n_hop, ref=ref)[rows]
+        t1 = start + spec.shape[1] * n_hop / track.rate
+        image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-range_db, vmax=0,
+                          extent=(start, t1, log_f[0], log_f[-1]), interpolation="nearest")
+        ax.set_ylabel("Hz")
+        ax.set_title(s, loc="left", fontsize=9, pad=2)
+    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if fmin <= f <= nyquist]
+    axes[0].set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
+    axes[-1].set_xlabel("time (s)")
+    fig.colorbar(image, ax=list(axes), label="dB re mixture peak", shrink=0.6)
+    fig.suptitle(getattr(track, "name", ""))
+    return fig
+
+
+def plot_coverage(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], lengths: Sequence[int], excerpt_len: int,
+                  rate: int = RATE, max_tracks: int = 16) -> Figure:
+    """Which excerpts each strategy visits: one panel per strategy, one row per track (the first
+    `max_tracks`), each excerpt a segment from its start to its end, coloured by epoch (rows of one track are
+    offset a little per epoch). plans: strategy -> per-epoch plans, as `plan_epochs` returns."""
+    import matplotlib
+
+    names = list(plans)
+    nb_epochs = max(len(p) for p in plans.values())
+    nb_tracks = min(max_tracks, len(lengths))
+    cmap = matplotlib.colormaps["viridis"]
+    colors = [cmap(e / max(nb_epochs - 1, 1) * 0.85) for e in range(nb_epochs)]
+    fig = _figure(3.0 * len(names) + 0.5, 0.25 * nb_tracks + 1.6)
+    axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True, sharex=True))
+    for ax, name in zip(axes, names):
+        for e, plan in enumerate(plans[name]):
+            pairs = np.concatenate(plan)
+            pairs = pairs[pairs[:, 0] < nb_tracks]
+            y = pairs[:, 0] + (e - (nb_epochs - 1) / 2) * (0.7 / max(nb_epochs, 1))
+            x0 = pairs[:, 1] / rate
+            segs = np.stack([np.stack([x0, y], 1), np.stack([x0 + excerpt_len / rate, y], 1)], 1)
+            ax.add_collection(LineCollection(segs, colors=[colors[e]], linewidths=2, alpha=0.6))
+            ax.plot(x0, y, "|", color=colors[e], ms=5)
+        ax.set_title(name)
+        ax.set_xlabel("time in track (s)")
+        ax.set_xlim(0, max(lengths[:nb_tracks]) / rate)
+        ax.set_ylim(nb_tracks - 0.5, -0.5)
+    axes[0].set_ylabel("track")
+    axes[0].set_yticks(range(nb_tracks))
+    handles = [matplotlib.lines.Line2D([], [], color=c, lw=3) for c in colors]
+    fig.legend(handles, [f"epoch {e + 1}" for e in range(nb_epochs)], loc="outside lower center",
+               ncols=nb_epochs)
+    return fig
+
+
+def plot_batch_order(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], epoch: int = 0,
+                     max_batches: int = 40) -> Figure:
+    """The order of one epoch: one panel per strategy, a dot per excerpt at (batch index, track), so a column is
+    a batch (its distinct tracks, its repeats stacked as larger dots). plans: as `plan_epochs` returns."""
+    names = list(plans)
+    fig = _figure(3.0 * len(names) + 0.5, 3.4)
+    axes = np.atleast_1d(fig.subplots(1, len(names), sharey=True))
+    for k, (ax, name) in enumerate(zip(axes, names)):
+        plan = plans[name][epoch][:max_batches]
+        for b, batch in enumerate(plan):
+            tracks, counts = np.unique(batch[:, 0], return_counts=True)
+            ax.scatter(np.full(len(tracks), b), tracks, s=12 * counts, color=f"C{k}",
+                       edgecolors="black" if (counts > 1).any() else "none", linewidths=0.5)
+        ax.set_title(name)
+        ax.set_xlabel(f"batch of epoch {epoch + 1}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("track (dot size: excerpts in the batch)")
+    axes[0].invert_yaxis()
+    return fig
+
+
+def plot_strategy_stats(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], lengths: Sequence[int],
+                        excerpt_len: int) -> Figure:
+    """Per strategy: distinct tracks per batch, excerpts per track per epoch (box plots over all batches /
+    tracks of all epochs) and the fraction of the audio covered after 1, 2, ... epochs."""
+    names = list(plans)
+    stats = {n: [plan_stats(p, lengths, excerpt_len) for p in plans[n]] for n in names}
+    fig = _figure(12, 3.6)
+    ax_t, ax_e, ax_c = fig.subplots(1, 3)
+    ax_t.boxplot([np.concatenate([s["tracks_per_batch"] for s in stats[n]]) for n in names], showmeans=True)
+    ax_t.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    ax_t.set_ylabel("distinct tracks in a batch")
+    ax_t.set_title("tracks per batch (triangle: mean)")
+    ax_e.boxplot([np.concatenate([s["excerpts_per_track"] for s in stats[n]]) for n in names], showmeans=True)
+    ax_e.set_xticks(range(1, len(names) + 1), names, rotation=20)
+    ax_e.set_ylabel("excerpts of a track in an epoch")
+    ax_e.set_title("how often each track is drawn")
+    lengths = np.asarray(lengths)
+    for k, n in enumerate(names):
+        cum = [_coverage(np.concatenate([np.concatenate(p) for p in plans[n][: e + 1]]), lengths, excerpt_len)
+               for e in range(len(plans[n]))]
+        ax_c.plot(np.arange(1, len(cum) + 1), cum, "o-", label=n, color=f"C{k}")
+    ax_c.set_xlabel("epochs")
+    ax_c.set_ylabel("fraction of the audio seen")
+    ax_c.set_ylim(0, 1.05)
+    ax_c.set_title("coverage")
+    ax_c.legend(fontsize=8)
+    return fig
+
+
+def _envelope(x: np.ndarray, nb_points: int = 800) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions, min, max) of `x` (nb_samples,) in `nb_points` blocks: a waveform drawn cheaply."""
+    block = max(1, len(x) // nb_points)
+    n = len(x) // block * block
+    blocks = x[:n].reshape(-1, block)
+    return np.arange(len(blocks)) * block, blocks.min(1), blocks.max(1)
+
+
+def plot_batch(batches: Mapping[str, tuple], rate: int = RATE, nb_examples: int = 4,
+               target_name: str = "vocals") -> Figure:
+    """Waveforms of the first `nb_examples` excerpts of batches built differently (columns), e.g. without and
+    with augmentation: the mixture in grey and the target in colour, left channel above, right below.
+    batches: name -> (mixture, target), float (nb_samples, nb_channels, nb_timesteps) arrays or tensors."""
+    names = list(batches)
+    fig = _figure(4.2 * len(names), 1.5 * nb_examples + 0.6)
+    axes = np.atleast_2d(fig.subplots(nb_examples, len(names), sharex=True, sharey=True, squeeze=False))
+    color = STEM_COLORS.get(target_name, "tab:blue")
+    for c, name in enumerate(names):
+        mix, tgt = (np.asarray(x) for x in batches[name])
+        for r in range(nb_examples):
+            ax = axes[r, c]
+            if r >= len(mix):
+                ax.set_axis_off()
+                continue
+            for ch, offset in ((0, 1.0), (1, -1.0)):
+                for sig, col, lab in ((mix[r, ch], "0.6", "mixture"), (tgt[r, ch], color, target_name)):
+                    pos, lo, hi = _envelope(sig)
+                    ax.fill_between(pos / rate, offset + lo, offset + hi, color=col, lw=0,
+                                    label=lab if ch == 0 else None)
+            ax.set_yticks([1, -1], ["L", "R"])
+            if r == 0:
+                ax.set_title(name)
+        axes[-1, c].set_xlabel("time in excerpt (s)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
+    return fig
+
+
+def plot_history(history, title: str | None = None) -> Figure:
+    """Training curves of a run: train / valid loss per epoch (best epoch marked), learning rate, seconds per
+    epoch. history: a run folder, its history.json or the list of per-epoch dicts (`hw2.train` writes them)."""
+    if title is None and not isinstance(history, (list, tuple)):
+        p = Path(history)
+        title = (p if p.is_dir() else p.parent).name
+    h = load_history(history)
+    fig = _figure(12, 3.5)
+    ax_l, ax_r, ax_s = fig.subplots(1, 3)
+    if not h:
+        ax_l.set_title("no epoch finished yet")
+        return fig
+    ep = np.array([r["epoch"] for r in h])
+    train = np.array([r["train_loss"] for r in h])
+    valid = np.array([r["valid_loss"] for r in h])
+    best = int(np.argmin(valid))
+    ax_l.plot(ep, train, label="train (augmented excerpts)")
+    ax_l.plot(ep, valid, label="valid (full tracks)")
+    ax_l.plot(ep[best], valid[best], "*", ms=12, color="tab:red", label=f"best: epoch {ep[best]}")
+    ax_l.axvline(ep[best], color="tab:red", lw=0.8, ls=":")
+    ax_l.set_yscale("log")
+    ax_l.set_xlabel("epoch")
+    ax_l.set_ylabel("MSE of magnitudes")
+    ax_l.legend(fontsize=8)
+    ax_l.set_title("loss")
+    ax_r.step(ep, [r["lr"] for r in h], where="post")
+    ax_r.set_yscale("log")
+    ax_r.set_xlabel("epoch")
+    ax_r.set_title("learning rate")
+    sec = np.array([r["seconds"] for r in h])
+    ax_s.bar(ep, sec, width=0.8, color="0.5")
+    ax_s.axhline(np.median(sec), color="black", ls="--", lw=1, label=f"median {np.median(sec):.1f} s")
+    ax_s.set_xlabel("epoch")
+    ax_s.set_ylabel("seconds")
+    ax_s.set_title(f"time per epoch (total {sec.sum() / 60:.1f} min)")
+    ax_s.legend(fontsize=8)
+    for ax in (ax_l, ax_r, ax_s):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------- listening
+def audio_player(audio, rate: int = RATE, start: float = 0.0, dur: float | None = None, mono: bool = False,
+                 normalize: bool = True):
+    """An `IPython.display.Audio` of `audio`: float (nb_channels, nb_samples), (nb_samples, nb_channels) or
+    (nb_samples,), a numpy array or a tensor; `start` / `dur` in seconds cut an excerpt; mono downmixes."""
+    from IPython.display import Audio
+
+    x = np.asarray(audio.detach().cpu() if hasattr(audio, "detach") else audio, dtype=np.float32)
+    x = np.atleast_2d(x)
+    if x.shape[0] > x.shape[1]:
+        x = x.T  # (nb_samples, nb_channels) -> (nb_channels, nb_samples)
+    a = int(start * rate)
+    x = x[:, a:] if dur is None else x[:, a:a + int(dur * rate)]
+    if mono or x.shape[0] > 2:
+        x = x.mean(0, keepdims=True)
+    if not normalize:
+        x = np.clip(x, -1, 1)
+    return Audio(x[0] if x.shape[0] == 1 else x, rate=rate, normalize=normalize)
+
+
+def stem_players(track, start: float = 0.0, dur: float | None = 5.0, stems: Sequence[str] = STEMS):
+    """An ipywidgets box with one labelled audio player per stem of a cached track."""
+    import ipywidgets as widgets
+
+    boxes = []
+    for s in stems:
+        out = widgets.Output()
+        with out:
+            from IPython.display import display
+            display(audio_player(track.stem(s), track.rate, start, dur))
+        boxes.append(widgets.VBox([widgets.HTML(f"<b>{s}</b>"), out]))
+    return widgets.HBox(boxes, layout=widgets.Layout(flex_flow="row wrap"))
+
+
+def batch_players(batches: Mapping[str, tuple], example: int = 0, rate: int = RATE, target_name: str = "vocals"):
+    """An ipywidgets grid with players for the mixture and the target of one excerpt of each batch.
+    batches: name -> (mixture, target), as for `plot_batch`."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    rows = []
+    for name, (mix, tgt) in batches.items():
+        cells = [widgets.HTML(f"<b>{name}</b>", layout=widgets.Layout(width="220px"))]
+        for label, audio in (("mixture", mix[example]), (target_name, tgt[example])):
+            out = widgets.Output()
+            with out:
+                display(audio_player(audio, rate))
+            cells.append(widgets.VBox([widgets.HTML(label), out]))
+        rows.append(widgets.HBox(cells))
+    return widgets.VBox(rows)
+
+
+def track_picker(tracks: Sequence, start: float = 0.0, dur: float = 5.0, stems: Sequence[str] = STEMS):
+    """A dropdown of cached tracks that shows, for the chosen one, a player per stem and the stem spectrograms
+    of the excerpt [start, start + dur). Returns the widget (display it, or leave it last in a cell); the first
+    track is shown at once, so it also renders when a notebook runs without a browser."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    dropdown = widgets.Dropdown(options=[(t.name, i) for i, t in enumerate(tracks)], value=0,
+                                description="track", layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
+
+    def show(change=None):
+        track = tracks[dropdown.value]
+        out.clear_output(wait=True)
+        with out:
+            display(stem_players(track, start, dur, stems))
+            display(plot_spectrograms(track, start, dur, stems))
+
+    dropdown.observe(show, names="value")
+    show()
+    return widgets.VBox([dropdown, out])
