@@ -281,7 +281,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         batches = sampler.epoch(epoch, state["step"])
         loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.nb_workers,
                                              pin_memory=device.type == "cuda",
-                                             persistent_workers=False)
+                                             persistent_workers=False,
+                                             # its own generator: a loader draws its base seed when iterated, and
+                                             # from the global RNG that would shift dropout after a mid-epoch resume
+                                             generator=torch.Generator().manual_seed(cfg.seed))
         model.train()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet,
                    initial=state["step"], total=sampler.nb_batches(epoch))

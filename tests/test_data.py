@@ -1,0 +1,497 @@
+"""The data pipeline: opening a MUSDB root in either format, musdb's split, the decoded cache, the sampling
+strategies and the excerpt sampler (mixing and augmentations)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hw2 import Hw2Error
+from hw2.data import (RATE, SOURCES, STEMS, STRATEGIES, CachedTrack, ExcerptSampler, EpochBatches, cache_key,
+                      detect_format, load_cached, open_cached, open_tracks, plan_epoch)
+from hw2.synth import VALID_NAMES
+
+NB_TRAIN, NB_VALID, NB_TEST = 4, 2, 1  # the generated roots' sizes (tests/conftest.py)
+
+
+def leftovers(cache: Path) -> list[str]:
+    """Temporary files a failed or interrupted cache write could leave behind."""
+    return sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp") or p.name.startswith("."))
+
+
+def musdb_pcm(track) -> np.ndarray:
+    """int16 (5, 2, nb_samples) straight from musdb, decoded now (the reference the cache must equal)."""
+    stems = np.asarray(track.stems)
+    return np.clip(np.round(stems * 32768.0), -32768, 32767).astype(np.int16).transpose(0, 2, 1)
+
+
+# ---------------------------------------------------------------------------------------------- format detection
+def test_detect_format(wav_root, stem_root):
+    assert detect_format(wav_root) is True
+    assert detect_format(stem_root) is False
+
+
+def test_missing_root_names_the_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(Hw2Error, match="nowhere: no such folder"):
+        detect_format(missing)
+    with pytest.raises(Hw2Error, match="nowhere"):
+        open_cached(missing, cache_dir=tmp_path / "cache")
+
+
+def test_not_a_musdb_folder(tmp_path):
+    (tmp_path / "other" / "stuff").mkdir(parents=True)
+    with pytest.raises(Hw2Error, match=re.escape(f"{tmp_path / 'other'}: not a MUSDB root (no train/ or test/")):
+        detect_format(tmp_path / "other")
+    (tmp_path / "fake" / "train" / "some track").mkdir(parents=True)
+    (tmp_path / "fake" / "train" / "notes.txt").write_text("hi")
+    with pytest.raises(Hw2Error, match=re.escape(f"{tmp_path / 'fake'}: not a MUSDB root")):
+        open_tracks(tmp_path / "fake")
+
+
+def test_empty_subset_and_split(wav_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(wav_root / "train" / "Synth 00 - Train", root / "train" / "Synth 00 - Train")
+    (root / "test").mkdir()
+    assert len(open_tracks(root, "train")) == 1
+    with pytest.raises(Hw2Error, match=re.escape(f"{root / 'test'}: no tracks")):
+        open_tracks(root, "test")
+    with pytest.raises(Hw2Error, match=re.escape(f"{root / 'train'} (musdb's valid split): no tracks")):
+        open_tracks(root, "train", "valid")
+
+
+def test_bad_subset_and_split(wav_root):
+    with pytest.raises(Hw2Error, match="unknown subset"):
+        open_tracks(wav_root, "valid")
+    with pytest.raises(Hw2Error, match="unknown split"):
+        open_tracks(wav_root, "train", "test")
+    with pytest.raises(Hw2Error, match="only exists inside the train subset"):
+        open_tracks(wav_root, "test", "valid")
+
+
+def test_missing_stem_in_wav_track(wav_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(wav_root / "train" / "Synth 01 - Train", root / "train" / "Synth 01 - Train")
+    (root / "train" / "Synth 01 - Train" / "bass.wav").unlink()
+    with pytest.raises(Hw2Error, match=r"Synth 01 - Train: missing bass\.wav"):
+        open_tracks(root, "train")
+
+
+# ------------------------------------------------------------------------------------------------------- split
+def test_standard_split_on_generated_roots(synth, synth_sizes):
+    assert synth_sizes == (NB_TRAIN, NB_VALID, NB_TEST)
+    fmt, root, _ = synth
+    train = [t.name for t in open_tracks(root, "train", "train")]
+    valid = [t.name for t in open_tracks(root, "train", "valid")]
+    assert train == [f"Synth {i:02d} - Train" for i in range(NB_TRAIN)]
+    assert sorted(valid) == sorted(VALID_NAMES[:NB_VALID])
+    assert len(open_tracks(root, "train")) == NB_TRAIN + NB_VALID
+    assert len(open_tracks(root, "test")) == NB_TEST
+    assert all(t.is_wav == (fmt == "wav") for t in open_tracks(root, "test"))
+
+
+@pytest.mark.integration
+def test_standard_split_on_real_musdb(musdb_root):
+    import musdb
+    import yaml
+
+    setup = yaml.safe_load((Path(musdb.__file__).parent / "configs" / "mus.yaml").read_text())
+    train = open_tracks(musdb_root, "train", "train")
+    valid = open_tracks(musdb_root, "train", "valid")
+    assert (len(train), len(valid)) == (80, 14)
+    assert {t.name for t in valid} == set(setup["validation_tracks"])
+    assert not {t.name for t in train} & {t.name for t in valid}
+
+
+@pytest.mark.integration
+def test_real_cache_equals_fresh_decode(musdb_root, real_cache_dir):
+    tracks = open_tracks(musdb_root, "train", "valid")[:2]
+    for track, cached in zip(tracks, load_cached(tracks, real_cache_dir, progress=False)):
+        assert cached.name == track.name
+        np.testing.assert_array_equal(np.asarray(cached.audio), musdb_pcm(track))
+
+
+# ------------------------------------------------------------------------------------------------------- cache
+def test_cache_equals_fresh_decode(synth):
+    fmt, root, cache = synth
+    tracks = open_tracks(root, "train")
+    cached = load_cached(tracks, cache, progress=False)
+    assert len(cached) == len(tracks) == NB_TRAIN + NB_VALID
+    assert len(list(cache.glob("*.npy"))) >= len(tracks)
+    for track, c in list(zip(tracks, cached))[:2]:
+        assert c.name == track.name
+        assert c.audio.dtype == np.int16 and c.audio.shape[:2] == (5, 2)
+        assert isinstance(c.audio, np.memmap)
+        assert abs(c.nb_samples - 5.0 * RATE) < 0.1 * RATE  # AAC may pad a little
+        np.testing.assert_array_equal(np.asarray(c.audio), musdb_pcm(track))
+        # float views: stem scale and targets are sums of their sources
+        np.testing.assert_allclose(c.stem("vocals"), musdb_pcm(track)[4] / 32768.0, atol=1e-7)
+        np.testing.assert_allclose(c.target("accompaniment"),
+                                   c.stem("drums") + c.stem("bass") + c.stem("other"), atol=1e-6)
+    assert not leftovers(cache)
+
+
+def test_cache_is_reused(wav_root, wav_cache):
+    tracks = open_tracks(wav_root, "train", "train")
+    load_cached(tracks, wav_cache, progress=False)
+    files = {p: p.stat().st_mtime_ns for p in wav_cache.glob("*.npy")}
+    load_cached(open_tracks(wav_root, "train", "train"), wav_cache, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in wav_cache.glob("*.npy")} == files
+
+
+def test_cache_is_keyed_on_the_source_files(wav_root, tmp_path):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    for name in ("Synth 00 - Train", "Synth 01 - Train"):
+        shutil.copytree(wav_root / "train" / name, root / "train" / name)
+    tracks = open_tracks(root, "train")
+    before = load_cached(tracks, cache, progress=False)
+    assert len(list(cache.glob("*.npy"))) == 2
+    assert np.abs(np.asarray(before[0].audio[STEMS.index("vocals")])).max() > 0
+    other_npy = cache / f"{tracks[1].name.replace(' ', '_')}.{cache_key(tracks[1])}.npy"
+    other_mtime = other_npy.stat().st_mtime_ns
+
+    # touching a file changes the key
+    vocals = root / "train" / "Synth 00 - Train" / "vocals.wav"
+    key0 = cache_key(tracks[0])
+    st = vocals.stat()
+    os.utime(vocals, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    key1 = cache_key(open_tracks(root, "train")[0])
+    assert key1 != key0
+
+    # changing a file's content: the new content is decoded, not the stale entry served
+    audio, rate = sf.read(vocals, dtype="int16")
+    sf.write(vocals, np.zeros_like(audio), rate, subtype="PCM_16")
+    os.utime(vocals, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    tracks = open_tracks(root, "train")
+    after = load_cached(tracks, cache, progress=False)
+    assert cache_key(tracks[0]) not in (key0, key1)
+    assert len(list(cache.glob("*.npy"))) == 3  # one more entry: the changed track, decoded again
+    assert np.abs(np.asarray(after[0].audio[STEMS.index("vocals")])).max() == 0
+    np.testing.assert_array_equal(np.asarray(after[0].audio[STEMS.index("drums")]),
+                                  np.asarray(before[0].audio[STEMS.index("drums")]))
+    assert other_npy.stat().st_mtime_ns == other_mtime  # the unchanged track was not decoded again
+    assert cache_key(tracks[1]) == cache_key(open_tracks(root, "train")[1])
+
+
+def test_unreadable_cache_entry_is_decoded_again(wav_root, tmp_path):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 02 - Train", root / "train" / "Synth 02 - Train")
+    tracks = open_tracks(root, "train")
+    good = np.asarray(load_cached(tracks, cache, progress=False)[0].audio).copy()
+    (npy,) = cache.glob("*.npy")
+    npy.write_bytes(b"garbage, not an npy file")
+    np.testing.assert_array_equal(np.asarray(load_cached(tracks, cache, progress=False)[0].audio), good)
+
+
+def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    for name in ("Synth 00 - Train", "Synth 01 - Train"):
+        shutil.copytree(wav_root / "train" / name, root / "train" / name)
+    bad = root / "train" / "Synth 01 - Train" / "vocals.wav"
+    bad.write_bytes(bad.read_bytes()[:3000])  # truncated: its length no longer matches the other stems
+    with pytest.raises(Hw2Error, match="Synth 01 - Train.*(cannot decode|cannot read)"):
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    assert not list(cache.glob("Synth_01*"))
+    assert not leftovers(cache)
+
+
+def test_corrupt_stem_file_is_named(tmp_path, stem_root):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    (root / "train").mkdir(parents=True)
+    shutil.copy(stem_root / "train" / "Synth 00 - Train.stem.mp4", root / "train")
+    bad = root / "train" / "Broken - Track.stem.mp4"
+    bad.write_bytes(os.urandom(5000))
+    with pytest.raises(Hw2Error, match="Broken - Track.stem.mp4: cannot"):
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    assert not cache.exists() or not list(cache.iterdir())  # nothing decoded, nothing half-written
+
+
+def test_interrupted_cache_write_leaves_nothing(wav_root, tmp_path, monkeypatch):
+    """A crash while writing the .npy (disk full, kill) must not leave a half-written entry that a later run
+    would trust."""
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 03 - Train", root / "train" / "Synth 03 - Train")
+
+    class Crash(Exception):
+        pass
+
+    real_save = np.save
+
+    def half_save(f, arr, *a, **k):
+        f.write(b"\x93NUMPY partial")
+        raise Crash()
+
+    monkeypatch.setattr(np, "save", half_save)
+    with pytest.raises(Crash):
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    assert not list(cache.iterdir())
+    monkeypatch.setattr(np, "save", real_save)
+    (c,) = open_cached(root, "train", cache_dir=cache, progress=False)
+    np.testing.assert_array_equal(np.asarray(c.audio), musdb_pcm(open_tracks(root, "train")[0]))
+
+
+# ---------------------------------------------------------------------------------------------- plan_epoch
+L = 100  # excerpt length (samples) for the plan tests
+LENGTHS = [10 * L, 7 * L + 33, 3 * L, 12 * L + 1, L]
+
+
+def grid(lengths, excerpt_len, hop):
+    return {(t, s) for t, n in enumerate(lengths) for s in range(0, n - excerpt_len + 1, hop)}
+
+
+def pairs_of(batches):
+    return [tuple(map(int, p)) for b in batches for p in b]
+
+
+@pytest.mark.parametrize("hop", [L, L // 2, 37])
+def test_exhaustive_sees_every_excerpt_once(hop):
+    batches = plan_epoch("exhaustive", LENGTHS, L, batch_size=4, hop=hop, seed=3, epoch=1)
+    pairs = pairs_of(batches)
+    assert len(pairs) == len(set(pairs))
+    assert set(pairs) == grid(LENGTHS, L, hop)
+    assert all(len(b) == 4 for b in batches[:-1]) and 1 <= len(batches[-1]) <= 4
+    again = pairs_of(plan_epoch("exhaustive", LENGTHS, L, batch_size=4, hop=hop, seed=3, epoch=2))
+    assert set(again) == set(pairs) and again != pairs  # reshuffled each epoch
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 5, 8])
+def test_roundrobin_no_track_twice_in_a_batch(batch_size):
+    batches = plan_epoch("roundrobin", LENGTHS, L, batch_size=batch_size, hop=L // 2, seed=0, epoch=0)
+    for b in batches:
+        assert len(b) <= batch_size
+        assert len(set(b[:, 0].tolist())) == len(b), f"track repeated in batch {b.tolist()}"
+    pairs = pairs_of(batches)
+    assert len(pairs) == len(set(pairs)) and set(pairs) == grid(LENGTHS, L, L // 2)
+    # batches are full while at least batch_size tracks still have excerpts left
+    assert len(batches[0]) == min(batch_size, len(LENGTHS))
+
+
+@pytest.mark.parametrize("spt", [1, 3, 8])
+def test_balanced_gives_each_track_n(spt):
+    for epoch in range(3):
+        batches = plan_epoch("balanced", LENGTHS, L, batch_size=4, samples_per_track=spt, seed=5, epoch=epoch)
+        pairs = np.array(pairs_of(batches))
+        assert Counter(pairs[:, 0].tolist()) == {t: spt for t in range(len(LENGTHS))}
+        room = np.array(LENGTHS)[pairs[:, 0]] - L + 1
+        assert (pairs[:, 1] >= 0).all() and (pairs[:, 1] < room).all()
+    a = pairs_of(plan_epoch("balanced", LENGTHS, L, batch_size=4, samples_per_track=8, seed=5, epoch=0))
+    b = pairs_of(plan_epoch("balanced", LENGTHS, L, batch_size=4, samples_per_track=8, seed=5, epoch=1))
+    assert a != b
+
+
+def test_sequential_in_order_and_fixed():
+    ref = pairs_of(plan_epoch("sequential", LENGTHS, L, batch_size=3, hop=L // 2, seed=0, epoch=0))
+    assert ref == sorted(grid(LENGTHS, L, L // 2))
+    for seed, epoch in [(0, 5), (9, 0), (123, 77)]:
+        assert pairs_of(plan_epoch("sequential", LENGTHS, L, batch_size=3, hop=L // 2, seed=seed, epoch=epoch)) == ref
+
+
+def test_random_count_and_range():
+    batches = plan_epoch("random", LENGTHS, L, batch_size=6, samples_per_track=7, seed=1, epoch=0)
+    pairs = np.array(pairs_of(batches))
+    assert len(pairs) == 7 * len(LENGTHS)
+    assert [len(b) for b in batches] == [6] * 5 + [5]
+    assert ((pairs[:, 0] >= 0) & (pairs[:, 0] < len(LENGTHS))).all()
+    assert (pairs[:, 1] <= np.array(LENGTHS)[pairs[:, 0]] - L).all()
+    assert len(set(pairs[:, 0].tolist())) > 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_too_short_track(strategy):
+    with pytest.raises(Hw2Error, match="track #2 .* shorter than"):
+        plan_epoch(strategy, [5 * L, 2 * L, L - 1], L, batch_size=2)
+
+
+def test_unknown_strategy():
+    with pytest.raises(Hw2Error, match="unknown sampling strategy 'foo'"):
+        plan_epoch("foo", LENGTHS, L, batch_size=2)
+
+
+# -------------------------------------------------------------------------------------------- ExcerptSampler
+N = 1000  # excerpt length in samples
+SEQ = N / RATE
+
+
+def fake_tracks(lengths=(3000, 4000, 5000, 2500, 6000), seed=0) -> list[CachedTrack]:
+    """Cached tracks of random int16 audio; stem 0 (mixture) is unused by the sampler."""
+    rng = np.random.default_rng(seed)
+    return [CachedTrack(f"t{i}", rng.integers(-20000, 20000, (5, 2, n), dtype=np.int16))
+            for i, n in enumerate(lengths)]
+
+
+def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
+    """The batch recomputed from the sampler's recorded random choices, independently of its mixing code."""
+    d = sampler.draw(epoch, step)
+    b = len(d["tracks"])
+    mix = np.zeros((b, 2, N))
+    tgt = np.zeros((b, len(sampler.targets), 2, N))
+    from hw2.data import TARGETS
+    for i in range(b):
+        for j, source in enumerate(SOURCES):
+            t, s = d["tracks"][i, j], d["starts"][i, j]
+            x = sampler.tracks[t].audio[j + 1, :, s:s + N].astype(np.float64) / 32768.0
+            if d["swaps"][i, j]:
+                x = x[::-1]
+            x = x * d["gains"][i, j]
+            mix[i] += x
+            for k, target in enumerate(sampler.targets):
+                if source in TARGETS[target]:
+                    tgt[i, k] += x
+    return mix, tgt
+
+
+@pytest.mark.parametrize("mixing", ["incoherent", "coherent"])
+@pytest.mark.parametrize("targets", [("vocals",), ("vocals", "accompaniment"), ("accompaniment",)])
+def test_batch_is_the_mix_of_its_draw(mixing, targets):
+    s = ExcerptSampler(fake_tracks(), SEQ, targets, "balanced", 4, 3, mixing=mixing, seed=7)
+    for step in (0, s.nb_batches(0) - 1):
+        mix, tgt = s.batch(0, step)
+        exp_mix, exp_tgt = expected_batch(s, 0, step)
+        assert mix.dtype == tgt.dtype == torch.float32
+        assert mix.shape == (len(exp_mix), 2, N)
+        assert tgt.shape == ((len(exp_mix), 2, N) if len(targets) == 1 else (len(exp_mix), len(targets), 2, N))
+        np.testing.assert_allclose(mix.numpy(), exp_mix, atol=1e-5)
+        np.testing.assert_allclose(tgt.numpy(), exp_tgt[:, 0] if len(targets) == 1 else exp_tgt, atol=1e-5)
+    assert s.nb_batches(0) == 4  # 5 tracks x 3 excerpts in batches of 4
+    assert len(s.batch(0, 3)[0]) == 3
+
+
+def test_targets_sum_to_the_mixture():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals", "accompaniment"), "balanced", 8, 4, seed=1)
+    for step in range(s.nb_batches(0)):
+        mix, tgt = s.batch(0, step)
+        torch.testing.assert_close(tgt.sum(1), mix, atol=1e-6, rtol=0)
+        assert mix.abs().max() > 0.05
+
+
+def test_augmentation_ranges():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 16, 64, seed=3)
+    draws = [s.draw(0, k) for k in range(s.nb_batches(0))]
+    gains = np.concatenate([d["gains"].ravel() for d in draws])
+    swaps = np.concatenate([d["swaps"].ravel() for d in draws])
+    assert len(gains) == 5 * 64 * 4
+    assert gains.min() >= 0.25 and gains.max() <= 1.25
+    assert gains.min() < 0.3 and gains.max() > 1.2 and 0.65 < gains.mean() < 0.85  # spread over the range
+    assert 0.45 < swaps.mean() < 0.55
+    off = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 16, 8, gain=None, swap=False, seed=3)
+    d = off.draw(0, 0)
+    assert (d["gains"] == 1).all() and not d["swaps"].any()
+    # without augmentation the batch is still the plain sum of its sources
+    mix, _ = off.batch(0, 0)
+    exp, _ = expected_batch(off, 0, 0)
+    np.testing.assert_allclose(mix.numpy(), exp, atol=1e-5)
+
+
+def test_coherent_uses_one_track_and_start():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 8, 8, mixing="coherent", seed=2)
+    for step in range(s.nb_batches(0)):
+        d, plan = s.draw(0, step), s.plan(0)[step]
+        assert (d["tracks"] == plan[:, :1]).all() and (d["starts"] == plan[:, 1:]).all()
+
+
+def test_incoherent_uses_different_tracks():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 8, 8, mixing="incoherent", seed=2)
+    anchor = SOURCES.index("vocals")
+    differ, total = 0, 0
+    for step in range(s.nb_batches(0)):
+        d, plan = s.draw(0, step), s.plan(0)[step]
+        assert (d["tracks"][:, anchor] == plan[:, 0]).all() and (d["starts"][:, anchor] == plan[:, 1]).all()
+        others = np.delete(d["tracks"], anchor, axis=1)
+        differ += (others != plan[:, :1]).sum()
+        total += others.size
+        room = s.lengths[d["tracks"]] - N
+        assert (d["starts"] >= 0).all() and (d["starts"] <= room).all()
+    assert differ / total > 0.6  # 5 tracks: a random other source is from the anchor's track 1 time in 5
+
+
+def test_anchor_is_the_first_target():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("accompaniment",), "balanced", 8, 2, seed=2)
+    d, plan = s.draw(0, 0), s.plan(0)[0]
+    assert (d["tracks"][:, SOURCES.index("drums")] == plan[:, 0]).all()
+
+
+def test_reproducible_from_seed_epoch_step():
+    tracks = fake_tracks()
+    a = ExcerptSampler(tracks, SEQ, ("vocals",), "balanced", 4, 4, seed=11)
+    b = ExcerptSampler(tracks, SEQ, ("vocals",), "balanced", 4, 4, seed=11)
+    c = ExcerptSampler(tracks, SEQ, ("vocals",), "balanced", 4, 4, seed=12)
+    for step in range(a.nb_batches(0)):
+        assert all(torch.equal(x, y) for x, y in zip(a.batch(0, step), b.batch(0, step)))
+    assert not torch.equal(a.batch(0, 0)[0], c.batch(0, 0)[0])
+    assert not torch.equal(a.batch(0, 0)[0], a.batch(1, 0)[0])
+    assert not torch.equal(a.batch(0, 0)[0], a.batch(0, 1)[0])
+    # independent of call order (and of which epoch's plan was computed last)
+    order1 = [(1, 2), (0, 1), (1, 0), (2, 3)]
+    r1 = {k: b.batch(*k) for k in order1}
+    fresh = ExcerptSampler(tracks, SEQ, ("vocals",), "balanced", 4, 4, seed=11)
+    r2 = {k: fresh.batch(*k) for k in reversed(order1)}
+    for k in order1:
+        assert torch.equal(r1[k][0], r2[k][0]) and torch.equal(r1[k][1], r2[k][1])
+
+
+def test_epoch_batches_resume_at_a_step():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 4, 4, seed=4)
+    n = s.nb_batches(2)
+    eb = s.epoch(2, start_step=3)
+    assert isinstance(eb, EpochBatches) and len(eb) == n - 3
+    loader = torch.utils.data.DataLoader(eb, batch_size=None, num_workers=0)
+    for k, (mix, tgt) in enumerate(loader):
+        ref = s.batch(2, 3 + k)
+        assert torch.equal(mix, ref[0]) and torch.equal(tgt, ref[1])
+    with pytest.raises(IndexError):
+        eb[n - 3]
+
+
+def test_sampler_bad_inputs():
+    with pytest.raises(Hw2Error, match="shorter than"):
+        ExcerptSampler(fake_tracks((3000, 500)), SEQ)
+    with pytest.raises(Hw2Error, match="unknown mixing"):
+        ExcerptSampler(fake_tracks(), SEQ, mixing="both")
+    with pytest.raises(Hw2Error, match="unknown target"):
+        ExcerptSampler(fake_tracks(), SEQ, targets=("piano",))
+    with pytest.raises(Hw2Error, match="no tracks"):
+        ExcerptSampler([], SEQ)
+
+
+def test_sampler_on_cached_tracks_rebuilds_the_real_mixture(wav_root, wav_cache):
+    """Coherent, unaugmented excerpts of generated tracks add up to the track's own mixture.wav."""
+    tracks = open_cached(wav_root, "train", "train", wav_cache, progress=False)
+    s = ExcerptSampler(tracks, 1.0, ("vocals", "accompaniment"), "balanced", 4, 2, mixing="coherent",
+                       gain=None, swap=False, seed=0)
+    for step in range(s.nb_batches(0)):
+        mix, tgt = s.batch(0, step)
+        for i, (t, start) in enumerate(s.plan(0)[step]):
+            ref = tracks[t].stem("mixture")[:, start:start + RATE]
+            np.testing.assert_allclose(mix[i].numpy(), ref, atol=3 / 32768)
+            np.testing.assert_allclose(tgt[i, 0].numpy(), tracks[t].stem("vocals")[:, start:start + RATE],
+                                       atol=1e-6)
+        assert mix.abs().max() > 0.1
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_synth_cli_bad_format(tmp_path):
+    r = run_cli("-m", "hw2.synth", str(tmp_path / "out"), "--format", "flac")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "flac" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_synth_cli_too_many_valid(tmp_path):
+    r = run_cli("-m", "hw2.synth", str(tmp_path / "out"), "--valid", "9")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "validation" in lines[0], r.stderr
