@@ -9,7 +9,8 @@ Inputs, all optional (a section without its input says so and shows no number):
   results/*.json              written by the evaluation command (`python hw2/infer.py ...`): rows of museval
                               "median of medians" scores per checkpoint and phase method
   checkpoints/history.json    a run's per-epoch losses (or --runs-history, one or more)
-  checkpoints/config.json     the run's training config (else the config.json beside a history file)
+  checkpoints/config.json     the run's training config (else the config.json beside a history file, else the
+                              defaults of `python -m hw2.train`, labelled as such)
   checkpoints/MODEL_CARD.md   the model card, printed in the details section
   report/figures/*.png        figures saved by the notebooks, `NN_name.png` from `notebooks/NN_*.ipynb`;
                               an optional `NN_name.txt` beside one is printed as its provenance
@@ -25,6 +26,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -36,6 +38,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 import hw2
@@ -84,19 +87,30 @@ RC = {"pdf.fonttype": 42, "font.family": SANS, "axes.titlesize": 12, "axes.label
 
 
 @functools.lru_cache(maxsize=None)
-def _measurer():
-    fig = Figure(dpi=720)  # a high resolution keeps Agg's pixel rounding out of the widths
-    return FigureCanvasAgg(fig).get_renderer()
+def _font(mono: bool, weight: str):
+    """A private FreeType face at 100 pt / 72 dpi: advances come out in points per 100 pt."""
+    from matplotlib import ft2font
+    path = font_manager.findfont(FontProperties(family=MONO if mono else SANS, weight=weight))
+    font = ft2font.FT2Font(path)
+    font.set_size(100, 72)
+    flags = ft2font.LoadFlags.NO_HINTING if hasattr(ft2font, "LoadFlags") else ft2font.LOAD_NO_HINTING
+    return font, flags
+
+
+@functools.lru_cache(maxsize=4096)
+def _advance(ch: str, mono: bool, weight: str) -> float:
+    font, flags = _font(mono, weight)
+    if font.get_char_index(ord(ch)) == 0:
+        return 100.0  # not in the font (drawn by a fallback font, e.g. CJK): about one em
+    return font.load_char(ord(ch), flags=flags).linearHoriAdvance / 65536.0
 
 
 @functools.lru_cache(maxsize=65536)
 def text_width(s: str, size: float, mono: bool = False, weight: str = "normal") -> float:
-    """Width of one line of text in inches."""
+    """Width of one line of text in inches: unhinted advances, as the PDF lays them out (plus 1% slack)."""
     if not s:
         return 0.0
-    prop = FontProperties(family=MONO if mono else SANS, size=size, weight=weight)
-    w, _, _ = _measurer().get_text_width_height_descent(s, prop, ismath=False)
-    return w / 720.0 * 1.01  # a little slack: PDF and Agg metrics differ slightly
+    return sum(_advance(c, mono, weight) for c in s) * size / 100.0 / 72.0 * 1.01
 
 
 def line_height(size: float, spacing: float = 1.32) -> float:
@@ -144,10 +158,6 @@ def fmt(v, digits: int = 2) -> str:
 
 def fmt_delta(v) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:+.2f}"
-
-
-def fmt_int(n) -> str:
-    return "unknown" if n is None else f"{n:,}"
 
 
 def display_path(p: Path | str) -> str:
@@ -208,7 +218,7 @@ class Page:
 
     def bullets(self, x, y, width, items, size=13.0, *, marker="•", gap=0.45, color=TEXT) -> float:
         """items: strings or (bold lead, text) pairs."""
-        indent = size / 72.0 * 1.25
+        indent = size / 72.0 * (1.25 if marker != "#" else 1.6 if len(items) < 10 else 2.1)
         lh = line_height(size)
         for i, item in enumerate(items):
             mk = f"{i + 1}." if marker == "#" else marker
@@ -221,7 +231,7 @@ class Page:
         return y
 
     def table(self, x, y, width, header, rows, *, size=11.0, groups=None, align=None, bold=(), muted=(),
-              min_size=8.5, fill=True) -> float:
+              min_size=None, fill=True) -> float:
         """A clean table: optional group header (label, span) pairs, bold header, zebra rows. Returns its bottom.
 
         align: per column "l" or "r" (default: first column left, others right). bold / muted: sets of
@@ -231,6 +241,7 @@ class Page:
         align = align or ["l"] + ["r"] * (ncol - 1)
         cells = [list(map(str, r)) for r in rows]
         pad = 0.12
+        min_size = min_size or max(size - 1.5, 8.0)
         bold = set(bold)
 
         def weight(i, c):
@@ -256,7 +267,7 @@ class Page:
         rh1 = size * 1.95 / 72.0
 
         def lines_of(i, c, s, wt):
-            return wrap(s, widths[c] - 2 * pad, size, weight=wt)
+            return wrap(s, widths[c] - 2 * pad + 1e-6, size, weight=wt)
 
         if groups:
             c = 0
@@ -325,14 +336,16 @@ class Deck:
     def __init__(self, author: str):
         self.pages: list[Page] = []
         self.author = author
-        self.built = dt.date.today().isoformat()
 
     def slide(self, section: str, title: str) -> Page:
         p = Page(SLIDE)
         p.rect(0, 0, p.w, 1.0, NAVY)
         p.rect(0, 1.0, p.w, 0.06, ACCENT)
         p.text(0.6, 0.2, section.upper(), 10.5, color="#C9D6E8", weight="bold")
-        p.text(0.6, 0.45, title, 23, color="white", weight="bold")
+        size = 23.0
+        while size > 15 and text_width(title, size, weight="bold") > p.w - 1.2:
+            size -= 1
+        p.text(0.6, 0.45 + (23 - size) / 144, title, size, color="white", weight="bold")
         p.hline(0.6, p.w - 0.6, p.h - 0.45, color=RULE, lw=0.6)
         p.text(0.6, p.h - 0.38, f"HW2 Source Separation · {self.author}", 8.5, color=MUTED)
         p.text(p.w - 0.6, p.h - 0.38, str(len(self.pages) + 1), 8.5, color=MUTED, ha="right")
@@ -351,9 +364,21 @@ BX1, BY1 = SLIDE[0] - 0.6, SLIDE[1] - 0.6
 BW = BX1 - BX0
 
 
+def _prov_wrap(lines: Sequence[str], width, size, max_lines=3) -> list[str]:
+    """Each provenance line wrapped to at most `max_lines` (the full text is in the named file)."""
+    out = []
+    for line in lines:
+        w = wrap(line, width, size, mono=True)
+        if len(w) > max_lines:
+            w = w[:max_lines]
+            w[-1] = w[-1][:max(len(w[-1]) - 2, 0)] + " …"
+        out.extend(w)
+    return out
+
+
 def provenance_block(page: Page, x, y, width, lines: Sequence[str], size=8.0, bottom: float | None = None) -> float:
     """Small monospace provenance lines; with `bottom`, they are placed so they end there."""
-    wrapped = [w for line in lines for w in wrap(line, width, size, mono=True)]
+    wrapped = _prov_wrap(lines, width, size)
     lh = line_height(size, 1.25)
     if bottom is not None:
         y = bottom - lh * len(wrapped)
@@ -365,7 +390,7 @@ def provenance_block(page: Page, x, y, width, lines: Sequence[str], size=8.0, bo
 
 
 def provenance_height(lines: Sequence[str], width, size=8.0) -> float:
-    return line_height(size, 1.25) * sum(len(wrap(line, width, size, mono=True)) for line in lines) + 0.1
+    return line_height(size, 1.25) * len(_prov_wrap(lines, width, size)) + 0.1
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -382,8 +407,8 @@ class ResultFile:
 
     @property
     def data_key(self) -> tuple:
-        d = self.data
-        return tuple(d.get(k) for k in ("root", "subset", "split", "nb_tracks", "format"))
+        vals = (self.data.get(k) for k in ("root", "subset", "split", "nb_tracks", "format"))
+        return tuple(v if isinstance(v, (str, int, float, type(None))) else str(v) for v in vals)
 
     def data_text(self) -> str:
         d = self.data
@@ -400,9 +425,21 @@ class ResultFile:
         s = f"MUSDB18 {d.get('subset', '?')}"
         if d.get("split"):
             s += f"/{d['split']}"
-        if d.get("nb_tracks") is not None:
-            s += f", {d['nb_tracks']} tracks"
+        n = d.get("nb_tracks")
+        if n is not None:
+            s += f", {n} track{'' if n == 1 else 's'}"
         return s
+
+    def partial_note(self) -> str:
+        """A hedge when the scores do not cover the whole MUSDB18 test set (50 tracks)."""
+        d = self.data
+        n = d.get("nb_tracks")
+        if d.get("subset") == "test" and isinstance(n, int) and n < 50:
+            return f"only {n} of the 50 test tracks: not comparable with full-test-set scores"
+        if d.get("subset") == "train":
+            return ("validation split of the train subset" if d.get("split") == "valid" else "train subset") + \
+                ", not the test set"
+        return ""
 
 
 @dataclass
@@ -415,7 +452,8 @@ class Row:
     source: ResultFile
 
     def score(self, target: str, metric: str = "SDR") -> float:
-        v = (self.scores.get(target) or {}).get(metric)
+        t = self.scores.get(target)
+        v = t.get(metric) if isinstance(t, dict) else None
         try:
             v = float(v)
         except (TypeError, ValueError):
@@ -468,6 +506,8 @@ def load_results(paths: Sequence[Path], explicit: bool) -> list[ResultFile]:
                 raise Hw2Error(f"{display_path(path)}: row {i} is not an object with a \"method\"; {fix}")
             scores = r.get("scores") if isinstance(r.get("scores"), dict) else {}
             epoch = r.get("epoch")
+            if isinstance(epoch, str) and epoch.strip().isdigit():
+                epoch = int(epoch)
             epoch = int(epoch) if isinstance(epoch, (int, float)) and math.isfinite(epoch) else None
             ckpt = r.get("checkpoint")
             rf.rows.append(Row(str(r.get("label") or r["method"]), str(ckpt) if ckpt else None, epoch,
@@ -485,7 +525,15 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.path.parent.name or str(self.path)
+        out = (self.config or {}).get("out")
+        return Path(out).name if isinstance(out, str) and out else (self.path.parent.name or str(self.path))
+
+    def best_file(self) -> Path | None:
+        """The checkpoint of the best epoch beside the history: a run's best.pt, or the shipped vocals.pt."""
+        for name in ("best.pt", "vocals.pt"):
+            if (self.path.parent / name).is_file():
+                return self.path.parent / name
+        return None
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         pts = [(h["epoch"], h.get(key)) for h in self.history]
@@ -596,7 +644,7 @@ def param_count(cfg: dict | None, card: str | None) -> tuple[int | None, str]:
 
 
 @dataclass
-class Figures:
+class NotebookFigure:
     path: Path
     caption: str
     notebook: str
@@ -613,7 +661,7 @@ def figure_caption(stem: str) -> str:
     return " ".join(out) or stem
 
 
-def load_figures(folder: Path) -> list[Figures]:
+def load_figures(folder: Path) -> list[NotebookFigure]:
     if not folder.is_dir():
         return []
     out = []
@@ -626,7 +674,7 @@ def load_figures(folder: Path) -> list[Figures]:
             nb = "notebooks/*.ipynb"
         side = p.with_suffix(".txt")
         note = side.read_text(encoding="utf-8", errors="replace").strip() if side.is_file() else None
-        out.append(Figures(p, figure_caption(p.stem), nb, note))
+        out.append(NotebookFigure(p, figure_caption(p.stem), nb, note))
     return out
 
 
@@ -644,7 +692,8 @@ class Results:
         if groups:
             def rank(item):
                 key, rows = item
-                return (key[1] == "test", sum(not r.is_reference for r in rows), len(rows))
+                n = key[3] if isinstance(key[3], int) else 0
+                return (key[1] == "test", n, sum(not r.is_reference for r in rows), len(rows))
             self.primary = max(groups.items(), key=rank)[1]
         self.other_data = len(groups) > 1
         self.best_ckpt = self._best_checkpoint()
@@ -672,9 +721,17 @@ class Results:
                                         "best" in c))
 
     def best_rows(self) -> list[Row]:
-        rows = [r for r in self.primary if r.checkpoint == self.best_ckpt and not r.is_reference]
+        mine = [r for r in self.primary if r.checkpoint == self.best_ckpt and not r.is_reference]
+        per_file = {}
+        for r in mine:
+            per_file[r.source.path] = per_file.get(r.source.path, 0) + 1
+        rows = {}
+        for r in mine:  # one row per method, preferably all from the file that evaluated this checkpoint most
+            old = rows.get(r.method)
+            if old is None or per_file[r.source.path] >= per_file[old.source.path]:
+                rows[r.method] = r
         order = {m: i for i, m in enumerate(MODEL_METHODS)}
-        return sorted(rows, key=lambda r: order.get(r.method, len(order)))
+        return sorted(rows.values(), key=lambda r: order.get(r.method, len(order)))
 
     def best_row(self, method: str) -> Row | None:
         rows = [r for r in self.best_rows() if r.method == method]
@@ -720,7 +777,10 @@ def provenance_lines(rows: Iterable[Row], extra: Sequence[str] = ()) -> list[str
         for r in rs:
             if r.checkpoint and r.checkpoint not in ckpts:
                 ckpts.append(r.checkpoint)
-        ck = ", ".join(ckpts) if ckpts else "none"
+        if len(ckpts) > 4:
+            ck = f"{ckpts[0]}, {ckpts[1]} … {ckpts[-1]} ({len(ckpts)} checkpoints)"
+        else:
+            ck = ", ".join(ckpts) if ckpts else "none"
         if any(r.is_reference for r in rs):
             ck += " (reference rows need no checkpoint)"
         lines.append(f"Source: {display_path(path)} “{f.title}”, evaluated {f.created} with hw2 {f.version}")
@@ -781,7 +841,7 @@ class Inputs:
     config_src: str
     card: str | None
     card_src: str
-    figures: list[Figures]
+    figures: list[NotebookFigure]
     author: str
     student_id: str
     repo_url: str
@@ -809,10 +869,42 @@ def page_cover(deck: Deck, inp: Inputs) -> None:
                ("Date", dt.date.today().strftime("%d %B %Y"))]
     for k, v in fields_:
         p.text(x, y, k, 14, color=MUTED)
-        y = p.paragraph(x + 2.1, y, 9.0, v, 14, weight="bold")
+        y = p.paragraph(x + 2.1, y, 5.0, v, 14, weight="bold")
         y += 0.12
-    p.text(x, p.h - 0.75, f"Built by `python -m hw2.report` (hw2 {__version__}) from results/*.json, the training "
+    glance_panel(p, inp, 8.45, 3.25, p.w - 8.45 - 0.6)
+    p.text(x, p.h - 0.45, f"Built by `python -m hw2.report` (hw2 {__version__}) from results/*.json, the training "
            "history and report/figures; every number is read from those files.", 9, color=MUTED)
+
+
+def glance_panel(p: Page, inp: Inputs, x: float, y: float, w: float) -> None:
+    """The cover's "at a glance" box: only numbers that exist in the inputs."""
+    res = inp.results
+    mix, gl = res.best_row("mixture"), res.best_row("griffinlim")
+    n, _ = inp.params
+    facts = []
+    if mix is not None:
+        facts.append(("Vocals SDR, mixture phase", fmt(mix.score("vocals")) + " dB"))
+        facts.append(("Accomp. SDR, mixture phase", fmt(mix.score("accompaniment")) + " dB"))
+    if gl is not None:
+        facts.append(("Vocals SDR, Griffin-Lim", fmt(gl.score("vocals")) + " dB"))
+    if n is not None and not inp.config_src.startswith("defaults"):
+        facts.append(("Parameters", f"{n / 1e6:.2f} M"))
+    trained = [len(r.history) for r in inp.runs if r.history]
+    if trained:
+        facts.append(("Epochs trained", str(max(trained))))
+    h = 0.55 + max(len(facts), 1) * 0.5
+    p.ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.1", facecolor=LIGHT,
+                                  edgecolor="none"))
+    p.text(x + 0.3, y + 0.2, "AT A GLANCE", 10, color=ACCENT, weight="bold")
+    yy = y + 0.6
+    if not facts:
+        p.paragraph(x + 0.3, yy, w - 0.6, "No results yet.", 13, color=MUTED)
+    for k, v in facts:
+        p.text(x + 0.3, yy, k, 11.5, color=MUTED)
+        p.text(x + w - 0.3, yy - 0.04, v, 15, color=NAVY, weight="bold", ha="right")
+        yy += 0.5
+    if mix is not None:
+        p.text(x + 0.3, y + h + 0.1, f"{res.best_ckpt} · {mix.source.short_data()}", 8.5, color=MUTED)
 
 
 def page_novelty(deck: Deck, inp: Inputs) -> None:
@@ -859,7 +951,7 @@ def training_summary_rows(cfg: dict) -> list[tuple[str, str]]:
             rows.append((k, str(v)))
     add("target", g("target"))
     add("excerpt / batch", f"{g('seq_dur')} s × {g('batch_size')}" if g("seq_dur") is not None else None)
-    add("sampler", f"{g('sampler')}, {g('samples_per_track')} excerpts / track / epoch"
+    add("sampler", f"{g('sampler')}, {g('samples_per_track')} / track / epoch"
         if g("sampler") else None)
     add("mixing", g("mixing"))
     add("gain / swap", f"U[{g('gain_low')}, {g('gain_high')}] / {'on' if g('swap') else 'off'}"
@@ -870,9 +962,8 @@ def training_summary_rows(cfg: dict) -> list[tuple[str, str]]:
     add("epochs / early stop", f"{g('epochs')} / patience {g('patience')}" if g("epochs") is not None else None)
     add("milestones", ", ".join(map(str, g("milestones"))) if g("milestones") else None)
     add("STFT", f"n_fft {g('n_fft')}, hop {g('n_hop')}" if g("n_fft") else None)
-    add("model", f"hidden {g('hidden_size')}, {g('nb_layers')} LSTM layers, "
-        f"{'uni' if g('unidirectional') else 'bi'}directional, {g('nb_channels')} ch, {g('bandwidth')} Hz"
-        if g("hidden_size") else None)
+    add("model", f"hidden {g('hidden_size')}, {g('nb_layers')}× {'uni' if g('unidirectional') else 'bi'}-LSTM, "
+        f"{g('nb_channels')} ch, ≤ {g('bandwidth'):g} Hz" if g("hidden_size") and g("bandwidth") else None)
     add("seed / AMP", f"{g('seed')} / {'on' if g('amp') else 'off'}" if g("seed") is not None else None)
     return rows
 
@@ -895,18 +986,19 @@ def page_methodology(deck: Deck, inp: Inputs) -> None:
          f"{'uni' if g('unidirectional') else 'bi'}directional LSTM, hidden size {g('hidden_size', '?')}"
          + (f", {n:,} parameters." if n is not None else ".")),
         ("Training.", f"MSE on magnitudes, Adam (lr {g('lr', '?')}), ReduceLROnPlateau, early stopping; "
-         f"validation loss on full valid tracks; checkpoints best / last / epochs {', '.join(map(str, g('milestones') or (25, 50, 150)))}."),
+         f"validation loss on full valid tracks; checkpoints best / last / epochs "
+         f"{', '.join(map(str, g('milestones') or (25, 50, 150)))}."),
         ("Evaluation.", "museval (BSSEval v4) on the test tracks: median over 1-s frames, then median over tracks "
          "(“median of medians”); waveforms from the mixture phase and from Griffin-Lim."),
     ]
-    left_w = 7.3
+    left_w = 6.6
     p.bullets(BX0, BY0 + 0.05, left_w, steps, 12.5, marker="#", gap=0.35)
     rows = training_summary_rows(cfg)
     x2 = BX0 + left_w + 0.4
     w2 = BX1 - x2
     p.text(x2, BY0 + 0.05, "Training setup", 13, weight="bold", color=NAVY)
     if rows:
-        p.table(x2, BY0 + 0.4, w2, ["setting", "value"], rows, size=10.5, align=["l", "l"])
+        p.table(x2, BY0 + 0.4, w2, ["setting", "value"], rows, size=11, align=["l", "l"])
     else:
         p.paragraph(x2, BY0 + 0.45, w2, "No training config found: copy the run's config.json to "
                     "checkpoints/config.json.", 12, color=MUTED)
@@ -924,15 +1016,51 @@ def no_results(p: Page, y: float, lead: str = "", tail: str = NO_RESULTS) -> flo
     return y + h + 0.2
 
 
+SHORT = {"mixture": "Mixture phase", "griffinlim": "Griffin-Lim", "griffinlim-mix": "GL, mixture init",
+         "wiener": "Wiener", "mix-as-estimate": "Mix as estimate", "oracle-irm": "Oracle IRM"}
+
+
+def sdr_bars(ax, rows: Sequence[Row]) -> None:
+    """Horizontal SDR bars per method, vocals and accompaniment; reference rows pale."""
+    ys = np.arange(len(rows))[::-1].astype(float)
+    for k, (t, c) in enumerate(zip(TARGETS, (ACCENT, NAVY))):
+        vals = [r.score(t) for r in rows]
+        bars = ax.barh(ys + (0.5 - k) * 0.38, [v if math.isfinite(v) else 0 for v in vals], 0.38, color=c,
+                       label=t)
+        for bar, r, v in zip(bars, rows, vals):
+            if r.is_reference:
+                bar.set_alpha(0.4)
+            if math.isfinite(v):
+                ax.annotate(f"{v:.1f}", (v, bar.get_y() + bar.get_height() / 2), xytext=(3 if v >= 0 else -3, 0),
+                            textcoords="offset points", ha="left" if v >= 0 else "right", va="center", fontsize=7.5,
+                            color=MUTED)
+    ax.set_yticks(ys, [SHORT.get(r.method, r.method) for r in rows], fontsize=9)
+    ax.axvline(0, color=MUTED, lw=0.6)
+    ax.set_xlabel("SDR (dB)")
+    lo = min([0.0] + [r.score(t) for r in rows for t in TARGETS if math.isfinite(r.score(t))])
+    hi = max([0.0] + [r.score(t) for r in rows for t in TARGETS if math.isfinite(r.score(t))])
+    pad = 0.18 * (hi - lo or 1)
+    ax.set_xlim(lo - (pad if lo < 0 else 0), hi + pad)
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9)
+    ax.grid(axis="x", color=RULE, lw=0.5)
+    ax.set_axisbelow(True)
+    ax.spines["left"].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+
+
 def page_result_highlight(deck: Deck, inp: Inputs) -> None:
-    p = deck.slide("Result highlight", "Test-set SDR of the best checkpoint: mixture phase vs Griffin-Lim")
     res = inp.results
     best = res.best_rows()
+    data = best[0].source.data if best else {}
+    where = {"test": "Test-set "}.get(data.get("subset"), "Validation " if data.get("split") == "valid" else "")
+    p = deck.slide("Result highlight", f"{where}SDR of the best checkpoint: mixture phase vs Griffin-Lim")
     if not best:
         no_results(p, BY0 + 0.3, "No model scores to show.")
         return
     mix, gl = res.best_row("mixture"), res.best_row("griffinlim") or res.best_row("griffinlim-mix")
     refs = res.references()
+    prov = provenance_lines(best + refs)
+    bottom = BY1 - provenance_height(prov, BW) - 0.15
     # headline cards
     cards = []
     for t in TARGETS:
@@ -942,12 +1070,11 @@ def page_result_highlight(deck: Deck, inp: Inputs) -> None:
     cw = (BW - 0.3 * (len(cards) - 1)) / max(len(cards), 1)
     for i, (label, v) in enumerate(cards):
         x = BX0 + i * (cw + 0.3)
-        p.ax.add_patch(FancyBboxPatch((x, BY0), cw, 1.05, boxstyle="round,pad=0,rounding_size=0.08",
+        p.ax.add_patch(FancyBboxPatch((x, BY0), cw, 1.0, boxstyle="round,pad=0,rounding_size=0.08",
                                       facecolor=LIGHT, edgecolor="none"))
-        p.text(x + 0.2, BY0 + 0.15, label, 10.5, color=MUTED)
-        p.text(x + 0.2, BY0 + 0.45, fmt(v) + (" dB" if math.isfinite(v) else ""), 24, weight="bold", color=NAVY)
-    # table
-    y = BY0 + 1.35
+        p.text(x + 0.2, BY0 + 0.13, label, 10.5, color=MUTED)
+        p.text(x + 0.2, BY0 + 0.42, fmt(v) + (" dB" if math.isfinite(v) else ""), 24, weight="bold", color=NAVY)
+    y = BY0 + 1.25
     ep = res.best_epoch()
     header = ["Method", "Vocals SDR", "Δ vs mixture", "Accomp. SDR", "Δ vs mixture"]
     rows, muted = [], set()
@@ -960,27 +1087,16 @@ def page_result_highlight(deck: Deck, inp: Inputs) -> None:
         if r.is_reference:
             muted.add(len(rows))
         rows.append(row)
-    tw = 7.4
-    p.text(BX0, y, f"Best checkpoint: {res.best_ckpt}" + (f" (epoch {ep})" if ep is not None else "")
-           + f" · {best[0].source.short_data()} · dB, higher is better", 10.5, color=MUTED)
-    p.table(BX0, y + 0.3, tw, header, rows, size=11, muted=muted)
-    # bar chart
-    ax = p.axes(BX0 + tw + 0.9, y + 0.1, BW - tw - 1.0, 3.0)
-    labels = [r.method_name.replace(" (", "\n(") for r in best + refs]
-    xs = np.arange(len(labels))
-    for k, (t, c) in enumerate(zip(TARGETS, (ACCENT, NAVY))):
-        vals = [r.score(t) for r in best + refs]
-        bars = ax.bar(xs + (k - 0.5) * 0.38, [v if math.isfinite(v) else 0 for v in vals], 0.38, color=c, label=t)
-        for bar, r in zip(bars, best + refs):
-            if r.is_reference:
-                bar.set_alpha(0.4)
-    ax.set_xticks(xs, labels, fontsize=8, rotation=0)
-    ax.set_ylabel("SDR (dB)")
-    ax.axhline(0, color=MUTED, lw=0.6)
-    ax.legend(frameon=False, loc="upper left")
-    ax.grid(axis="y", color=RULE, lw=0.5)
-    ax.set_axisbelow(True)
-    provenance_block(p, BX0, 0, BW, provenance_lines(best + refs), bottom=BY1 - 0.02)
+    tw = 7.3
+    note = best[0].source.partial_note()
+    p.paragraph(BX0, y, BW, f"Best checkpoint: {res.best_ckpt}" + (f" (epoch {ep})" if ep is not None else "")
+                + f" · {best[0].source.short_data()}" + (f" ({note})" if note else "") + " · dB, higher is better",
+                10.5, color=BAD if note else MUTED)
+    p.table(BX0, y + 0.35, tw, header, rows, size=11, muted=muted)
+    x2 = BX0 + tw + 1.55
+    h = min(max(bottom - y - 0.95, 1.0), 0.3 + 0.55 * len(best + refs))
+    sdr_bars(p.axes(x2, y + 0.45, BX1 - x2 - 0.1, h), best + refs)
+    provenance_block(p, BX0, 0, BW, prov, bottom=BY1 - 0.02)
 
 
 def findings(inp: Inputs) -> list[tuple[str, str]]:
@@ -991,6 +1107,9 @@ def findings(inp: Inputs) -> list[tuple[str, str]]:
     if res.empty:
         out.append(("No scores yet.", NO_RESULTS))
     else:
+        note = res.primary[0].source.partial_note() if res.primary else ""
+        if note:
+            out.append(("Caveat.", f"scores are on {res.primary[0].source.short_data()} — {note}."))
         best = res.best_rows()
         for t in TARGETS:
             cand = [(r.score(t), r) for r in best if math.isfinite(r.score(t))]
@@ -1084,8 +1203,10 @@ def page_architecture(deck: Deck, inp: Inputs) -> None:
     out_bins, nb_bins = nb_bins_of(cfg) if cfg else (2049, "B")
     ch = cfg.get("nb_channels", 2)
     layers = cfg.get("nb_layers", 3)
-    blocks = [("STFT", f"|X| {ch}×{out_bins}"), ("crop +\nscale", f"{nb_bins} bins\n≤ {cfg.get('bandwidth', '?')} Hz"),
-              ("fc1+BN\n+tanh", f"→ {hidden}"), (f"{layers}× LSTM", "bi" if not cfg.get("unidirectional") else "uni"),
+    blocks = [("STFT", f"|X| {ch}×{out_bins}"),
+              ("crop +\nscale", f"{nb_bins} bins\n≤ {cfg.get('bandwidth', '?')} Hz"),
+              ("fc1+BN\n+tanh", f"→ {hidden}"),
+              (f"{layers}× LSTM", "bi" if not cfg.get("unidirectional") else "uni"),
               ("skip\nconcat", f"→ {2 * hidden if isinstance(hidden, int) else '2H'}"),
               ("fc2+BN\n+ReLU", f"→ {hidden}"), ("fc3+BN", f"→ {ch}×{out_bins}"),
               ("scale +\nReLU", "mask ≥ 0"), ("× |X|", "target mag.")]
@@ -1144,7 +1265,8 @@ def page_settings(deck: Deck, inp: Inputs) -> None:
     if cfg.get("n_fft"):
         n_fft, hop = int(cfg["n_fft"]), int(cfg.get("n_hop", cfg["n_fft"] // 4))
         out_bins, nb_bins = nb_bins_of(cfg)
-        rows = [("sample rate", f"{rate} Hz"), ("window", f"Hann (periodic), {n_fft} samples = {1000 * n_fft / rate:.1f} ms"),
+        rows = [("sample rate", f"{rate} Hz"),
+                ("window", f"Hann (periodic), {n_fft} samples = {1000 * n_fft / rate:.1f} ms"),
                 ("hop", f"{hop} samples = {1000 * hop / rate:.1f} ms ({n_fft // hop}× overlap)"),
                 ("frequency resolution", f"{rate / n_fft:.2f} Hz / bin, {out_bins} bins"),
                 ("bins seen by the LSTM", f"{nb_bins} (≤ {cfg.get('bandwidth')} Hz)"),
@@ -1169,10 +1291,12 @@ def page_settings(deck: Deck, inp: Inputs) -> None:
         yy = p.paragraph(x2, yy, colw, "Griffin-Lim has not been evaluated yet. " + NO_RESULTS, 11.5, color=MUTED)
     yy += 0.3
     p.text(x2, yy, "Evaluation", 13, weight="bold", color=NAVY)
+    recorded = sorted({str(f.extra["aggregation"]) for f in inp.results.files if f.extra.get("aggregation")})
     p.bullets(x2, yy + 0.35, colw, [
         "museval BSSEval v4: SDR, SIR, ISR, SAR on 1-s windows",
         "median over the windows of a track, then median over tracks (“median of medians”)",
-        "targets: vocals and accompaniment (drums + bass + other)"], 11, gap=0.2)
+        "targets: vocals and accompaniment (drums + bass + other)"]
+        + [f"as recorded in the results: {a}" for a in recorded[:2]], 11, gap=0.2)
     prov = provenance_lines([r for r in inp.results.rows if r.method in GL_METHODS])
     provenance_block(p, BX0, 0, BW, [f"Config: {inp.config_src}"] + prov, bottom=BY1 - 0.02)
 
@@ -1217,10 +1341,11 @@ def pages_model_card(deck: Deck, inp: Inputs) -> None:
         return
     blocks = parse_markdown(inp.card)
 
+    count = [0]
+
     def new_page():
-        n = sum(1 for pg in deck.pages if getattr(pg, "_card", False))
-        p = deck.slide("Details of the approach", "Model card" + (" (continued)" if n else ""))
-        p._card = True  # type: ignore[attr-defined]
+        p = deck.slide("Details of the approach", "Model card" + (" (continued)" if count[0] else ""))
+        count[0] += 1
         provenance_block(p, BX0, 0, BW, [f"From {inp.card_src}"], bottom=BY1 - 0.02)
         return p, (BX0, BY0 + 0.05, BX1, BY1 - 0.35)
 
@@ -1238,8 +1363,9 @@ def page_epochs(deck: Deck, inp: Inputs) -> None:
     header[0] = "Checkpoint"
     cells = [[f"epoch {r.epoch}" + (" (best)" if r.checkpoint == res.best_ckpt else "")] + c[1:]
              for r, c in zip(rows, cells)]
-    p.text(BX0, BY0 + 0.05, f"{rows[0].source.short_data()} · median of medians, dB · bold: best per target", 10.5,
-           color=MUTED)
+    note = rows[0].source.partial_note()
+    p.text(BX0, BY0 + 0.05, f"{rows[0].source.short_data()}" + (f" ({note})" if note else "")
+           + " · median of medians, dB · bold: best per target", 10.5, color=BAD if note else MUTED)
     y = p.table(BX0, BY0 + 0.35, BW, header, cells, size=12, groups=groups, bold=bold)
     notes = []
     missing = [e for e in (25, 50, 150) if e not in {r.epoch for r in rows}]
@@ -1252,9 +1378,21 @@ def page_epochs(deck: Deck, inp: Inputs) -> None:
             if math.isfinite(a) and math.isfinite(b):
                 notes.append(f"{t.capitalize()}: {fmt(a)} dB at epoch {rows[0].epoch} → {fmt(b)} dB at epoch "
                              f"{rows[-1].epoch} ({b - a:+.2f} dB).")
+    prov = provenance_lines(rows)
+    bottom = BY1 - provenance_height(prov, BW) - 0.15
     if notes:
-        p.bullets(BX0, y + 0.35, BW, notes, 12.5, gap=0.3)
-    provenance_block(p, BX0, 0, BW, provenance_lines(rows), bottom=BY1 - 0.02)
+        p.bullets(BX0, y + 0.35, 6.3, notes, 12, gap=0.3)
+    if len(rows) >= 2 and bottom - y > 1.6:
+        ax = p.axes(BX0 + 7.3, y + 0.45, BW - 7.4, bottom - y - 0.95)
+        for t, c in zip(TARGETS, (ACCENT, NAVY)):
+            e = [r.epoch for r in rows]
+            ax.plot(e, [r.score(t) for r in rows], "o-", color=c, label=t, lw=1.8)
+        ax.set_xticks(sorted({r.epoch for r in rows}))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("SDR (dB)")
+        ax.grid(color=RULE, lw=0.5)
+        ax.legend(frameon=False, fontsize=9)
+    provenance_block(p, BX0, 0, BW, prov, bottom=BY1 - 0.02)
 
 
 def pages_all_methods(deck: Deck, inp: Inputs) -> None:
@@ -1263,19 +1401,27 @@ def pages_all_methods(deck: Deck, inp: Inputs) -> None:
         p = deck.slide("Result analysis & discussion", "All methods and references")
         no_results(p, BY0 + 0.3)
         return
-    per_page = 11
+    size = 11.0
+    rh = size * 1.95 / 72.0
     for f in res.files:
         if not f.rows:
             continue
+        note = f.partial_note()
+        caption = (f"{display_path(f.path)} · {f.short_data()}" + (f" ({note})" if note else "")
+                   + " · median of medians, dB · grey: reference rows (not a model) · bold: best model row per "
+                   "target")
+        top = BY0 + 0.05 + len(wrap(caption, BW, 10.5)) * line_height(10.5) + 0.05
+        room = BY1 - provenance_height(provenance_lines(f.rows), BW) - 0.15 - top - 2 * rh
+        per_page = max(int(room / rh), 3)
         chunks = [f.rows[i:i + per_page] for i in range(0, len(f.rows), per_page)]
         for k, rows in enumerate(chunks):
             p = deck.slide("Result analysis & discussion", "All methods and references"
                            + (f" ({k + 1}/{len(chunks)})" if len(chunks) > 1 else ""))
             header, groups, cells, bold = score_table(rows)
             muted = {i for i, r in enumerate(rows) if r.is_reference}
-            p.text(BX0, BY0 + 0.05, f"{display_path(f.path)} · {f.short_data()} · median of medians, dB · grey: "
-                   "reference rows (not a model) · bold: best model row per target", 10.5, color=MUTED)
-            p.table(BX0, BY0 + 0.35, BW, header, cells, size=11, groups=groups, bold=bold, muted=muted)
+            p.paragraph(BX0, BY0 + 0.05, BW, caption, 10.5, color=MUTED)
+            p.table(BX0, top, BW, header, cells, size=size, groups=groups, bold=bold, muted=muted,
+                    align=["l", "l"] + ["r"] * 8, min_size=size)
             provenance_block(p, BX0, 0, BW, provenance_lines(rows), bottom=BY1 - 0.02)
 
 
@@ -1287,9 +1433,18 @@ def page_training(deck: Deck, inp: Inputs) -> None:
                    "copy it to checkpoints/history.json or pass --runs-history PATH.")
         return
     colors = [NAVY, ACCENT, GOOD, BAD, "#7B1FA2", "#00838F"]
-    ax = p.axes(BX0 + 0.55, BY0 + 0.15, 7.0, 4.3)
-    ax2 = p.axes(BX0 + 8.55, BY0 + 0.15, BW - 8.65, 1.85)
-    ax3 = p.axes(BX0 + 8.55, BY0 + 2.6, BW - 8.65, 1.85)
+    lines = []
+    for r in runs:
+        b = r.best()
+        bf = r.best_file()
+        lines.append(f"History: {display_path(r.path)} ({len(r.history)} epochs"
+                     + (f"; best validation loss at epoch {b['epoch']}" if b else "")
+                     + (f" → {display_path(bf)}" if b and bf else "") + ")"
+                     + (f"; config {display_path(r.config_path)}" if r.config_path else ""))
+    h = BY1 - provenance_height(lines, BW) - 0.15 - (BY0 + 0.2) - 0.45
+    ax = p.axes(BX0 + 0.55, BY0 + 0.2, 7.0, h)
+    ax2 = p.axes(BX0 + 8.55, BY0 + 0.2, BW - 8.65, h / 2 - 0.35)
+    ax3 = p.axes(BX0 + 8.55, BY0 + 0.2 + h / 2 + 0.35, BW - 8.65, h / 2 - 0.35)
     milestones = set()
     for i, run in enumerate(runs):
         c = colors[i % len(colors)]
@@ -1302,7 +1457,7 @@ def page_training(deck: Deck, inp: Inputs) -> None:
         if b:
             ax.plot([b["epoch"]], [b["valid_loss"]], "o", color=c, ms=6)
             ax.annotate(f"best {b['valid_loss']:.4g} @ {b['epoch']}", (b["epoch"], b["valid_loss"]),
-                        textcoords="offset points", xytext=(6, 8), fontsize=9, color=c)
+                        textcoords="offset points", xytext=(0, 9), ha="center", fontsize=9, color=c)
         e, v = run.series("lr")
         ax2.step(e, v, where="post", color=c, lw=1.5)
         e, v = run.series("seconds")
@@ -1322,18 +1477,23 @@ def page_training(deck: Deck, inp: Inputs) -> None:
     ax.legend(frameon=False)
     ax.grid(color=RULE, lw=0.5)
     ax2.set_title("learning rate", loc="left")
-    ax2.set_yscale("log")
+    lrs = np.concatenate([r.series("lr")[1] for r in runs])
+    if len(lrs) and np.all(lrs > 0) and lrs.max() / lrs.min() > 3:
+        ax2.set_yscale("log")
+    else:
+        ax2.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        if len(lrs) and np.all(lrs >= 0):
+            ax2.set_ylim(0, lrs.max() * 1.3 or 1)
+    for a in (ax, ax2, ax3):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.grid(color=RULE, lw=0.5)
+    for a in (ax, ax2):
+        if a.get_yscale() == "log":
+            a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            a.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax3.set_title("seconds per epoch", loc="left")
     ax3.set_xlabel("epoch")
     ax3.grid(color=RULE, lw=0.5)
-    lines = []
-    for r in runs:
-        b = r.best()
-        lines.append(f"History: {display_path(r.path)} ({len(r.history)} epochs"
-                     + (f"; best validation loss at epoch {b['epoch']} → {display_path(r.path.parent / 'best.pt')}"
-                        if b else "") + ")"
-                     + (f"; config {display_path(r.config_path)}" if r.config_path else ""))
     provenance_block(p, BX0, 0, BW, lines, bottom=BY1 - 0.02)
 
 
@@ -1383,13 +1543,17 @@ def page_discussion(deck: Deck, inp: Inputs) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
+_BADGE = re.compile(r"\[!\[([^\]]*)\]\([^)]*\)\]\(([^)\s]+)\)")  # [![alt](image)](link)
 _IMG = re.compile(r"!\[([^\]]*)\]\(([^)]*)\)")
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_HTML = re.compile(r"</?(?:a|b|i|u|p|em|strong|code|kbd|sub|sup|span|div|img|details|summary|center|small|"
+                   r"font|h[1-6])(?:\s[^>]*)?/?>", re.I)
 _AUTO = re.compile(r"<(https?://[^>\s]+)>")
 
 
 def inline(s: str) -> str:
     """Markdown inline markup to plain text: links as `text (url)`, emphasis and code marks dropped."""
+    s = _BADGE.sub(lambda m: f"{m.group(1)} ({m.group(2)})", s)
     s = _IMG.sub(lambda m: f"[image: {m.group(1) or m.group(2)}]", s)
     s = _LINK.sub(lambda m: m.group(1) if m.group(1) == m.group(2) else f"{m.group(1)} ({m.group(2)})", s)
     s = _AUTO.sub(r"\1", s)
@@ -1398,7 +1562,7 @@ def inline(s: str) -> str:
     s = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"\1", s)
     s = re.sub(r"(?<!\w)_(?!\s)(.+?)(?<!\s)_(?!\w)", r"\1", s)
     s = re.sub(r"<br\s*/?>", " ", s)
-    s = re.sub(r"</?[a-zA-Z][^>]*>", "", s)
+    s = _HTML.sub("", s)  # real HTML tags only: `<checkpoint>` placeholders stay
     return s.replace("\\", "") if "\\" in s and not re.search(r"\\[a-zA-Z]", s) else s
 
 
@@ -1453,7 +1617,8 @@ def parse_markdown(text: str) -> list[tuple]:
             rows = []
             while i < len(lines) and lines[i].strip().startswith("|"):
                 cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
-                if not all(re.match(r"^:?-{2,}:?$", c) for c in cells if c):
+                filled = [c for c in cells if c]
+                if not (filled and all(re.match(r"^:?-+:?$", c) for c in filled)):  # skip the |---| row
                     rows.append([inline(c) for c in cells])
                 i += 1
             blocks.append(("table", rows))
@@ -1566,8 +1731,13 @@ class Flow:
             if not line:
                 lines.append("")
             while line:
-                lines.append(line[:ncols])
-                line = ("  " + line[ncols:]) if len(line) > ncols else ""
+                if len(line) <= ncols:
+                    lines.append(line)
+                    break
+                cut = line.rfind(" ", 0, ncols + 1)
+                cut = cut if cut > ncols // 2 else ncols  # break at a space when one is near the end
+                lines.append(line[:cut].rstrip())
+                line = "    " + line[cut:].lstrip()
         lh = line_height(size, 1.35)
         self.y += 0.04
         for j, line in enumerate(lines):
@@ -1582,14 +1752,44 @@ class Flow:
         self.y += 0.08 + line_height(self.base) * 0.6
 
     def _table(self, rows: list[list[str]], x0: float, width: float, size: float) -> None:
+        """A markdown table: bold first row, cells wrapped into columns that share the width fairly."""
         if not rows:
             return
         ncol = max(len(r) for r in rows)
         rows = [r + [""] * (ncol - len(r)) for r in rows]
-        widths = [max(len(r[c]) for r in rows) for c in range(ncol)]
-        fmt_row = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-        text = [fmt_row(rows[0]), "-+-".join("-" * w for w in widths)] + [fmt_row(r) for r in rows[1:]]
-        self._code(text, x0, width, size)
+        header = any(rows[0])
+        if not header:  # `| | |` header: a plain key / value table
+            rows = rows[1:] or rows
+        pad = 0.07
+        nat = [max(text_width(r[c], size, weight="bold" if i == 0 and header else "normal")
+                   for i, r in enumerate(rows))
+               + 2 * pad for c in range(ncol)]
+        widths = list(nat)
+        if sum(nat) > width:  # water-filling: narrow columns keep their width, wide ones share the rest
+            left = width
+            for k, c in enumerate(sorted(range(ncol), key=lambda c: nat[c])):
+                widths[c] = min(nat[c], left / (ncol - k))
+                left -= widths[c]
+        xs = np.concatenate([[x0], x0 + np.cumsum(widths)])
+        lh = line_height(size, 1.25)
+        self.y += 0.04
+        if not header:
+            self._ensure(lh + 2 * pad)
+            self.page.hline(x0, xs[-1], self.y, color=NAVY, lw=0.8)
+        for i, r in enumerate(rows):
+            wt = "bold" if i == 0 and header else "normal"
+            cells = [wrap(v, max(widths[c] - 2 * pad, 0.2) + 1e-6, size, weight=wt) for c, v in enumerate(r)]
+            rh = max(len(cl) for cl in cells) * lh + 2 * pad
+            self._ensure(rh)
+            if i == 0 and header:
+                self.page.rect(x0, self.y, xs[-1] - x0, rh, LIGHT)
+            for c, cl in enumerate(cells):
+                for k, line in enumerate(cl):
+                    self.page.text(xs[c] + pad, self.y + pad + k * lh, line, size, weight=wt)
+            self.y += rh
+            first = i == 0 and header
+            self.page.hline(x0, xs[-1], self.y, color=NAVY if first else RULE, lw=0.8 if first else 0.5)
+        self.y += line_height(self.base) * 0.6
 
 
 def build_readme_pdf(readme: Path, out: Path) -> int:
@@ -1633,13 +1833,27 @@ def write_pdf(pages: Sequence[Page], out: Path, meta: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def missing_glyphs(*texts: str) -> str:
+    """Characters no installed font can draw (e.g. a CJK name without a CJK font)."""
+    if len(SANS) > 1:
+        return ""  # a fallback font is installed
+    font, _ = _font(False, "normal")
+    return "".join(sorted({c for t in texts for c in t if ord(c) > 127 and font.get_char_index(ord(c)) == 0}))
+
+
 def build_report(inp: Inputs, out: Path) -> int:
+    miss = missing_glyphs(inp.author, inp.student_id, inp.repo_url)
+    if miss:
+        print(f"warning: no installed font draws {miss!r} (shown as boxes): install a CJK font, e.g. "
+              "`apt-get install fonts-noto-cjk`, then rebuild", file=sys.stderr)
     deck = Deck(inp.author)
     for make in (page_cover, page_novelty, page_methodology, page_result_highlight, page_findings,
                  page_architecture, page_settings, page_pipeline, pages_model_card,
                  page_epochs, pages_all_methods, page_training, pages_figures, page_discussion):
         make(deck, inp)
-    write_pdf(deck.pages, out, {"Title": TITLE, "Author": inp.author, "Subject": "HW2 report"})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # reported once above
+        write_pdf(deck.pages, out, {"Title": TITLE, "Author": inp.author, "Subject": "HW2 report"})
     return len(deck.pages)
 
 
@@ -1704,10 +1918,10 @@ def main(argv=None) -> int:
     import matplotlib
     try:
         with matplotlib.rc_context(RC):
-            inp = gather(args)  # every input is checked before anything is written
             if not args.no_readme and not readme.is_file():
                 raise Hw2Error(f"{readme}: no such README; write README.md (install, inference command, where the "
                                "checkpoint is) or pass --readme PATH, or --no-readme")
+            inp = gather(args)  # every input is checked before anything is written
             n = build_report(inp, out)
             print(f"wrote {out} ({n} pages)")
             if not args.no_readme:

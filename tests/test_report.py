@@ -88,8 +88,6 @@ def make_inputs(root: Path) -> dict:
                                        "- 8,893,348 parameters\n- trained on MUSDB18 train (86 tracks)\n")
     figs = root / "figures"
     figs.mkdir()
-    import matplotlib
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
     fig = Figure(figsize=(4, 2.5), dpi=50)
     ax = fig.add_subplot()
@@ -111,10 +109,12 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     inp = make_inputs(root)
     out, readme_out = root / "out" / "report.pdf", root / "out" / "README.pdf"
-    rc = report.main(["--results", str(inp["results"]), "--runs-history", str(inp["history"]),
-                      "--model-card", str(inp["card"]), "--figures", str(inp["figures"]), "--out", str(out),
-                      "--readme", str(inp["readme"]), "--readme-out", str(readme_out),
-                      "--author", "Ada Lovelace", "--student-id", "r12345678", "--repo-url", "https://example.org/hw2"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "ROOT", root)  # defaults and displayed paths relative to the fixture, not the repo
+        rc = report.main(["--results", str(inp["results"]), "--runs-history", str(inp["history"]),
+                          "--model-card", str(inp["card"]), "--figures", str(inp["figures"]), "--out", str(out),
+                          "--readme", str(inp["readme"]), "--readme-out", str(readme_out), "--author",
+                          "Ada Lovelace", "--student-id", "r12345678", "--repo-url", "https://example.org/hw2"])
     assert rc == 0
     return {"root": root, "out": out, "readme_out": readme_out, **inp}
 
@@ -149,7 +149,7 @@ def test_report_numbers_and_provenance(built):
     # findings computed from the rows
     assert "2.28 dB higher with the mixture phase" in text
     # provenance: file, command, data, checkpoint
-    assert "test_best.json" in text and "test_epochs.json" in text
+    assert "Source: results/test_best.json" in text and "Source: results/test_epochs.json" in text
     assert "command: python hw2/infer.py --musdb-root $MUSDB --epochs 25 50 150" in text
     assert "subset test" in text and "50 tracks" in text
     assert "checkpoint: checkpoints/epoch025.pt" in text
@@ -187,7 +187,8 @@ def test_page_renders_not_blank(built, tmp_path):
 
 
 @needs_poppler
-def test_without_results_says_so(tmp_path, capsys):
+def test_without_results_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ROOT", tmp_path)  # no checkpoints/history.json of the real repo
     out = tmp_path / "r.pdf"
     empty = tmp_path / "results"
     empty.mkdir()
@@ -235,6 +236,9 @@ def test_analysis_choices():
     assert [r.epoch for r in res.epoch_rows()] == [25, 150]
     assert [r.method for r in res.references()] == ["oracle-irm"]
     assert math.isnan(report.Row("x", None, None, "mixture", {"vocals": {"SDR": None}}, rf).score("vocals"))
+    assert rf.partial_note() == ""
+    rf.data = {**DATA, "nb_tracks": 1}
+    assert "only 1 of the 50 test tracks" in rf.partial_note() and rf.short_data() == "MUSDB18 test, 1 track"
 
 
 def test_markdown_blocks():
@@ -242,8 +246,12 @@ def test_markdown_blocks():
     kinds = [b[0] for b in blocks]
     assert kinds[:2] == ["h", "p"] and "code" in kinds and "table" in kinds
     assert ("h", 2, "Install") in blocks
+    assert ("table", [["file", "what"], ["results/test.json", "SDR table"]]) in blocks
+    assert report.parse_markdown("| | |\n|---|---|\n| a | b |") == [("table", [["", ""], ["a", "b"]])]
     assert any(b[0] == "li" and b[3] == "pip install -r requirements.txt with a continuation line" for b in blocks)
     assert report.inline("see [docs](http://x.y) and **bold** `code`") == "see docs (http://x.y) and bold code"
+    assert report.inline("`runs/<run>/history.json`<br>[![Colab](b.svg)](http://c)") == \
+        "runs/<run>/history.json Colab (http://c)"
 
 
 def test_wrap_respects_width():
