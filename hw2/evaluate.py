@@ -120,7 +120,7 @@ class Evaluation:
 
 
 def row_slug(row: dict) -> str:
-    ckpt = Path(row["checkpoint"]).stem if row.get("checkpoint") else "reference"
+    ckpt = row.get("name") or (Path(row["checkpoint"]).stem if row.get("checkpoint") else "reference")
     return f"{ckpt}-{row['method']}"
 
 

@@ -98,6 +98,8 @@ def run(args, log=print) -> list[dict]:
         raise Hw2Error("--jobs must be at least 1; --samples, --gl-iters and --max-tracks at least 0")
     device = resolve_device(args.device)
     separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters) for c in args.checkpoint]
+    for sep, row_name in zip(separators, _row_names(args.checkpoint)):
+        sep.name = row_name  # distinct, or two checkpoints named best.pt would merge into one row
     out = Path(args.out)
     check_writable(out)
     if args.musdb_root:
@@ -128,7 +130,7 @@ def run(args, log=print) -> list[dict]:
             estimates = sep.separate(mixture, args.phase, key=track.name)
             for method, est in estimates.items():
                 row = {"label": f"{sep.name} / {method}", "checkpoint": _display(args.checkpoint[separators.index(sep)]),
-                       "epoch": sep.epoch, "method": method}
+                       "epoch": sep.epoch, "method": method, "name": sep.name}
                 evaluation.add(row, track.name, refs, est)
                 if i < args.samples:
                     for target, audio in est.items():
@@ -152,6 +154,14 @@ def run(args, log=print) -> list[dict]:
     if args.samples and tracks:
         log(f"listening WAVs: {samples}/<track>/")
     return rows
+
+
+def _row_names(paths) -> list[str]:
+    """A distinct row name per checkpoint: its file stem; with its folder where stems repeat (runs/a/best.pt and
+    runs/b/best.pt -> a-best, b-best); numbered where even those repeat (one file passed twice)."""
+    stems = [Path(p).stem for p in paths]
+    names = [s if stems.count(s) == 1 else f"{Path(p).resolve().parent.name}-{s}" for p, s in zip(paths, stems)]
+    return [n if names.count(n) == 1 else f"{n}-{names[:i].count(n) + 1}" for i, n in enumerate(names)]
 
 
 def _display(path: str) -> str:

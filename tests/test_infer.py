@@ -1,0 +1,273 @@
+"""The TA's command, `python hw2/infer.py`: end to end on generated MUSDB roots with a tiny trained checkpoint,
+identical numbers with museval workers, musdb's validation split, the stempeg example track, and bad inputs (each
+one `error:` line on stderr, exit status 2, no traceback, no results written).
+
+Fixtures `wav_root` (and the session $HW2_CACHE) come from tests/conftest.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hw2.infer import _row_names, example_root, main
+from hw2.synth import VALID_NAMES, make_musdb
+from hw2.train import TrainConfig, load_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[1]
+INFER = REPO / "hw2" / "infer.py"
+METRICS = ("SDR", "SIR", "ISR", "SAR")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(wav_root, tmp_path_factory) -> Path:
+    """A tiny vocals model trained for one short epoch on the generated root: fast, and a real hw2 checkpoint."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    cfg = TrainConfig(musdb_root=str(wav_root), out=str(run), epochs=1, milestones=(), seq_dur=1.0, batch_size=4,
+                      samples_per_track=2, hidden_size=16, nb_layers=1, quiet=True, device="cpu")
+    train(cfg, log=lambda _: None)
+    return run / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def stem_root_one_track(tmp_path_factory) -> Path:
+    """A MUSDB18 (.stem.mp4) root with a single 1 s test track: all the ffmpeg check needs."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    return make_musdb(tmp_path_factory.mktemp("musdb_stem_1"), "stem", 0, 0, 1, 1.0, seed=3)
+
+
+def env(**extra) -> dict:
+    """The environment for a subprocess: one thread per library (the CPU is shared)."""
+    e = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+    return e
+
+
+def infer(args, cwd, **extra_env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(INFER), *map(str, args)], cwd=cwd, env=env(**extra_env),
+                          capture_output=True, text=True, timeout=300)
+
+
+def results_files(folder: Path) -> list[Path]:
+    """Anything infer writes as a result: tables, per-track JSON, WAVs."""
+    if not folder.exists():
+        return []
+    return [p for p in folder.rglob("*") if p.suffix in (".json", ".md", ".wav")]
+
+
+# -------------------------------------------------------------------------------------------------- end to end
+def test_cli_end_to_end_from_another_folder(wav_root, checkpoint, tmp_path):
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    r = infer(["--musdb-root", wav_root, "--subset", "test", "--checkpoint", checkpoint,
+               "--phase", "mixture", "griffinlim", "--gl-iters", "8", "--references", "--samples", "1", "--out", "out"],
+              cwd)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    out = cwd / "out"  # a relative --out is relative to the caller's folder
+    track = sorted(p.name for p in (wav_root / "test").iterdir())[0]
+    labels = ["best / mixture", "best / griffinlim", "reference / mix-as-estimate", "reference / oracle-irm"]
+    slugs = ["best-mixture", "best-griffinlim", "reference-mix-as-estimate", "reference-oracle-irm"]
+
+    doc = json.loads((out / "test.json").read_text())
+    assert [row["label"] for row in doc["rows"]] == labels
+    assert doc["data"]["subset"] == "test" and doc["data"]["nb_tracks"] == 1 and doc["data"]["format"] == "wav"
+    assert doc["command"].startswith("python hw2/infer.py --musdb-root ")
+    for row in doc["rows"]:
+        assert row["nb_tracks"] == 1
+        for target in ("vocals", "accompaniment"):
+            assert set(row["scores"][target]) == set(METRICS)
+            assert isinstance(row["scores"][target]["SDR"], float)
+    vocals_sdr = {row["label"]: row["scores"]["vocals"]["SDR"] for row in doc["rows"]}
+    assert vocals_sdr["reference / oracle-irm"] > vocals_sdr["reference / mix-as-estimate"]
+
+    md = (out / "test.md").read_text()
+    header = "| row | epoch | vocals SDR | accompaniment SDR |"
+    assert header in r.stdout  # the table is printed
+    for label in labels:
+        assert f"| {label} |" in r.stdout and f"| {label} |" in md
+
+    for slug in slugs:  # museval's per-track JSON
+        per_track = json.loads((out / "test" / slug / "test" / f"{track}.json").read_text())
+        assert [t["name"] for t in per_track["targets"]] == ["vocals", "accompaniment"]
+        assert len(per_track["targets"][0]["frames"]) == 5  # 5 s track, 1 s frames
+
+    nb_samples = sf.info(str(wav_root / "test" / track / "mixture.wav")).frames
+    wavs = ["mixture.wav"] + [f"{s}_{t}.wav" for s in slugs[:2] for t in ("vocals", "accompaniment")]
+    samples = out / "test" / "samples" / track
+    assert sorted(p.name for p in samples.iterdir()) == sorted(wavs)
+    for name in wavs:
+        info = sf.info(str(samples / name))
+        assert (info.frames, info.channels, info.samplerate) == (nb_samples, 2, 44100), name
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]  # no temporary files
+
+
+def test_jobs_give_identical_numbers_on_the_validation_split(wav_root, checkpoint, tmp_path, capsys):
+    """`--subset train --split valid` scores musdb's validation tracks only; `--jobs 2` equals `--jobs 1`."""
+    valid = sorted(p.name for p in (wav_root / "train").iterdir() if p.name in VALID_NAMES)
+    assert valid  # generated roots name some train tracks as musdb's validation tracks
+    rows = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        assert main(["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint",
+                     str(checkpoint), "--samples", "0", "--jobs", str(jobs), "--out", str(out)]) == 0
+        doc = json.loads((out / "train-valid.json").read_text())
+        assert doc["data"]["split"] == "valid" and doc["data"]["nb_tracks"] == len(valid)
+        scored = sorted(p.stem for p in (out / "train-valid" / "best-mixture" / "train").glob("*.json"))
+        assert scored == valid
+        rows[jobs] = doc["rows"]
+    assert rows[1] == rows[2]
+    assert "train/valid" in capsys.readouterr().out
+
+
+def test_checkpoints_with_the_same_file_name_get_their_own_rows(tmp_path):
+    """Regression: runs/a/best.pt and runs/b/best.pt were merged into one row (and one per-track folder)."""
+    assert _row_names(["runs/a/best.pt", "runs/b/best.pt", "x/epoch025.pt"]) == ["a-best", "b-best", "epoch025"]
+    assert _row_names(["runs/a/best.pt", "runs/a/best.pt"]) == ["a-best-1", "a-best-2"]
+    assert _row_names(["checkpoints/vocals.pt"]) == ["vocals"]
+
+
+# ------------------------------------------------------------------------------------------- the example track
+def test_example_root_is_a_musdb_root_with_one_test_track(monkeypatch, tmp_path):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    from hw2.data import detect_format, open_tracks
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # example_root's folder lands in tmp_path
+    root = example_root()
+    assert root.parent == tmp_path
+    assert [p.name for p in root.iterdir()] == ["test"]
+    files = list((root / "test").iterdir())
+    assert len(files) == 1 and files[0].name.endswith(".stem.mp4")
+    assert detect_format(root) is False
+    assert len(open_tracks(root, "test")) == 1
+
+
+def test_infer_without_musdb_root_runs_on_the_example_track(checkpoint, monkeypatch, tmp_path, capsys):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(checkpoint), "--samples", "1", "--out", str(out)]) == 0
+    doc = json.loads((out / "example.json").read_text())
+    assert doc["data"]["nb_tracks"] == 1 and doc["data"]["format"] == "stem"
+    assert [row["label"] for row in doc["rows"]] == ["best / mixture"]
+    assert doc["rows"][0]["scores"]["vocals"]["SDR"] is not None
+    wavs = list((out / "example" / "samples").rglob("*.wav"))
+    assert len(wavs) == 3
+    assert "stempeg" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------- bad inputs
+def _bad_case(case: str, tmp: Path, wav_root: Path, checkpoint: Path) -> list[str]:
+    """The arguments of one bad invocation (everything else valid); builds the bad file or folder in `tmp`."""
+    root, ckpt, extra = str(wav_root), str(checkpoint), []
+    if case == "no-such-root":
+        root = str(tmp / "nowhere")
+    elif case == "not-musdb":
+        (tmp / "photos").mkdir()
+        (tmp / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+        root = str(tmp / "photos")
+    elif case == "not-musdb-tracks":
+        (tmp / "fake" / "test").mkdir(parents=True)
+        (tmp / "fake" / "test" / "notes.txt").write_text("no tracks here")
+        root = str(tmp / "fake")
+    elif case == "empty-test-subset":
+        (tmp / "musdb" / "test").mkdir(parents=True)
+        (tmp / "musdb" / "train").symlink_to(wav_root / "train")
+        root = str(tmp / "musdb")
+    elif case == "missing-checkpoint":
+        ckpt = str(tmp / "nope.pt")
+    elif case == "corrupt-checkpoint":
+        ckpt = str(tmp / "corrupt.pt")
+        Path(ckpt).write_bytes(np.random.default_rng(0).bytes(4096))
+    elif case == "foreign-checkpoint":
+        ckpt = str(tmp / "foreign.pt")
+        torch.save({"a": 1}, ckpt)
+    elif case == "mismatched-checkpoint":  # config says hidden size 32, weights are for 16
+        c = load_checkpoint(checkpoint)
+        c["config"]["hidden_size"] = 32
+        ckpt = str(tmp / "mismatched.pt")
+        torch.save(c, ckpt)
+    elif case == "accompaniment-checkpoint":
+        c = load_checkpoint(checkpoint)
+        c["config"]["target"] = "accompaniment"
+        ckpt = str(tmp / "accompaniment.pt")
+        torch.save(c, ckpt)
+    elif case == "zero-jobs":
+        extra = ["--jobs", "0"]
+    else:
+        raise AssertionError(case)
+    return ["--musdb-root", root, "--checkpoint", ckpt, "--samples", "1", "--out", str(tmp / "out"), *extra]
+
+
+BAD = ["no-such-root", "not-musdb", "not-musdb-tracks", "empty-test-subset", "missing-checkpoint",
+       "corrupt-checkpoint", "foreign-checkpoint", "mismatched-checkpoint", "accompaniment-checkpoint", "zero-jobs"]
+
+
+def assert_one_error_line(stderr: str) -> None:
+    lines = stderr.strip("\n").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_error_line(case, wav_root, checkpoint, tmp_path, capsys):
+    argv = _bad_case(case, tmp_path, wav_root, checkpoint)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert_one_error_line(captured.err)
+    assert results_files(tmp_path / "out") == []
+
+
+def test_unwritable_output_folder(wav_root, checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "results"  # tests run as root, where chmod blocks nothing: a file where a folder must be
+    blocker.write_text("a file")
+    assert main(["--musdb-root", str(wav_root), "--checkpoint", str(checkpoint), "--out", str(blocker / "out")]) == 2
+    assert_one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_unknown_phase_method_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--phase", "mixture", "magic"])
+    assert e.value.code == 2
+    assert_one_error_line(capsys.readouterr().err)
+
+
+# the same in a real process: nothing else (warnings, tracebacks) reaches stderr
+def test_ffmpeg_missing_in_a_real_process(stem_root_one_track, checkpoint, tmp_path):
+    bin_dir = tmp_path / "bin"  # a PATH with python on it, but no ffmpeg / ffprobe
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    r = infer(["--musdb-root", stem_root_one_track, "--checkpoint", checkpoint, "--out", tmp_path / "out"], tmp_path,
+              PATH=str(bin_dir))
+    assert r.returncode == 2, r.stderr
+    assert_one_error_line(r.stderr)
+    assert "ffmpeg" in r.stderr and "install" in r.stderr
+    assert results_files(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("case", ["corrupt-checkpoint", "empty-test-subset"])
+def test_bad_input_in_a_real_process(case, wav_root, checkpoint, tmp_path):
+    r = infer(_bad_case(case, tmp_path, wav_root, checkpoint), tmp_path)
+    assert r.returncode == 2
+    assert_one_error_line(r.stderr)
+    assert results_files(tmp_path / "out") == []
+
+
+def test_unknown_phase_in_a_real_process(tmp_path):
+    r = infer(["--phase", "magic"], tmp_path)
+    assert r.returncode == 2
+    assert_one_error_line(r.stderr)
+    assert "--phase" in r.stderr
