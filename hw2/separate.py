@@ -64,19 +64,23 @@ def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: floa
     y = mags * torch.exp(1j * mix.angle())[None]
     if iterations == 0:
         return y
-    scale = max(1.0, float(mix.abs().sqrt().max()) / 10)  # norbert's scaling, for numerical stability
+    scale = max(1.0, float(mix.abs().max()) / 10)  # norbert's scaling (max |X| / 10), for numerical stability
     mix, y = mix / scale, y / scale
     nb_channels = mix.shape[0]
-    eye = torch.eye(nb_channels, dtype=mix.dtype, device=mix.device)
+    # the 2x2 systems are solved in double precision: where one source dominates, Cxx is nearly rank 1 and in
+    # single precision its rounding exceeds the sqrt(eps) regularisation (a singular-matrix error, or huge gains)
+    c128 = torch.complex128
+    eye = torch.eye(nb_channels, dtype=c128, device=mix.device)
     for _ in range(iterations):
         v = (y.abs() ** 2).mean(1)  # (J, F, T) power spectral densities
         R = torch.einsum("jaft,jbft->jfab", y, y.conj()) / (v.sum(-1)[..., None, None] + eps)  # (J, F, C, C)
+        R = R.to(c128)
         out = torch.empty_like(y)
         for t0 in range(0, mix.shape[-1], frames_per_block):
-            vt = v[..., t0:t0 + frames_per_block].to(mix.dtype)  # (J, F, Tb)
+            vt = v[..., t0:t0 + frames_per_block].to(c128)  # (J, F, Tb)
             cxx = torch.einsum("jft,jfab->ftab", vt, R) + np.sqrt(eps) * eye
             inv = torch.linalg.inv(cxx)
-            x = mix[..., t0:t0 + frames_per_block]
+            x = mix[..., t0:t0 + frames_per_block].to(c128)
             for j in range(y.shape[0]):
                 gain = vt[j][..., None, None] * (R[j][:, None] @ inv)  # (F, Tb, C, C)
                 out[j, ..., t0:t0 + frames_per_block] = torch.einsum("ftab,bft->aft", gain, x)
@@ -144,26 +148,27 @@ class Separator:
         length = mixture.shape[0]
         audio = torch.as_tensor(np.ascontiguousarray(mixture.T), dtype=torch.float32, device=self.device)
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        mag_x = X.abs()
-        V = self.vocals_magnitude(mag_x)
-        A = torch.relu(mag_x - V)
-        out = {}
-        for m in methods:
-            if m == "mixture":
-                phase = torch.exp(1j * X.angle())
-                est = {"vocals": V * phase, "accompaniment": A * phase}
-                out[m] = {t: _to_numpy(self.stft.inverse(s, length)) for t, s in est.items()}
-            elif m in ("griffinlim", "griffinlim-mix"):
-                out[m] = {}
-                for t, S in (("vocals", V), ("accompaniment", A)):
-                    gen = self._generator(f"{key}|{t}")
-                    chans = [griffinlim(S[ch], self.stft, length, self.gl_iters,
-                                        init=X[ch] if m == "griffinlim-mix" else None, generator=gen)
-                             for ch in range(S.shape[0])]
-                    out[m][t] = _to_numpy(torch.stack(chans))
-            elif m == "wiener":
-                y = wiener(torch.stack([V, A]), X)
-                out[m] = {t: _to_numpy(self.stft.inverse(y[j], length)) for j, t in enumerate(TARGETS)}
+        V = self.vocals_magnitude(X.abs())
+        out = {m: {} for m in methods}
+        if "wiener" in methods:  # joint over channels and targets: the one full-size step
+            y = wiener(torch.stack([V, torch.relu(X.abs() - V)]), X)
+            out["wiener"] = {t: _to_numpy(self.stft.inverse(y[j], length)) for j, t in enumerate(TARGETS)}
+            del y
+        # everything else one target and one channel at a time, so that a long track holds few full-size arrays
+        for target in TARGETS:
+            gens = {m: self._generator(f"{key}|{target}") for m in methods}
+            chans = {m: [] for m in methods if m != "wiener"}
+            for ch in range(X.shape[0]):
+                S = V[ch] if target == "vocals" else torch.relu(X[ch].abs() - V[ch])
+                for m in chans:
+                    if m == "mixture":
+                        wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)
+                    else:
+                        wave = griffinlim(S, self.stft, length, self.gl_iters,
+                                          init=X[ch] if m == "griffinlim-mix" else None, generator=gens[m])
+                    chans[m].append(wave)
+            for m, waves in chans.items():
+                out[m][target] = _to_numpy(torch.stack(waves))
         return out
 
 
