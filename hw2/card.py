@@ -1,0 +1,147 @@
+"""Ship a training run: copy its best and milestone checkpoints into `checkpoints/` and write the model card.
+
+    python -m hw2.card --run runs/musdb7-vocals --results results/train-valid.json
+
+The card is built from facts only: the config and history saved by the run, the checkpoint's metadata, and the
+SDR table written by `hw2/infer.py` (its command and data are quoted). Nothing in it is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from hw2 import Hw2Error
+from hw2.evaluate import METRICS, atomic_write_text, markdown_table
+from hw2.train import TrainConfig, config_from_dict, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """The `python -m hw2.train` command that reproduces the config (flags that differ from the defaults)."""
+    default = TrainConfig()
+    parts = ["python -m hw2.train"]
+    for f in fields(TrainConfig):
+        value, base = getattr(cfg, f.name), getattr(default, f.name)
+        if f.name in ("quiet", "cache_dir", "device", "nb_workers", "max_minutes") or value == base:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, (tuple, list)):
+            parts.append(f"{flag} {' '.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def model_card(run: Path, results: dict | None, best: dict) -> str:
+    cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+    history = json.loads((run / "history.json").read_text())
+    wall = sum(h["seconds"] for h in history)
+    excerpts = f"{cfg.samples_per_track} excerpts of {cfg.seq_dur:g} s per train track"
+    counts = _split_counts(cfg.musdb_root)
+    lines = [
+        "# Model card: Open-Unmix vocals model (`checkpoints/vocals.pt`)",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | Open-Unmix, hidden {cfg.hidden_size}, {cfg.nb_layers} {'uni' if cfg.unidirectional else 'bi'}directional "
+        f"LSTM layers, bandwidth {cfg.bandwidth:g} Hz, {'stereo' if cfg.nb_channels == 2 else 'mono'}, STFT {cfg.n_fft}/{cfg.n_hop} |",
+        f"| parameters | {best['nb_params']:,} (the assignment's limit is 10M) |",
+        "| initialisation | from scratch (random weights, seed {}); no pretrained weights, no extra data |".format(cfg.seed),
+        f"| data | `{cfg.musdb_root}`, its train folder, with musdb's standard train / valid split |",
+        f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
+        f"| model selection | lowest validation loss on musdb's valid split ({counts['valid']} tracks, full length) |",
+        f"| an epoch | {excerpts} (balanced sampling: each track {cfg.samples_per_track}x), "
+        f"{cfg.sampler} sampling, {cfg.mixing} random track mixing, gain [{cfg.gain_low:g}, {cfg.gain_high:g}]"
+        f"{', left/right swap' if cfg.swap else ''}; batch {cfg.batch_size} |",
+        f"| optimiser | Adam lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}; ReduceLROnPlateau x{cfg.lr_decay_gamma:g} "
+        f"after {cfg.lr_decay_patience} epochs; early-stopping patience {cfg.patience} |",
+        f"| epochs | {len(history)} trained; best (shipped) epoch {best['epoch']}, valid loss {best['valid_loss']:.4g} |",
+        f"| wall time | {wall / 60:.1f} min of training and validation (sum of `history.json` seconds) |",
+        f"| device | {best.get('device', 'unknown')} |",
+        "",
+        "Training command (reproduces `checkpoints/config.json`):",
+        "",
+        f"```bash\n{train_command(cfg)}\n```",
+        "",
+    ]
+    if results:
+        data = results["data"]
+        lines += [
+            f"## SDR on musdb's {data.get('split') or data.get('subset')} split ({data.get('nb_tracks')} tracks)",
+            "",
+            "BSSEval v4 (museval), 1-second frames; median over frames per track, then median over tracks; dB.",
+            "",
+            markdown_table(results["rows"], METRICS),
+            "",
+            f"Produced by `{results['command']}` on {results['created']}.",
+            "",
+        ]
+    else:
+        lines += ["No SDR table yet: run `python hw2/infer.py --musdb-root ... --subset train --split valid` and "
+                  "pass its JSON with --results.", ""]
+    lines += ["Files: `vocals.pt` (the best epoch), `epochNNN.pt` (milestones), `config.json`, `history.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _split_counts(root: str) -> dict:
+    """Track counts of musdb's train / valid split of `root`, or "?" where the root cannot be read here."""
+    from hw2.data import open_tracks
+    out = {}
+    for split in ("train", "valid"):
+        try:
+            out[split] = len(open_tracks(root, "train", split))
+        except Hw2Error:
+            out[split] = "?"
+    return out
+
+
+def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
+    for name in ("config.json", "history.json", "best.pt"):
+        if not (run / name).exists():
+            raise Hw2Error(f"{run}: no {name}; pass --run a training run folder (python -m hw2.train --out ...)")
+    best = load_checkpoint(run / "best.pt")
+    results = None
+    if results_path:
+        try:
+            results = json.loads(Path(results_path).read_text())
+        except (OSError, ValueError):
+            raise Hw2Error(f"{results_path}: not a readable results JSON; write it with hw2/infer.py") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in [run / "best.pt", *sorted(run.glob("epoch[0-9][0-9][0-9].pt"))]:
+        target = dest / ("vocals.pt" if src.name == "best.pt" else src.name)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(target)
+    for name in ("config.json", "history.json"):
+        atomic_write_text(dest / name, (run / name).read_text())
+    best_meta = {k: best.get(k) for k in ("nb_params", "epoch", "valid_loss", "device")}
+    atomic_write_text(dest / "MODEL_CARD.md", model_card(run, results, best_meta))
+    return dest
+
+
+def main(argv=None) -> int:
+    from hw2.train import OneLineParser
+
+    p = OneLineParser(prog="python -m hw2.card", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="training run folder")
+    p.add_argument("--results", default="", help="results JSON of the valid-split table (from hw2/infer.py)")
+    p.add_argument("--dest", default=str(REPO / "checkpoints"))
+    a = p.parse_args(argv)
+    try:
+        dest = ship(Path(a.run), Path(a.dest), Path(a.results) if a.results else None)
+    except Hw2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"shipped {a.run} to {dest} (vocals.pt, milestones, config, history, MODEL_CARD.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
