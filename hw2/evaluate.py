@@ -158,3 +158,23 @@ def write_results(out: Path, name: str, rows: list[dict], data: dict, command: s
     except OSError as e:
         raise Hw2Error(f"{out}: cannot write results here ({e.strerror}); pass --out a writable folder") from None
     return json_path, md_path
+
+
+def iteration_sweep(separator, mixture, references: dict, iterations=(0, 4, 8, 16, 32, 64),
+                    method: str = "griffinlim", name: str = "track") -> list[dict]:
+    """Median-over-frames SDR of one track's Griffin-Lim estimates against the number of iterations.
+
+    mixture and references as for `Separator.separate` and `score_track`. Returns
+    [{"iterations": n, "vocals": sdr, "accompaniment": sdr}, ...]; 0 iterations is the initial phase alone.
+    """
+    saved = separator.gl_iters
+    out = []
+    try:
+        for n in iterations:
+            separator.gl_iters = n
+            est = separator.separate(mixture, (method,), key=name)[method]
+            medians = track_medians(score_track(name, references, est))
+            out.append({"iterations": n, **{t: medians[t]["SDR"] for t in TARGETS}})
+    finally:
+        separator.gl_iters = saved
+    return out
