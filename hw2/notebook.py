@@ -78,14 +78,24 @@ def subset_root(root, nb_train: int = 8, nb_valid: int = 2, nb_test: int = 2, ou
     train = entries("train")
     pick = {"train": [p for p in train if name(p) not in valid][:nb_train]
             + [p for p in train if name(p) in valid][:nb_valid], "test": entries("test")[:nb_test]}
-    for subset, paths in pick.items():
+    for subset, paths in pick.items():  # link what is missing, unlink what is extra: safe to run concurrently
         folder = out / subset
-        if folder.exists():
-            shutil.rmtree(folder)
-        if paths:
-            folder.mkdir(parents=True)
+        want = {p.name: p for p in paths}
+        if folder.is_dir():
+            for link in list(folder.iterdir()):
+                if link.name in want and link.is_symlink() and link.resolve() == want[link.name].resolve():
+                    continue
+                if link.is_dir() and not link.is_symlink():
+                    shutil.rmtree(link)
+                else:
+                    link.unlink()
+        elif paths:
+            folder.mkdir(parents=True, exist_ok=True)
         for p in paths:
-            (folder / p.name).symlink_to(p, target_is_directory=p.is_dir())
+            try:
+                (folder / p.name).symlink_to(p, target_is_directory=p.is_dir())
+            except FileExistsError:
+                pass
     return out
 
 
@@ -104,6 +114,20 @@ def prepare_root(musdb_root: str = "", smoke: bool = False, nb_train: int = 8, n
         root = subset_root(root, nb_train, nb_valid, nb_test)
         print(f"smoke mode: the first {nb_train} train / {nb_valid} valid / {nb_test} test tracks, linked in {root}")
     return root, ""
+
+
+def data_note(root, splits: dict) -> str:
+    """One line saying which data a notebook's figures show (generated tracks, the first tracks of a root, or a
+    whole root) and how many tracks per split: the report prints it under each figure."""
+    root = Path(root)
+    counts = ", ".join(f"{len(tracks)} {name}" for name, tracks in splits.items())
+    if root.parent.name.startswith("demo-") and root.parent.parent == _scratch():
+        return f"Data: generated tracks (hw2.synth), not MUSDB; {counts} tracks."
+    links = [p for sub in ("train", "test") if (root / sub).is_dir() for p in (root / sub).iterdir()]
+    if links and all(p.is_symlink() for p in links):
+        source = links[0].resolve().parent.parent
+        return f"Data: the first tracks of {source} (smoke mode); {counts} tracks."
+    return f"Data: {root}; {counts} tracks."
 
 
 def open_splits(root, cache_dir: str = "", progress: bool = True) -> dict:

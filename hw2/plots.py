@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hw2.data import RATE, SOURCES, STEMS, STRATEGIES, plan_epoch
 
@@ -33,12 +34,19 @@ def figures_dir() -> Path:
     return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "report" / "figures"
 
 
-def save_figure(fig: Figure, name: str, dpi: int = DPI) -> Path:
-    """Write `fig` as `<figures_dir>/<name>.png` (the folder is created) and return the path."""
+def save_figure(fig: Figure, name: str, note: str | None = None, dpi: int = DPI) -> Path:
+    """Write `fig` as `<figures_dir>/<name>.png` (the folder is created) and return the path. `note` (say, which
+    data the figure shows) goes beside it as `<name>.txt`, which the report prints under the figure; without a
+    note, an old `<name>.txt` is removed so that it cannot describe the wrong data."""
     folder = figures_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name if name.endswith(".png") else f"{name}.png")
     fig.savefig(path, dpi=dpi, facecolor="white")
+    side = path.with_suffix(".txt")
+    if note:
+        side.write_text(note.strip() + "\n", encoding="utf-8")
+    else:
+        side.unlink(missing_ok=True)
     return path
 
 
@@ -367,6 +375,7 @@ def plot_batch_order(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], epoch:
                        edgecolors="black" if (counts > 1).any() else "none", linewidths=0.5)
         ax.set_title(name)
         ax.set_xlabel(f"batch of epoch {epoch + 1}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("track (dot size: excerpts in the batch)")
     axes[0].invert_yaxis()
@@ -393,8 +402,10 @@ def plot_strategy_stats(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], len
     for k, n in enumerate(names):
         cum = [_coverage(np.concatenate([np.concatenate(p) for p in plans[n][: e + 1]]), lengths, excerpt_len)
                for e in range(len(plans[n]))]
-        ax_c.plot(np.arange(1, len(cum) + 1), cum, "o-", label=n, color=f"C{k}")
+        ax_c.plot(np.arange(1, len(cum) + 1), cum, marker="o", ms=max(3, 9 - 1.5 * k), label=n, color=f"C{k}",
+                  ls=("-", "--", "-.", ":")[k % 4])  # styles keep equal curves visible
     ax_c.set_xlabel("epochs")
+    ax_c.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_c.set_ylabel("fraction of the audio seen")
     ax_c.set_ylim(0, 1.05)
     ax_c.set_title("coverage")
@@ -461,6 +472,10 @@ def plot_history(history, title: str | None = None) -> Figure:
     ax_l.plot(ep[best], valid[best], "*", ms=12, color="tab:red", label=f"best: epoch {ep[best]}")
     ax_l.axvline(ep[best], color="tab:red", lw=0.8, ls=":")
     ax_l.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax_l.yaxis.set_major_formatter(plain)
+    ax_l.yaxis.set_minor_formatter(plain)
+    ax_l.tick_params(axis="y", which="minor", labelsize=7)
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("MSE of magnitudes")
     ax_l.legend(fontsize=8)
@@ -478,6 +493,7 @@ def plot_history(history, title: str | None = None) -> Figure:
     ax_s.legend(fontsize=8)
     for ax in (ax_l, ax_r, ax_s):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     return fig
@@ -503,44 +519,51 @@ def audio_player(audio, rate: int = RATE, start: float = 0.0, dur: float | None 
     return Audio(x[0] if x.shape[0] == 1 else x, rate=rate, normalize=normalize)
 
 
-def stem_players(track, start: float = 0.0, dur: float | None = 5.0, stems: Sequence[str] = STEMS):
-    """An ipywidgets box with one labelled audio player per stem of a cached track."""
-    import ipywidgets as widgets
+def _players_html(rows: Sequence[tuple[str, Sequence[tuple[str, object]]]]) -> str:
+    """HTML of labelled players: rows of (row label, [(player label, IPython Audio), ...])."""
+    out = []
+    for head, players in rows:
+        cells = "".join(f"<div style='margin:0 8px 6px 0'><div><b>{label}</b></div>{audio._repr_html_()}</div>"
+                        for label, audio in players)
+        title = f"<div style='width:100%'><i>{head}</i></div>" if head else ""
+        out.append(f"<div style='display:flex;flex-wrap:wrap;align-items:flex-end'>{title}{cells}</div>")
+    return "".join(out)
 
-    boxes = []
-    for s in stems:
-        out = widgets.Output()
-        with out:
-            from IPython.display import display
-            display(audio_player(track.stem(s), track.rate, start, dur))
-        boxes.append(widgets.VBox([widgets.HTML(f"<b>{s}</b>"), out]))
-    return widgets.HBox(boxes, layout=widgets.Layout(flex_flow="row wrap"))
+
+def stem_players(track, start: float = 0.0, dur: float | None = 5.0, stems: Sequence[str] = STEMS):
+    """An `IPython.display.HTML` with one labelled player per stem of a cached track, for [start, start + dur)."""
+    from IPython.display import HTML
+
+    players = [(s, audio_player(track.stem(s), track.rate, start, dur)) for s in stems]
+    return HTML(_players_html([("", players)]))
 
 
 def batch_players(batches: Mapping[str, tuple], example: int = 0, rate: int = RATE, target_name: str = "vocals"):
-    """An ipywidgets grid with players for the mixture and the target of one excerpt of each batch.
+    """An `IPython.display.HTML` with players for the mixture and the target of one excerpt of each batch.
     batches: name -> (mixture, target), as for `plot_batch`."""
-    import ipywidgets as widgets
-    from IPython.display import display
+    from IPython.display import HTML
 
-    rows = []
-    for name, (mix, tgt) in batches.items():
-        cells = [widgets.HTML(f"<b>{name}</b>", layout=widgets.Layout(width="220px"))]
-        for label, audio in (("mixture", mix[example]), (target_name, tgt[example])):
-            out = widgets.Output()
-            with out:
-                display(audio_player(audio, rate))
-            cells.append(widgets.VBox([widgets.HTML(label), out]))
-        rows.append(widgets.HBox(cells))
-    return widgets.VBox(rows)
+    return HTML(_players_html([(name, [("mixture", audio_player(mix[example], rate)),
+                                       (target_name, audio_player(tgt[example], rate))])
+                               for name, (mix, tgt) in batches.items()]))
+
+
+def figure_png(fig: Figure, dpi: int = 80):
+    """An `IPython.display.Image` of a figure (PNG bytes), for places that need a display object."""
+    import io
+
+    from IPython.display import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return Image(data=buf.getvalue(), format="png")
 
 
 def track_picker(tracks: Sequence, start: float = 0.0, dur: float = 5.0, stems: Sequence[str] = STEMS):
     """A dropdown of cached tracks that shows, for the chosen one, a player per stem and the stem spectrograms
-    of the excerpt [start, start + dur). Returns the widget (display it, or leave it last in a cell); the first
-    track is shown at once, so it also renders when a notebook runs without a browser."""
+    of the excerpt [start, start + dur). Returns the widget (leave it last in a cell). The first track is shown
+    at once; the output is set directly on the widget (no output capture), so it also runs headless."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     dropdown = widgets.Dropdown(options=[(t.name, i) for i, t in enumerate(tracks)], value=0,
                                 description="track", layout=widgets.Layout(width="60%"))
@@ -548,10 +571,9 @@ def track_picker(tracks: Sequence, start: float = 0.0, dur: float = 5.0, stems: 
 
     def show(change=None):
         track = tracks[dropdown.value]
-        out.clear_output(wait=True)
-        with out:
-            display(stem_players(track, start, dur, stems))
-            display(plot_spectrograms(track, start, dur, stems))
+        out.outputs = ()
+        out.append_display_data(stem_players(track, start, dur, stems))
+        out.append_display_data(figure_png(plot_spectrograms(track, start, dur, stems)))
 
     dropdown.observe(show, names="value")
     show()

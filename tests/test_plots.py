@@ -1,0 +1,213 @@
+"""hw2.plots: the numbers behind the figures (levels, activity, plan statistics), that every figure function
+returns a Figure, and that save_figure writes where $HW2_FIGURES says. hw2.notebook's pure helpers too."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from hw2 import notebook, plots
+from hw2.data import RATE, STEMS, STRATEGIES, CachedTrack, ExcerptSampler, plan_epoch
+
+
+def sine(amplitude: float, seconds: float, freq: float = 440.0, rate: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return amplitude * np.sin(2 * np.pi * freq * t)
+
+
+def make_track(stems: dict[str, np.ndarray], name: str = "t", rate: int = RATE) -> CachedTrack:
+    """A cached track from float (nb_samples,) signals per source; missing sources are silent, the mixture sums."""
+    n = len(next(iter(stems.values())))
+    audio = np.zeros((5, 2, n), np.float64)
+    for k, s in enumerate(STEMS[1:], start=1):
+        if s in stems:
+            audio[k] = stems[s]
+    audio[0] = audio[1:].sum(0)
+    pcm = np.clip(np.round(audio * 32768), -32768, 32767).astype(np.int16)
+    return CachedTrack(name, pcm, rate)
+
+
+# ------------------------------------------------------------------------------------------------------ levels
+def test_rms_db_of_known_signals():
+    assert plots.rms_db(sine(1.0, 1.0)) == pytest.approx(-3.0103, abs=1e-3)  # full-scale sine
+    assert plots.rms_db(sine(0.5, 1.0)) == pytest.approx(-9.0309, abs=1e-3)  # half amplitude: -6 dB more
+    assert plots.rms_db(np.ones(100)) == pytest.approx(0.0)
+    assert plots.rms_db(np.zeros(100)) == plots.FLOOR_DB
+    assert plots.rms_db(np.zeros(100), floor_db=-60) == -60
+
+
+def test_stem_loudness_per_stem_and_track():
+    rate = 8000
+    a = make_track({"vocals": sine(0.5, 2.0, rate=rate), "bass": sine(0.25, 2.0, 60, rate=rate)}, rate=rate)
+    b = make_track({"drums": sine(0.1, 2.0, rate=rate)}, rate=rate)
+    loud = plots.stem_loudness([a, b])
+    assert loud.shape == (2, 5)
+    vocals, bass, drums = STEMS.index("vocals"), STEMS.index("bass"), STEMS.index("drums")
+    assert loud[0, vocals] == pytest.approx(-9.03, abs=0.01)
+    assert loud[0, bass] == pytest.approx(-15.05, abs=0.01)
+    assert loud[0, drums] == plots.FLOOR_DB  # silent
+    assert loud[1, drums] == pytest.approx(20 * np.log10(0.1 / np.sqrt(2)), abs=0.01)
+
+
+def test_vocal_activity_of_gated_vocals():
+    rate = 8000
+    gate = np.repeat([1, 1, 0, 1, 0], rate).astype(float)  # vocals in seconds 0, 1 and 3 of 5
+    gated = make_track({"vocals": sine(0.5, 5.0, rate=rate) * gate, "drums": sine(0.5, 5.0, rate=rate)}, rate=rate)
+    silent = make_track({"drums": sine(0.5, 5.0, rate=rate)}, rate=rate)
+    assert plots.vocal_activity([gated, silent]) == pytest.approx([0.6, 0.0])
+    # frames of 2.5 s: both hold some vocals, and their level is above -40 dB
+    assert plots.vocal_activity([gated], frame_dur=2.5) == pytest.approx([1.0])
+    # above any level the track reaches, nothing counts
+    assert plots.vocal_activity([gated], threshold_db=0.0) == pytest.approx([0.0])
+
+
+def test_frame_rms_db_frames():
+    rate = 1000
+    x = np.concatenate([np.ones(rate), np.zeros(rate), 0.5 * np.ones(rate // 2)])  # 2.5 s
+    levels = plots.frame_rms_db(np.stack([x, x]), rate, 1.0)
+    assert levels == pytest.approx([0.0, plots.FLOOR_DB])  # the last half frame is dropped
+    assert plots.frame_rms_db(0.5 * np.ones(10), rate, 1.0) == pytest.approx([-6.0206], abs=1e-3)  # < 1 frame
+
+
+def test_track_durations():
+    t = CachedTrack("x", np.zeros((5, 2, 3 * RATE), np.int16))
+    assert plots.track_durations([t, t]) == pytest.approx([3.0, 3.0])
+
+
+# ------------------------------------------------------------------------------------------------------ plans
+LENGTHS = [10_000, 7_000, 12_000, 5_000]
+EXCERPT = 1_000
+
+
+def test_plan_stats_balanced_and_roundrobin():
+    balanced = plan_epoch("balanced", LENGTHS, EXCERPT, batch_size=4, samples_per_track=3, seed=1)
+    s = plots.plan_stats(balanced, LENGTHS, EXCERPT)
+    assert s["nb_excerpts"] == 12 and s["nb_batches"] == 3
+    assert list(s["excerpts_per_track"]) == [3, 3, 3, 3]
+    assert (s["tracks_per_batch"] + s["repeats_per_batch"] == 4).all()
+    rr = plots.plan_stats(plan_epoch("roundrobin", LENGTHS, EXCERPT, batch_size=4), LENGTHS, EXCERPT)
+    assert (rr["repeats_per_batch"] == 0).all()
+
+
+def test_coverage_of_the_grid_and_of_overlaps():
+    seq = plan_epoch("sequential", LENGTHS, EXCERPT, batch_size=4)
+    # every whole excerpt on a hop = excerpt grid: all of each track, as the lengths are multiples
+    assert plots.plan_stats(seq, LENGTHS, EXCERPT)["coverage"] == pytest.approx(1.0)
+    # overlapping excerpts count once: [0, 1000) and [500, 1500) cover 1500 samples of track 0
+    pairs = np.array([[0, 0], [0, 500], [1, 6000]])
+    assert plots.plan_stats([pairs], LENGTHS, EXCERPT)["coverage"] == pytest.approx(2500 / sum(LENGTHS))
+
+
+def test_strategy_stats_table():
+    plans = {s: plots.plan_epochs(s, LENGTHS, EXCERPT, 2, batch_size=4, samples_per_track=3, seed=0)
+             for s in STRATEGIES}
+    table = plots.strategy_stats(plans, LENGTHS, EXCERPT)
+    assert list(table.index) == list(STRATEGIES)
+    assert table.loc["roundrobin", "repeats/batch"] == 0
+    assert table.loc["sequential", "epoch 2 seen in epoch 1"] == 1.0
+    assert table.loc["balanced", "min excerpts/track"] == table.loc["balanced", "max excerpts/track"] == 3
+    text = plots.plan_table(plans, epoch=0, nb_batches=2)
+    assert len(text) == 2 * len(STRATEGIES)
+
+
+# ------------------------------------------------------------------------------------------------------ figures
+@pytest.fixture
+def tracks():
+    rate = 8000
+    return [make_track({"vocals": sine(0.3, 4.0, 300 + 50 * i, rate), "bass": sine(0.3, 4.0, 55, rate),
+                        "drums": np.random.default_rng(i).uniform(-0.1, 0.1, 4 * rate),
+                        "other": sine(0.1, 4.0, 700, rate)}, f"track {i}", rate=rate)
+            for i in range(3)]
+
+
+def test_figures_are_figures_and_save_figure_writes_png(tracks, tmp_path, monkeypatch):
+    monkeypatch.setenv("HW2_FIGURES", str(tmp_path / "figs"))
+    lengths = [t.nb_samples for t in tracks]
+    plans = {s: plots.plan_epochs(s, lengths, 8000, 2, batch_size=2, samples_per_track=2) for s in STRATEGIES}
+    sampler = ExcerptSampler(tracks, 0.5, batch_size=2, seed=0)
+    history = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e + 0.01 * e, "lr": 1e-3, "seconds": 2.0,
+                "best": True} for e in range(1, 6)]
+    figures = {
+        "durations": plots.plot_durations({"train": plots.track_durations(tracks[:2]),
+                                           "valid": plots.track_durations(tracks[2:])}),
+        "loudness": plots.plot_loudness(plots.stem_loudness(tracks)),
+        "activity": plots.plot_vocal_activity(plots.vocal_activity(tracks)),
+        "spectrograms": plots.plot_spectrograms(tracks[0], dur=2.0),
+        "coverage": plots.plot_coverage(plans, lengths, 8000),
+        "order": plots.plot_batch_order(plans),
+        "stats": plots.plot_strategy_stats(plans, lengths, 8000),
+        "batch": plots.plot_batch({"a": sampler.batch(0, 0), "b": sampler.batch(0, 1)}, rate=8000, nb_examples=2),
+        "history": plots.plot_history(history),
+        "history_empty": plots.plot_history([]),
+    }
+    for name, fig in figures.items():
+        assert isinstance(fig, Figure), name
+    path = plots.save_figure(figures["loudness"], "01_loudness", note="Data: three sines.")
+    assert path == tmp_path / "figs" / "01_loudness.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.with_suffix(".txt").read_text().strip() == "Data: three sines."
+    plots.save_figure(figures["loudness"], "01_loudness.png")  # no note: the stale one goes
+    assert not path.with_suffix(".txt").exists()
+
+
+def test_figures_dir_default_is_the_repository(monkeypatch):
+    monkeypatch.delenv("HW2_FIGURES", raising=False)
+    assert plots.figures_dir() == notebook.REPO / "report" / "figures"
+
+
+def test_history_from_a_run_folder(tmp_path):
+    rows = [{"epoch": 1, "train_loss": 2.0, "valid_loss": 3.0, "lr": 1e-3, "seconds": 1.5, "best": True}]
+    (tmp_path / "history.json").write_text(__import__("json").dumps(rows))
+    assert plots.load_history(tmp_path) == rows
+    assert plots.history_table(tmp_path).loc[1, "valid_loss"] == 3.0
+    assert isinstance(plots.plot_history(tmp_path), Figure)
+
+
+def test_describe_batch(tracks):
+    sampler = ExcerptSampler(tracks, 0.5, batch_size=2, seed=0)
+    table = plots.describe_batch(sampler)
+    assert table.shape == (2, 4) and list(table.columns) == ["drums", "bass", "other", "vocals"]
+
+
+# ------------------------------------------------------------------------------------------------------ players
+def test_audio_player_layouts():
+    stereo = np.stack([sine(0.5, 1.0), sine(0.2, 1.0)])  # (2, 8000)
+    for x in (stereo, stereo.T, stereo[0]):
+        assert plots.audio_player(x, 8000).data  # WAV bytes
+    short = plots.audio_player(stereo, 8000, start=0.25, dur=0.5)
+    mono = plots.audio_player(stereo, 8000, mono=True)
+    assert len(short.data) < len(plots.audio_player(stereo, 8000).data)
+    assert len(mono.data) < len(plots.audio_player(stereo, 8000).data)
+
+
+def test_players_and_picker_build(tracks):
+    assert "<audio" in plots.stem_players(tracks[0], 0, 0.5).data
+    picker = plots.track_picker(tracks, 0.0, 0.5)
+    dropdown, out = picker.children
+    assert len(out.outputs) == 2  # players and spectrogram of the first track
+    dropdown.value = 2
+    assert len(out.outputs) == 2
+
+
+# ------------------------------------------------------------------------------------------------------ notebook
+def test_epoch_estimate_extrapolates():
+    speed = {"device": "cpu", "batch_size": 16, "seq_dur": 6.0, "nb_steps": 3, "batch_seconds": 0.2,
+             "step_seconds": 0.3, "nb_workers": 0}
+    est = notebook.epoch_estimate(speed, nb_tracks=80, samples_per_track=64, epochs=10)
+    assert est["steps per epoch"] == 320
+    assert est["seconds per step"] == pytest.approx(0.5)
+    assert est["minutes per epoch"] == pytest.approx(320 * 0.5 / 60, abs=0.01)
+    workers = notebook.epoch_estimate({**speed, "nb_workers": 2})
+    assert workers["seconds per step"] == pytest.approx(0.3)  # batch building overlaps the step
+
+
+def test_subset_root_links_the_first_tracks(wav_root, tmp_path):
+    out = notebook.subset_root(wav_root, nb_train=2, nb_valid=1, nb_test=1, out=tmp_path / "sub")
+    names = sorted(p.name for p in (out / "train").iterdir())
+    assert len(names) == 3 and all((out / "train" / n).is_symlink() for n in names)
+    assert len(list((out / "test").iterdir())) == 1
+    valid = [n for n in names if n in notebook.validation_names()]
+    assert len(valid) == 1
+    again = notebook.subset_root(wav_root, nb_train=1, nb_valid=1, nb_test=0, out=tmp_path / "sub")
+    assert len(list((again / "train").iterdir())) == 2
+    assert "first tracks of" in notebook.data_note(again, {"train": [1], "valid": [1]})
