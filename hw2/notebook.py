@@ -240,3 +240,82 @@ def epoch_estimate(speed: dict, nb_tracks: int = 80, samples_per_track: int = 64
             "minutes per epoch": round(seconds / 60, 2), f"hours for {epochs} epochs": round(seconds * epochs / 3600, 2),
             "excerpts per second": round(speed["batch_size"] / per_step, 1)}
 
+
+
+# --------------------------------------------------------------------------------------- inference (04, inference)
+def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path:
+    """`path` when that checkpoint exists; else a tiny vocals model (16 hidden units, one LSTM layer, 1024-point
+    STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
+    folder, and the path of its best.pt: the notebook still runs top to bottom, with poor separations (the
+    message says so). cache_dir: the decoded cache, as `prepare_root` returns it ("" = the default)."""
+    from hw2.train import TrainConfig, train
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    print(f"{path} does not exist: training a tiny model for {epochs} epoch(s) instead, so that the notebook runs; "
+          "its separations are poor. Train a real one (notebook 03) or fetch checkpoints/vocals.pt.")
+    out = Path(tempfile.mkdtemp(prefix="hw2-tiny-")) / "run"
+    cfg = TrainConfig(musdb_root=str(subset_root(root, nb_train=8, nb_valid=2, nb_test=0)), out=str(out),
+                      cache_dir=cache_dir, epochs=epochs, milestones=(), seq_dur=1.0, batch_size=4,
+                      samples_per_track=2, n_fft=1024, n_hop=512, hidden_size=16, nb_layers=1, nb_workers=0,
+                      quiet=True)
+    train(cfg, log=lambda _: None)
+    return out / "best.pt"
+
+
+def infer_args(root, checkpoint, subset: str = "train", split: str | None = "valid", name: str = "notebook",
+               smoke: bool = False, phase=("mixture", "griffinlim", "griffinlim-mix", "wiener"),
+               references: bool = True, max_tracks: int = 0, samples: int = 1, gl_iters: int = 32,
+               out=None, device: str = "auto", jobs: int = 1):
+    """The `argparse.Namespace` that `python hw2/infer.py ...` would build (`hw2.infer.parser()` parses it, so
+    every default is the command's), for `hw2.infer.run(args)`. `args.command` holds that command line (it goes
+    into the results JSON). out: the results folder; None = a fresh temp folder in smoke mode, else the
+    repository's results/ (the table lands in `<out>/<name>.json` and `.md`)."""
+    import shlex
+
+    from hw2.infer import parser
+
+    if out is None:
+        out = tempfile.mkdtemp(prefix=f"hw2-{name}-") if smoke else REPO / "results"
+    argv = ["--musdb-root", str(root), "--subset", subset, *(["--split", split] if split else []),
+            "--checkpoint", str(checkpoint), "--phase", *phase, *(["--references"] if references else []),
+            "--out", str(out), "--name", name, "--samples", str(samples), "--gl-iters", str(gl_iters),
+            "--max-tracks", str(max_tracks), "--device", device, "--jobs", str(jobs)]
+    args = parser().parse_args(argv)
+    args.command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in argv)
+    return args
+
+
+def track_audio(track) -> tuple[np.ndarray, dict]:
+    """(mixture, {"vocals": ..., "accompaniment": ...}) of a cached track (`hw2.data.CachedTrack`), float32
+    arrays (nb_timesteps, nb_channels) as `hw2.separate` and `hw2.evaluate.score_track` take them; the
+    accompaniment is the sum of drums, bass and other (what `hw2/infer.py` scores against)."""
+    return track.stem("mixture").T, {t: track.target(t).T for t in ("vocals", "accompaniment")}
+
+
+def checkpoint_summary(path):
+    """What a checkpoint holds, as a pandas DataFrame (one "value" column): epoch, validation loss, parameter
+    count, device and hw2 version of the run, then every field of the `hw2.train.TrainConfig` saved in it (the
+    model is rebuilt from that config)."""
+    import pandas as pd
+
+    from hw2.train import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    head = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "valid_loss": ckpt.get("valid_loss"),
+            "parameters": f"{ckpt['nb_params']:,}" if ckpt.get("nb_params") is not None else None,
+            "trained on": ckpt.get("device"), "hw2_version": ckpt.get("hw2_version")}
+    rows = {**head, **{f"config.{k}": v for k, v in ckpt["config"].items()}}
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows))
+
+
+def medians_table(medians: dict, metrics=("SDR", "SIR", "ISR", "SAR")):
+    """Per-track scores side by side, as a pandas DataFrame: medians is row label (say, a phase method) ->
+    `hw2.evaluate.track_medians(...)` ({target: {metric: dB}}); columns (target, metric), rounded to 0.01 dB."""
+    import pandas as pd
+
+    data = {label: {(t, m): per[t][m] for t in per for m in metrics} for label, per in medians.items()}
+    table = pd.DataFrame.from_dict(data, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["target", "metric"])
+    return table.astype(float).round(2)

@@ -578,3 +578,163 @@ def track_picker(tracks: Sequence, start: float = 0.0, dur: float = 5.0, stems: 
     dropdown.observe(show, names="value")
     show()
     return widgets.VBox([dropdown, out])
+
+
+# ------------------------------------------------------------------------------------------- phase (notebook 04)
+TARGET_NAMES = ("vocals", "accompaniment")
+
+
+def plot_sdr_table(rows: Sequence[Mapping], metric: str = "SDR", title: str | None = None) -> Figure:
+    """Grouped horizontal bars: one group per table row (top to bottom in table order), one bar per target
+    (vocals, accompaniment), each labelled with its value in dB. rows: as `hw2.infer.run` and
+    `hw2.evaluate.Evaluation.finish` return them, dicts with "label" and "scores" {target: {metric: dB or None}}
+    (median of medians); reference rows (method mix-as-estimate / oracle-irm, or a label starting with
+    "reference") are hatched. A missing score (None: no frame could be scored) is left out and marked n/a."""
+    rows = list(rows)
+    fig = _figure(9, 0.55 * max(len(rows), 1) + 1.7)
+    ax = fig.subplots()
+    height = 0.38
+    values = np.array([[np.nan if r["scores"][t][metric] is None else r["scores"][t][metric]
+                        for t in TARGET_NAMES] for r in rows], dtype=float).reshape(len(rows), len(TARGET_NAMES))
+    finite = values[np.isfinite(values)]
+    lo, hi = (min(0.0, float(finite.min())), max(0.0, float(finite.max()))) if finite.size else (0.0, 1.0)
+    pad = 0.12 * (hi - lo or 1.0)
+    y = np.arange(len(rows))
+    for k, target in enumerate(TARGET_NAMES):
+        pos = y + (k - 0.5) * height
+        for i, (r, v) in enumerate(zip(rows, values[:, k])):
+            ref = r.get("method") in ("mix-as-estimate", "oracle-irm") or str(r["label"]).startswith("reference")
+            if not np.isfinite(v):
+                ax.annotate("n/a", (0, pos[i]), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+                continue
+            ax.barh(pos[i], v, height, color=STEM_COLORS[target], alpha=0.5 if ref else 0.9,
+                    hatch="//" if ref else None, edgecolor="white" if ref else None,
+                    label=target if i == 0 else None)
+            ax.annotate(f"{v:.2f}", (v, pos[i]), xytext=(3 if v >= 0 else -3, 0), textcoords="offset points",
+                        ha="left" if v >= 0 else "right", va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [r["label"] for r in rows])
+    ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_xlabel(f"{metric} (dB), median over frames, then over tracks")
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend([_patch(STEM_COLORS[t]) for t in TARGET_NAMES], TARGET_NAMES, loc="outside lower center", ncols=2)
+    n = {r.get("nb_tracks") for r in rows} - {None}
+    ax.set_title(title if title is not None else f"{metric} per phase method"
+                 + (f" ({n.pop()} tracks)" if len(n) == 1 else "") + "; hatched: references from the true stems")
+    return fig
+
+
+def _patch(color):
+    """A legend handle: a filled square of `color`."""
+    from matplotlib.patches import Patch
+
+    return Patch(color=color)
+
+
+def plot_iteration_sweep(sweeps: Mapping[str, Sequence[Mapping]], baselines: Mapping[str, Mapping] | None = None,
+                         title: str | None = None) -> Figure:
+    """SDR against the number of Griffin-Lim iterations: one panel per target (vocals, accompaniment), one line
+    per sweep. sweeps: label -> the list `hw2.evaluate.iteration_sweep` returns, [{"iterations": n, "vocals": dB,
+    "accompaniment": dB}, ...] (e.g. {"random init": ..., "mixture init": ...}); baselines: optional label ->
+    {target: dB}, drawn as dashed horizontal lines (e.g. the mixture phase). The iteration axis is linear up to
+    the smallest positive count and logarithmic above, so 0 (the initial phase alone) stays on the axis."""
+    fig = _figure(10, 3.6)
+    axes = fig.subplots(1, len(TARGET_NAMES), sharey=True)
+    counts = sorted({int(p["iterations"]) for s in sweeps.values() for p in s})
+    positive = [c for c in counts if c > 0]
+    for ax, target in zip(axes, TARGET_NAMES):
+        for k, (label, sweep) in enumerate(sweeps.items()):
+            pts = sorted(sweep, key=lambda p: p["iterations"])
+            x = [p["iterations"] for p in pts]
+            v = [np.nan if p[target] is None else p[target] for p in pts]
+            ax.plot(x, v, marker="o", ms=5, color=f"C{k}", ls=("-", "--", "-.", ":")[k % 4], label=label)
+        for k, (label, values) in enumerate((baselines or {}).items()):
+            if values.get(target) is not None:
+                ax.axhline(values[target], color=f"C{len(sweeps) + k}", lw=1, ls=":", label=label)
+        if positive:
+            ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
+        ax.set_xticks(counts, [str(c) for c in counts])
+        ax.minorticks_off()
+        ax.axhline(0, color="black", lw=0.8)  # the score of a silent estimate (BSSEval v4 images)
+        ax.set_xlabel("Griffin-Lim iterations")
+        ax.set_title(target, color=STEM_COLORS[target])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("SDR (dB), median over 1 s frames")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_phase_spectrograms(audios: Mapping[str, np.ndarray], rate: int = RATE, start: float = 0.0,
+                            dur: float | None = None, n_fft: int = 2048, n_hop: int = 512, fmin: float = 100.0,
+                            fmax: float | None = 5000.0, range_db: float = 70.0, title: str | None = None) -> Figure:
+    """One log-frequency spectrogram panel per waveform, stacked, all in dB relative to the loudest bin of the
+    first (say, the true vocals), so that the panels compare. audios: label -> float (nb_timesteps, nb_channels)
+    (musdb's layout, as `hw2.separate.Separator.separate` returns; channels are averaged) or (nb_timesteps,);
+    `start` / `dur` in seconds cut the excerpt shown (a few seconds show the detail), `fmin` / `fmax` the
+    frequency range (default: the voice's; fmax None: Nyquist).
+    The magnitudes are those of the waveforms themselves, so what a phase method does to the sound (smearing,
+    lost harmonics, noise between partials) shows up here."""
+    labels = list(audios)
+    a = int(start * rate)
+    clips = {}
+    for label in labels:
+        x = np.asarray(audios[label], np.float32)
+        x = x[:, None] if x.ndim == 1 else x
+        b = x.shape[0] if dur is None else min(x.shape[0], a + int(dur * rate))
+        clips[label] = x[a:b].T  # (nb_channels, nb_samples), as spectrogram_db takes it
+    ref = float(_stft_mag(clips[labels[0]], n_fft, n_hop).max()) if labels else 1.0
+    top = rate / 2 if fmax is None else min(fmax, rate / 2)
+    log_f = np.linspace(np.log10(fmin), np.log10(top), 256)
+    bins = np.clip(np.round(10 ** log_f * n_fft / rate).astype(int), 0, n_fft // 2)
+    fig = _figure(10, 1.8 * len(labels) + 0.7)
+    axes = np.atleast_1d(fig.subplots(len(labels), 1, sharex=True, sharey=True))
+    image = None
+    for ax, label in zip(axes, labels):
+        spec = spectrogram_db(clips[label], n_fft, n_hop, ref=ref)[bins]
+        t1 = start + spec.shape[1] * n_hop / rate
+        image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-range_db, vmax=0,
+                          extent=(start, t1, log_f[0], log_f[-1]), interpolation="nearest")
+        ax.set_ylabel("Hz")
+        ax.set_title(label, loc="left", fontsize=9, pad=2)
+    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if fmin <= f <= top]
+    axes[0].set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
+    axes[-1].set_xlabel("time (s)")
+    fig.colorbar(image, ax=list(axes), label=f"dB re {labels[0]} peak", shrink=0.6)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def audio_players(rows: Mapping[str, Mapping[str, np.ndarray]], rate: int = RATE, start: float = 0.0,
+                  dur: float | None = None):
+    """An `IPython.display.HTML` of labelled players, one line per row: rows is row label -> {player label:
+    audio}, audio as `audio_player` takes it (e.g. (nb_timesteps, nb_channels)); `start` / `dur` in seconds."""
+    from IPython.display import HTML
+
+    return HTML(_players_html([(head, [(label, audio_player(x, rate, start, dur)) for label, x in players.items()])
+                               for head, players in rows.items()]))
+
+
+def wav_players(folder, start: float = 0.0, dur: float | None = None, max_tracks: int | None = None):
+    """An `IPython.display.HTML` with a player per WAV file under `folder`, one line per sub-folder (a track):
+    what `hw2/infer.py` writes to `<out>/<name>/samples/<track>/`. The mixture comes first, then the files in
+    name order; `max_tracks` limits the lines."""
+    import soundfile as sf
+    from IPython.display import HTML
+
+    folder = Path(folder)
+    dirs = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
+    rows = []
+    for d in dirs[:max_tracks]:
+        files = sorted(d.glob("*.wav"), key=lambda p: (p.stem != "mixture", p.stem))
+        players = []
+        for f in files:
+            audio, rate = sf.read(f, dtype="float32", always_2d=True)  # (nb_timesteps, nb_channels)
+            players.append((f.stem, audio_player(audio, rate, start, dur)))
+        rows.append((d.name, players))
+    if not rows:
+        return HTML(f"<i>no listening samples in {folder}</i>")
+    return HTML(_players_html(rows))

@@ -211,3 +211,95 @@ def test_subset_root_links_the_first_tracks(wav_root, tmp_path):
     again = notebook.subset_root(wav_root, nb_train=1, nb_valid=1, nb_test=0, out=tmp_path / "sub")
     assert len(list((again / "train").iterdir())) == 2
     assert "first tracks of" in notebook.data_note(again, {"train": [1], "valid": [1]})
+
+
+# ------------------------------------------------------------------------------------------- phase (notebook 04)
+def sdr_rows() -> list[dict]:
+    """Rows as hw2.infer.run returns them: a model row, one with an unscorable target, a reference row."""
+    def scores(v, a):
+        return {"vocals": {"SDR": v, "SIR": 1.0, "ISR": 1.0, "SAR": 1.0},
+                "accompaniment": {"SDR": a, "SIR": 1.0, "ISR": 1.0, "SAR": 1.0}}
+    return [{"label": "vocals / mixture", "method": "mixture", "scores": scores(4.1, 7.6), "nb_tracks": 2},
+            {"label": "vocals / griffinlim", "method": "griffinlim", "scores": scores(-2.6, None), "nb_tracks": 2},
+            {"label": "reference / oracle-irm", "method": "oracle-irm", "scores": scores(10.3, 13.4), "nb_tracks": 2}]
+
+
+def test_phase_figures():
+    fig = plots.plot_sdr_table(sdr_rows())
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["label"] for r in sdr_rows()]
+    assert len(ax.patches) == 5  # 3 rows x 2 targets, less the missing score
+    assert "n/a" in [t.get_text() for t in ax.texts]
+    assert isinstance(plots.plot_sdr_table([]), Figure)
+
+    sweep = [{"iterations": n, "vocals": -n / 10, "accompaniment": None if n == 8 else 1.0} for n in (0, 8, 32)]
+    fig = plots.plot_iteration_sweep({"random init": sweep, "mixture init": sweep[::-1]},
+                                     baselines={"mixture phase": {"vocals": 4.0, "accompaniment": 7.0}})
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert len(fig.axes[0].lines) == 2 + 1 + 1  # two sweeps, the baseline, the 0 dB line
+    assert isinstance(plots.plot_iteration_sweep({"one point": sweep[:1]}), Figure)
+
+    rate = 8000
+    stereo = np.stack([sine(0.5, 2.0, 440, rate), sine(0.2, 2.0, 660, rate)], axis=1)  # (nb_timesteps, 2)
+    fig = plots.plot_phase_spectrograms({"true": stereo, "estimate": 0.5 * stereo, "mono": stereo[:, 0]}, rate,
+                                        start=0.5, dur=1.0, fmax=None)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 + 1  # three panels and the colour bar
+    true, half = (fig.axes[k].images[0].get_array() for k in (0, 1))
+    assert true.max() <= 0.0  # 0 dB is the first panel's peak (the shown log-frequency rows may miss its bin)
+    assert half.max() - true.max() == pytest.approx(-6.02, abs=0.05)  # half the amplitude, on the same scale
+
+
+def test_audio_and_wav_players(tmp_path):
+    import soundfile as sf
+
+    stereo = np.stack([sine(0.5, 1.0), sine(0.2, 1.0)], axis=1)  # (nb_timesteps, nb_channels)
+    html = plots.audio_players({"truth": {"mixture": stereo, "vocals": stereo},
+                                "mixture": {"vocals": stereo[:, 0]}}, 8000, 0.25, 0.5).data
+    assert html.count("<audio") == 3 and "truth" in html
+    folder = tmp_path / "samples" / "track A"  # as hw2/infer.py writes them
+    folder.mkdir(parents=True)
+    for name in ("vocals-mixture_vocals", "mixture", "vocals-mixture_accompaniment"):
+        sf.write(folder / f"{name}.wav", stereo, 8000)
+    html = plots.wav_players(tmp_path / "samples", dur=0.5).data
+    assert html.count("<audio") == 3 and "track A" in html
+    assert html.index("<b>mixture</b>") < html.index("<b>vocals-mixture_accompaniment</b>")  # mixture first
+    assert "no listening samples" in plots.wav_players(tmp_path / "nothing").data
+
+
+def test_infer_args_are_the_commands(tmp_path):
+    from pathlib import Path
+
+    args = notebook.infer_args("/data/musdb", "ckpt/vocals.pt", "train", "valid", name="nb", smoke=False,
+                               phase=("mixture", "griffinlim"), max_tracks=2, gl_iters=8)
+    assert args.musdb_root == "/data/musdb" and args.subset == "train" and args.split == "valid"
+    assert args.checkpoint == ["ckpt/vocals.pt"] and args.phase == ["mixture", "griffinlim"]
+    assert args.references and args.max_tracks == 2 and args.gl_iters == 8 and args.name == "nb"
+    assert args.out == str(notebook.REPO / "results")
+    assert args.command.startswith("python hw2/infer.py --musdb-root /data/musdb --subset train --split valid")
+    smoke = notebook.infer_args("/data/musdb", "c.pt", "test", None, smoke=True, references=False)
+    assert smoke.split is None and not smoke.references and "--split" not in smoke.command
+    assert Path(smoke.out).is_dir() and Path(smoke.out) != notebook.REPO / "results"  # a fresh temp folder
+    Path(smoke.out).rmdir()
+    assert notebook.infer_args("r", "c.pt", out=tmp_path).out == str(tmp_path)
+
+
+def test_track_audio_and_medians_table(tracks):
+    mixture, refs = notebook.track_audio(tracks[0])
+    assert mixture.shape == refs["vocals"].shape == refs["accompaniment"].shape == (tracks[0].nb_samples, 2)
+    assert np.allclose(mixture, refs["vocals"] + refs["accompaniment"], atol=1e-3)
+    per = {"vocals": {"SDR": 1.234, "SIR": 2.0, "ISR": 3.0, "SAR": None},
+           "accompaniment": {"SDR": 5.0, "SIR": 6.0, "ISR": 7.0, "SAR": 8.0}}
+    table = notebook.medians_table({"mixture": per, "griffinlim": per})
+    assert table.shape == (2, 8) and table.loc["mixture", ("vocals", "SDR")] == 1.23
+    assert np.isnan(table.loc["griffinlim", ("vocals", "SAR")])
+
+
+def test_checkpoint_or_tiny(wav_root, tmp_path):
+    existing = tmp_path / "given.pt"
+    existing.write_bytes(b"not read")
+    assert notebook.checkpoint_or_tiny(existing, wav_root) == existing
+    tiny = notebook.checkpoint_or_tiny(tmp_path / "missing.pt", wav_root)
+    assert tiny.is_file() and tiny.name == "best.pt"
+    summary = notebook.checkpoint_summary(tiny)
+    assert summary.loc["epoch", "value"] == "1" and summary.loc["config.hidden_size", "value"] == "16"
