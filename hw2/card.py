@@ -83,6 +83,10 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
             f"Produced by `{results['command']}` on {results['created']}.",
             "",
         ]
+        if data.get("split") == "valid":
+            lines += ["The shipped epoch was selected on this same valid split, so these numbers are slightly "
+                      "optimistic as an estimate of unseen music; comparisons between phase methods are not affected "
+                      "(they share the magnitudes). The test split is for independent measurement.", ""]
     else:
         lines += ["No SDR table yet: run `python hw2/infer.py --musdb-root ... --subset train --split valid` and "
                   "pass its JSON with --results.", ""]
