@@ -22,7 +22,7 @@ import torch
 from hw2 import Hw2Error
 from hw2.data import ExcerptSampler, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
-from hw2.train import MAX_PARAMS, resolve_device
+from hw2.train import MAX_PARAMS, resolve_device, train_step
 
 EPOCH_EXCERPTS = 80 * 64  # Open-Unmix: 64 excerpts per track per epoch, MUSDB18's 80 train tracks
 
@@ -44,17 +44,7 @@ def bench(sampler, cfg: ModelConfig, device, steps: int, warmup: int, amp: bool)
         t0 = time.perf_counter()
         mix, tgt = sampler.batch(0, step % sampler.nb_batches(0))
         t1 = time.perf_counter()
-        mix, tgt = mix.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
-        with torch.no_grad():
-            x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            est = model(x)
-        loss = torch.nn.functional.mse_loss(est.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss.item()
+        train_step(model, optimizer, scaler, mix, tgt, device).item()
         _sync(device)
         if step >= warmup:
             times.append(time.perf_counter() - t0)

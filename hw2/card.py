@@ -7,7 +7,6 @@ SDR table written by `hw2/infer.py` (its command and data are quoted). Nothing i
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2.data import ExcerptSampler, detect_format, open_cached
+from hw2.data import detect_format, open_cached
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVE_RUNS = "/content/drive/MyDrive/hw2-runs"
@@ -188,12 +188,10 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
     import torch
 
     from hw2.model import OpenUnmix
-    from hw2.train import resolve_device
+    from hw2.train import make_sampler, resolve_device, train_step
 
     device = resolve_device(cfg.device)
-    gain = None if cfg.gain_low == cfg.gain_high == 1.0 else (cfg.gain_low, cfg.gain_high)
-    sampler = ExcerptSampler(tracks, cfg.seq_dur, (cfg.target,), cfg.sampler, cfg.batch_size,
-                             cfg.samples_per_track, cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
+    sampler = make_sampler(cfg, tracks)
     torch.manual_seed(cfg.seed)
     model = OpenUnmix(cfg.model_config()).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -206,16 +204,7 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         mix, tgt = sampler.batch(0, i % nb_batches)
         t1 = time.perf_counter()
-        mix, tgt = mix.to(device), tgt.to(device)
-        with torch.no_grad():
-            x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            est = model(x)
-        loss = torch.nn.functional.mse_loss(est.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        train_step(model, optimizer, scaler, mix, tgt, device)
         sync()
         t2 = time.perf_counter()
         if i >= warmup:

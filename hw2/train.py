@@ -211,6 +211,29 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def make_sampler(cfg: TrainConfig, tracks: list[CachedTrack]) -> ExcerptSampler:
+    """The training excerpts a config describes."""
+    gain = None if cfg.gain_low == cfg.gain_high == 1.0 else (cfg.gain_low, cfg.gain_high)
+    return ExcerptSampler(tracks, cfg.seq_dur, (cfg.target,), cfg.sampler, cfg.batch_size, cfg.samples_per_track,
+                          cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
+
+
+def train_step(model: OpenUnmix, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device) -> torch.Tensor:
+    """One optimisation step on a batch of waveforms (nb_samples, nb_channels, nb_timesteps): MSE between the
+    estimated and true target magnitudes, fp16 autocast when the scaler is enabled (CUDA). Returns the loss."""
+    mix, tgt = mix.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
+    with torch.no_grad():
+        x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
+    with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        est = model(x)
+    loss = torch.nn.functional.mse_loss(est.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 # -------------------------------------------------------------------------------------------------------- train
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train (or resume) the run in `cfg.out`. Returns a summary: run folder, epochs done, best epoch and loss,
@@ -229,9 +252,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
 
     train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, progress=not cfg.quiet)
     valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir or None, progress=not cfg.quiet)
-    gain = None if cfg.gain_low == cfg.gain_high == 1.0 else (cfg.gain_low, cfg.gain_high)
-    sampler = ExcerptSampler(train_tracks, cfg.seq_dur, (cfg.target,), cfg.sampler, cfg.batch_size,
-                             cfg.samples_per_track, cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
+    sampler = make_sampler(cfg, train_tracks)
 
     torch.manual_seed(cfg.seed)
     model = OpenUnmix(cfg.model_config()).to(device)
@@ -289,16 +310,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet,
                    initial=state["step"], total=sampler.nb_batches(epoch))
         for mix, tgt in bar:
-            mix, tgt = mix.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
-            with torch.no_grad():
-                x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                est = model(x)
-            loss = torch.nn.functional.mse_loss(est.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, optimizer, scaler, mix, tgt, device)
             state["step"] += 1
             state["loss_sum"] += loss.item() * len(mix)
             state["loss_count"] += len(mix)
