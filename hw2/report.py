@@ -746,10 +746,13 @@ class Results:
         return out
 
     def epoch_rows(self) -> list[Row]:
+        """Mixture-phase rows of the best checkpoint's run (checkpoints in its folder), one per epoch; rows of other
+        runs (a tuning experiment, say) are not part of the epoch series."""
+        run = Path(self.best_ckpt).parent if self.best_ckpt else None
         rows = {}
-        for r in self.primary:  # one row per (epoch, checkpoint): a later results file wins
-            if r.epoch is not None and r.method == "mixture":
-                rows[(r.epoch, r.checkpoint or "")] = r
+        for r in self.primary:  # one row per epoch: a later results file wins
+            if r.epoch is not None and r.method == "mixture" and (run is None or Path(r.checkpoint or "").parent == run):
+                rows[r.epoch] = r
         return [rows[k] for k in sorted(rows)]
 
     def best_epoch(self) -> int | None:
