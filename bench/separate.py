@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--long-duration", type=float, default=600.0, help="seconds of the peak-memory track")
     p.add_argument("--skip-long", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--malloc-baseline", action="store_true",
+                   help="also time each method with glibc's allocator defaults (HW2_MALLOC_TUNING=0), side by side")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -181,6 +183,12 @@ def main(argv=None) -> int:
         r = measure({**base, "method": method, "duration": args.duration, "museval": method == "mixture"}, threads_env)
         info = r
         rows.append((label, args.duration, r["seconds"], r["peak_mb"]))
+        if args.malloc_baseline:
+            print(f"measuring: {label}, {args.duration:g} s, glibc allocator defaults ...", file=sys.stderr, flush=True)
+            b = measure({**base, "method": method, "duration": args.duration, "museval": False},
+                        {**threads_env, "HW2_MALLOC_TUNING": "0"})
+            rows.append((f"{label}, glibc allocator defaults (baseline): {b['seconds'] / r['seconds']:.2f}x slower",
+                         args.duration, b["seconds"], b["peak_mb"]))
         if "museval_seconds" in r:
             museval_row = ("museval score_track (vocals + accompaniment)", args.duration, r["museval_seconds"], None)
     if "mixture" in args.methods:

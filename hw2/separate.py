@@ -19,6 +19,9 @@ power/magnitude mix-up. Audio arrays here are numpy (nb_timesteps, nb_channels),
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -31,6 +34,24 @@ from hw2.model import STFT, OpenUnmix
 METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
 TARGETS = ("vocals", "accompaniment")
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep large freed blocks for reuse instead of handing them back to the OS at once.
+
+    Separation allocates full-track spectrograms (tens to hundreds of MB) again and again, Griffin-Lim on every
+    iteration. By default glibc unmaps every freed block above 32 MB and the next allocation page-faults it back
+    in, which on CPU cost more than the arithmetic (`python bench/separate.py --malloc-baseline` measures both).
+    HW2_MALLOC_TUNING=0 leaves the allocator alone. Returns whether the setting was applied (glibc only).
+    """
+    if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, momentum: float = 0.99,
@@ -98,6 +119,7 @@ class Separator:
 
     def __init__(self, model: OpenUnmix, device="cpu", chunk_dur: float = 30.0, context_dur: float = 5.0,
                  gl_iters: int = 32, seed: int = 0, name: str = "model"):
+        keep_freed_memory()
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         hop, rate = model.cfg.n_hop, model.cfg.rate
