@@ -282,9 +282,10 @@ def _stft_mag(audio, n_fft: int, n_hop: int) -> np.ndarray:
     or (nb_samples,)."""
     import torch
 
+    from hw2.model import STFT
+
     x = torch.as_tensor(np.atleast_2d(np.asarray(audio, np.float32)).mean(0))
-    return torch.stft(x, n_fft, n_hop, window=torch.hann_window(n_fft), center=True,
-                      return_complex=True).abs().numpy()
+    return STFT(n_fft, n_hop)(x).abs().numpy()
 
 
 def spectrogram_db(audio, n_fft: int = 2048, n_hop: int = 512, ref: float | None = None) -> np.ndarray:
@@ -295,6 +296,31 @@ def spectrogram_db(audio, n_fft: int = 2048, n_hop: int = 512, ref: float | None
     return np.maximum(20 * np.log10(np.maximum(mag, 1e-12) / max(ref, 1e-12)), -120.0)
 
 
+def _spectrogram_panels(clips: Mapping[str, np.ndarray], rate: int, start: float, n_fft: int, n_hop: int,
+                        fmin: float, fmax: float, range_db: float, ref: float, ref_label: str) -> Figure:
+    """Stacked log-frequency spectrogram panels, one per clip (float (nb_channels, nb_samples)), all in dB
+    relative to magnitude `ref`. The linear bins are resampled onto a log grid and drawn as an image (much faster
+    than a mesh)."""
+    labels = list(clips)
+    log_f = np.linspace(np.log10(fmin), np.log10(fmax), 256)
+    bins = np.clip(np.round(10 ** log_f * n_fft / rate).astype(int), 0, n_fft // 2)
+    fig = _figure(10, 1.75 * len(labels) + 0.65)
+    axes = np.atleast_1d(fig.subplots(len(labels), 1, sharex=True, sharey=True))
+    image = None
+    for ax, label in zip(axes, labels):
+        spec = spectrogram_db(clips[label], n_fft, n_hop, ref=ref)[bins]
+        t1 = start + spec.shape[1] * n_hop / rate
+        image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-range_db, vmax=0,
+                          extent=(start, t1, log_f[0], log_f[-1]), interpolation="nearest")
+        ax.set_ylabel("Hz")
+        ax.set_title(label, loc="left", fontsize=9, pad=2)
+    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if fmin <= f <= fmax]
+    axes[0].set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
+    axes[-1].set_xlabel("time (s)")
+    fig.colorbar(image, ax=list(axes), label=f"dB re {ref_label} peak", shrink=0.6)
+    return fig
+
+
 def plot_spectrograms(track, start: float = 0.0, dur: float | None = None, stems: Sequence[str] = STEMS,
                       n_fft: int = 2048, n_hop: int = 512, fmin: float = 30.0, range_db: float = 80.0) -> Figure:
     """One log-frequency spectrogram panel per stem of a cached track, from `start` for `dur` seconds (None: to
@@ -302,25 +328,9 @@ def plot_spectrograms(track, start: float = 0.0, dur: float | None = None, stems
     a = int(start * track.rate)
     b = track.nb_samples if dur is None else min(track.nb_samples, a + int(dur * track.rate))
     audio = {s: track.stem(s)[:, a:b] for s in stems}
-    ref = float(_stft_mag(audio["mixture" if "mixture" in audio else stems[0]], n_fft, n_hop).max())
-    fig = _figure(10, 1.7 * len(stems) + 0.6)
-    axes = np.atleast_1d(fig.subplots(len(stems), 1, sharex=True, sharey=True))
-    # resample the linear bins onto a log-frequency grid, then draw an image (much faster than a mesh)
-    nyquist = track.rate / 2
-    log_f = np.linspace(np.log10(fmin), np.log10(nyquist), 256)
-    rows = np.clip(np.round(10 ** log_f * n_fft / track.rate).astype(int), 0, n_fft // 2)
-    image = None
-    for ax, s in zip(axes, stems):
-        spec = spectrogram_db(audio[s], n_fft, n_hop, ref=ref)[rows]
-        t1 = start + spec.shape[1] * n_hop / track.rate
-        image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-range_db, vmax=0,
-                          extent=(start, t1, log_f[0], log_f[-1]), interpolation="nearest")
-        ax.set_ylabel("Hz")
-        ax.set_title(s, loc="left", fontsize=9, pad=2)
-    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if fmin <= f <= nyquist]
-    axes[0].set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
-    axes[-1].set_xlabel("time (s)")
-    fig.colorbar(image, ax=list(axes), label="dB re mixture peak", shrink=0.6)
+    ref_stem = "mixture" if "mixture" in audio else stems[0]
+    ref = float(_stft_mag(audio[ref_stem], n_fft, n_hop).max())
+    fig = _spectrogram_panels(audio, track.rate, start, n_fft, n_hop, fmin, track.rate / 2, range_db, ref, ref_stem)
     fig.suptitle(getattr(track, "name", ""))
     return fig
 
@@ -687,22 +697,7 @@ def plot_phase_spectrograms(audios: Mapping[str, np.ndarray], rate: int = RATE, 
         clips[label] = x[a:b].T  # (nb_channels, nb_samples), as spectrogram_db takes it
     ref = float(_stft_mag(clips[labels[0]], n_fft, n_hop).max()) if labels else 1.0
     top = rate / 2 if fmax is None else min(fmax, rate / 2)
-    log_f = np.linspace(np.log10(fmin), np.log10(top), 256)
-    bins = np.clip(np.round(10 ** log_f * n_fft / rate).astype(int), 0, n_fft // 2)
-    fig = _figure(10, 1.8 * len(labels) + 0.7)
-    axes = np.atleast_1d(fig.subplots(len(labels), 1, sharex=True, sharey=True))
-    image = None
-    for ax, label in zip(axes, labels):
-        spec = spectrogram_db(clips[label], n_fft, n_hop, ref=ref)[bins]
-        t1 = start + spec.shape[1] * n_hop / rate
-        image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-range_db, vmax=0,
-                          extent=(start, t1, log_f[0], log_f[-1]), interpolation="nearest")
-        ax.set_ylabel("Hz")
-        ax.set_title(label, loc="left", fontsize=9, pad=2)
-    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000) if fmin <= f <= top]
-    axes[0].set_yticks(np.log10(ticks), [f"{f / 1000:g}k" if f >= 1000 else str(f) for f in ticks])
-    axes[-1].set_xlabel("time (s)")
-    fig.colorbar(image, ax=list(axes), label=f"dB re {labels[0]} peak", shrink=0.6)
+    fig = _spectrogram_panels(clips, rate, start, n_fft, n_hop, fmin, top, range_db, ref, labels[0])
     if title:
         fig.suptitle(title)
     return fig
