@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -43,12 +43,15 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 import hw2
 from hw2 import Hw2Error, __version__
+from hw2.evaluate import METRICS, TARGETS
+from hw2.separate import METHODS as MODEL_METHODS
+from hw2.separate import REFERENCES
+from hw2.train import MAX_PARAMS, TrainConfig
 
 ROOT = Path(hw2.__file__).resolve().parents[1]
 TITLE = "HW2 Source Separation: vocals / accompaniment with Open-Unmix"
 SLIDE = (40 / 3, 7.5)  # 16:9 inches (960 x 540 pt)
 A4 = (8.27, 11.69)
-MAX_PARAMS = 10_000_000
 
 METHODS = {
     "mixture": "Mixture phase",
@@ -58,11 +61,7 @@ METHODS = {
     "mix-as-estimate": "Mixture as estimate (lower ref.)",
     "oracle-irm": "Oracle IRM (upper ref.)",
 }
-MODEL_METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener")
-REFERENCES = ("mix-as-estimate", "oracle-irm")
 GL_METHODS = ("griffinlim", "griffinlim-mix")
-TARGETS = ("vocals", "accompaniment")
-METRICS = ("SDR", "SIR", "ISR", "SAR")
 NO_RESULTS = ("No results yet: run `python hw2/infer.py --musdb-root PATH ...` (it writes results/*.json), "
               "then `python -m hw2.report`.")
 
@@ -586,48 +585,38 @@ def load_config(path: Path | None, explicit: bool, runs: Sequence[Run]) -> tuple
     for r in runs:
         if r.config:
             return r.config, display_path(r.config_path)
-    try:
-        from dataclasses import asdict
-
-        from hw2.train import TrainConfig  # imports torch: only when no config was found
-        cfg = asdict(TrainConfig())
-        return cfg, "defaults of `python -m hw2.train` (no config.json found: the trained run may differ)"
-    except Exception:  # noqa: BLE001 - torch missing or broken: say so rather than fail the report
-        return None, "no config.json found"
+    return asdict(TrainConfig()), "defaults of `python -m hw2.train` (no config.json found: the trained run may differ)"
 
 
 def param_breakdown(cfg: dict) -> list[tuple[str, str, int]]:
-    """Open-Unmix's trainable parameters per layer, computed from the config as hw2.model builds them."""
-    hidden = int(cfg.get("hidden_size", 512))
-    layers = int(cfg.get("nb_layers", 3))
-    ch = int(cfg.get("nb_channels", 2))
-    uni = bool(cfg.get("unidirectional", False))
-    out_bins, nb_bins = nb_bins_of(cfg)
-    lh, nd = (hidden, 1) if uni else (hidden // 2, 2)
-    lstm, inp = 0, hidden
-    for _ in range(layers):
-        lstm += nd * (4 * lh * (inp + lh) + 8 * lh)
-        inp = lh * nd
+    """Trainable parameters per layer of the Open-Unmix that `hw2.model` builds from this config."""
+    from hw2.model import ModelConfig, OpenUnmix
+
+    m = OpenUnmix(ModelConfig.from_dict(cfg))
+    count = lambda *params: sum(p.numel() for p in params)  # noqa: E731
+    lstm = m.lstm
     return [
-        ("fc1", f"{nb_bins * ch} → {hidden}", nb_bins * ch * hidden),
-        ("bn1", f"{hidden}", 2 * hidden),
-        ("lstm", f"{layers} × {'uni' if uni else 'bi'}-LSTM, {lh}/dir", lstm),
-        ("fc2", f"{2 * hidden} → {hidden}", 2 * hidden * hidden),
-        ("bn2", f"{hidden}", 2 * hidden),
-        ("fc3", f"{hidden} → {out_bins * ch}", hidden * out_bins * ch),
-        ("bn3", f"{out_bins * ch}", 2 * out_bins * ch),
-        ("scalers", "input / output mean, scale", 2 * nb_bins + 2 * out_bins),
+        ("fc1", f"{m.fc1.in_features} → {m.fc1.out_features}", count(*m.fc1.parameters())),
+        ("bn1", f"{m.bn1.num_features}", count(*m.bn1.parameters())),
+        ("lstm", f"{lstm.num_layers} × {'bi' if lstm.bidirectional else 'uni'}-LSTM, {lstm.hidden_size}/dir",
+         count(*lstm.parameters())),
+        ("fc2", f"{m.fc2.in_features} → {m.fc2.out_features}", count(*m.fc2.parameters())),
+        ("bn2", f"{m.bn2.num_features}", count(*m.bn2.parameters())),
+        ("fc3", f"{m.fc3.in_features} → {m.fc3.out_features}", count(*m.fc3.parameters())),
+        ("bn3", f"{m.bn3.num_features}", count(*m.bn3.parameters())),
+        ("scalers", "input / output mean, scale",
+         count(m.input_mean, m.input_scale, m.output_mean, m.output_scale)),
     ]
 
 
 def nb_bins_of(cfg: dict) -> tuple[int, int]:
+    """(output bins, bins below the bandwidth) of the model a config describes."""
+    from hw2.model import bandwidth_to_max_bin
+
     n_fft = int(cfg.get("n_fft", 4096))
-    rate = float(cfg.get("rate", 44100))
-    bandwidth = float(cfg.get("bandwidth", 16000.0))
     out_bins = n_fft // 2 + 1
-    freqs = np.linspace(0, rate / 2, out_bins, endpoint=True)
-    nb_bins = min(int(np.max(np.where(freqs <= bandwidth)[0])) + 1, out_bins)
-    return out_bins, nb_bins
+    nb_bins = bandwidth_to_max_bin(float(cfg.get("rate", 44100)), n_fft, float(cfg.get("bandwidth", 16000.0)))
+    return out_bins, min(nb_bins, out_bins)
 
 
 def param_count(cfg: dict | None, card: str | None) -> tuple[int | None, str]:
