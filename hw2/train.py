@@ -163,7 +163,7 @@ def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_
     total_sq = torch.zeros_like(total)
     count = 0
     for track in tracks:
-        for mix, _ in _chunks(track, "vocals", chunk_dur):
+        for (mix,) in _chunks([track.stem("mixture")], track.rate, chunk_dur):
             mag = model.magnitude(mix.to(device))[1].mean(1)[0].double().cpu()  # (nb_bins, nb_frames)
             total += mag.sum(1)
             total_sq += (mag ** 2).sum(1)
@@ -174,12 +174,13 @@ def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_
     return mean.float(), std.float()
 
 
-def _chunks(track: CachedTrack, target: str, chunk_dur: float):
-    """(mixture, target) of a full track in chunks: float tensors (1, nb_channels, nb_timesteps)."""
-    mix, tgt = track.stem("mixture"), track.target(target)
-    step = int(chunk_dur * track.rate) if chunk_dur > 0 else mix.shape[-1]
-    for a in range(0, mix.shape[-1], step):
-        yield torch.from_numpy(mix[None, :, a:a + step]), torch.from_numpy(tgt[None, :, a:a + step])
+def _chunks(signals: list, rate: int, chunk_dur: float):
+    """Aligned full-track float arrays (nb_channels, nb_timesteps) cut into chunks of `chunk_dur` seconds (0: one
+    chunk): per chunk, a tuple of tensors (1, nb_channels, chunk_timesteps)."""
+    length = signals[0].shape[-1]
+    step = int(chunk_dur * rate) if chunk_dur > 0 else length
+    for a in range(0, length, step):
+        yield tuple(torch.from_numpy(s[None, :, a:a + step]) for s in signals)
 
 
 @torch.no_grad()
@@ -188,7 +189,7 @@ def validation_loss(model: OpenUnmix, tracks: list[CachedTrack], target: str, de
     model.eval()
     total, count = 0.0, 0
     for track in tracks:
-        for mix, tgt in _chunks(track, target, chunk_dur):
+        for mix, tgt in _chunks([track.stem("mixture"), track.target(target)], track.rate, chunk_dur):
             _, mag = model.magnitude(mix.to(device))
             est = model(mag)
             ref = model.magnitude(tgt.to(device))[1]
