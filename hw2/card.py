@@ -13,7 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from hw2 import Hw2Error
+from hw2 import Hw2Error, OneLineParser, run_cli
 from hw2.evaluate import METRICS, atomic_write_text, markdown_table
 from hw2.train import TrainConfig, config_from_dict, load_checkpoint
 
@@ -130,20 +130,16 @@ def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
 
 
 def main(argv=None) -> int:
-    from hw2.train import OneLineParser
-
     p = OneLineParser(prog="python -m hw2.card", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="training run folder")
     p.add_argument("--results", default="", help="results JSON of the valid-split table (from hw2/infer.py)")
     p.add_argument("--dest", default=str(REPO / "checkpoints"))
     a = p.parse_args(argv)
-    try:
+    def work():
         dest = ship(Path(a.run), Path(a.dest), Path(a.results) if a.results else None)
-    except Hw2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"shipped {a.run} to {dest} (vocals.pt, milestones, config, history, MODEL_CARD.md)")
-    return 0
+        print(f"shipped {a.run} to {dest} (vocals.pt, milestones, config, history, MODEL_CARD.md)")
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

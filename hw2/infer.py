@@ -23,7 +23,7 @@ if __name__ == "__main__" and not __package__:
 
 import argparse  # noqa: E402
 
-from hw2 import Hw2Error  # noqa: E402
+from hw2 import Hw2Error, OneLineParser, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -31,7 +31,6 @@ DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
 
 def parser() -> argparse.ArgumentParser:
     from hw2.separate import METHODS
-    from hw2.train import OneLineParser
 
     p = OneLineParser(prog="python hw2/infer.py", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -175,15 +174,7 @@ def _display(path: str) -> str:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    try:
-        run(args)
-    except Hw2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no results table was written", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(lambda: run(args), "interrupted: no results table was written")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 import hw2
-from hw2 import Hw2Error, __version__
+from hw2 import Hw2Error, OneLineParser, __version__, run_cli
 from hw2.evaluate import METRICS, TARGETS
 from hw2.separate import METHODS as MODEL_METHODS
 from hw2.separate import REFERENCES
@@ -1877,11 +1877,6 @@ def gather(args) -> Inputs:
                   args.repo_url or os.environ.get("HW2_REPO_URL") or "<link to code and model (cloud drive)>")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m hw2.report", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -1908,21 +1903,18 @@ def main(argv=None) -> int:
     readme = Path(args.readme) if args.readme else ROOT / "README.md"
     readme_out = Path(args.readme_out) if args.readme_out else ROOT / "README.pdf"
     import matplotlib
-    try:
+
+    def work():
         with matplotlib.rc_context(RC):
             if not args.no_readme and not readme.is_file():
                 raise Hw2Error(f"{readme}: no such README; write README.md (install, inference command, where the "
                                "checkpoint is) or pass --readme PATH, or --no-readme")
             inp = gather(args)  # every input is checked before anything is written
-            n = build_report(inp, out)
-            print(f"wrote {out} ({n} pages)")
+            print(f"wrote {out} ({build_report(inp, out)} pages)")
             if not args.no_readme:
-                n = build_readme_pdf(readme, readme_out)
-                print(f"wrote {readme_out} ({n} pages)")
-    except Hw2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+                print(f"wrote {readme_out} ({build_readme_pdf(readme, readme_out)} pages)")
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

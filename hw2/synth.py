@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2 import Hw2Error
+from hw2 import Hw2Error, OneLineParser, run_cli
 from hw2.data import RATE, STEMS
 
 # musdb's validation split is a fixed list of names: using some of them puts generated tracks in it
@@ -116,8 +116,6 @@ def make_musdb(root, fmt: str = "wav", nb_train: int = 6, nb_valid: int = 2, nb_
 
 
 def main(argv=None) -> int:
-    from hw2.train import OneLineParser  # a bad flag is one line on stderr and exit status 2, as in hw2.train
-
     p = OneLineParser(prog="python -m hw2.synth", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="folder to create the MUSDB root in")
     p.add_argument("--format", choices=("wav", "stem"), default="wav")
@@ -127,13 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    try:
-        root = make_musdb(a.out, a.format, a.train, a.valid, a.test, a.duration, a.seed)
-    except Hw2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote a {a.format} MUSDB root at {root}")
-    return 0
+    return run_cli(lambda: print(f"wrote a {a.format} MUSDB root at "
+                                 f"{make_musdb(a.out, a.format, a.train, a.valid, a.test, a.duration, a.seed)}"))
 
 
 if __name__ == "__main__":

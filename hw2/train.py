@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from hw2 import Hw2Error, __version__
+from hw2 import Hw2Error, OneLineParser, __version__, run_cli
 from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
 
@@ -389,13 +389,6 @@ def _norm(v):
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def config_parser(prog="python -m hw2.train") -> argparse.ArgumentParser:
     p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -415,16 +408,8 @@ def config_parser(prog="python -m hw2.train") -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = config_parser().parse_args(argv)
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
-    try:
-        summary = train(cfg)
-    except Hw2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last completed epoch is saved; run the same command to resume", file=sys.stderr)
-        return 130
-    print(json.dumps(summary))
-    return 0
+    return run_cli(lambda: print(json.dumps(train(cfg))),
+                   "interrupted: the last completed epoch is saved; run the same command to resume")
 
 
 if __name__ == "__main__":
