@@ -54,13 +54,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def example_root() -> Path:
-    """A temporary MUSDB root holding the one MUSDB18 track that ships inside the stempeg package."""
+    """A MUSDB root in the temporary folder holding the one MUSDB18 track that ships inside the stempeg package
+    (a link to it), made once and reused by later runs."""
     import stempeg
 
     src = Path(stempeg.example_stem_path())
-    root = Path(tempfile.mkdtemp(prefix="hw2-example-"))
-    (root / "test").mkdir()
-    os.symlink(src, root / "test" / src.name)
+    root = Path(tempfile.gettempdir()) / "hw2-example-musdb"
+    link = root / "test" / src.name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.unlink(missing_ok=True)  # a dangling link from another stempeg install
+        os.symlink(src, link)
     return root
 
 
