@@ -2,14 +2,20 @@
 
 Flow: data -> model -> train -> separate -> evaluate -> report.
 
-Every command line shares one bad-input policy, defined here: a problem with the user's input is one line on
-stderr, `error: <what is wrong and the fix>`, exit status 2, no traceback.
+Two policies every command shares live here:
+- bad input: a problem with the user's input is one line on stderr, `error: <what is wrong and the fix>`,
+  exit status 2, no traceback (`Hw2Error`, `OneLineParser`, `run_cli`);
+- nothing half-written: every file is written through `atomic_write`, so a crash or a kill leaves the previous
+  file (or none), never a truncated one.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
 __version__ = "0.1.0"
 
@@ -37,3 +43,48 @@ def run_cli(action: Callable[[], object], interrupted: str = "interrupted") -> i
         print(interrupted, file=sys.stderr)
         return 130
     return 0
+
+
+TMP_TAG = ".tmp"
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write to; when the block succeeds it replaces `path` in one rename.
+
+    The temporary file is hidden, carries the writer's pid and keeps the suffix (soundfile picks the format from
+    it): `.<name>.<pid>.tmp<suffix>`. A failure removes it; a kill leaves it, and `remove_stale_temporaries`
+    clears it later.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_TAG}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_write` left in `folder` (not recursive) when its writer was killed:
+    those whose pid is no longer running. Returns the deleted paths."""
+    removed = []
+    for p in Path(folder).glob(f".*{TMP_TAG}*"):
+        parts = p.name.split(".")
+        pid = next((int(x) for x in reversed(parts) if x.isdigit()), None)
+        if pid is None or pid == os.getpid() or _pid_alive(pid):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True

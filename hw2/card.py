@@ -13,7 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 from hw2.evaluate import METRICS, atomic_write_text, markdown_table
 from hw2.train import TrainConfig, config_from_dict, load_checkpoint
 
@@ -119,9 +119,8 @@ def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for src in [run / "best.pt", *sorted(run.glob("epoch[0-9][0-9][0-9].pt"))]:
         target = dest / ("vocals.pt" if src.name == "best.pt" else src.name)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(target)
+        with atomic_write(target) as tmp:
+            shutil.copyfile(src, tmp)
     for name in ("config.json", "history.json"):
         atomic_write_text(dest / name, (run / name).read_text())
     best_meta = {k: best.get(k) for k in ("nb_params", "epoch", "valid_loss", "device")}

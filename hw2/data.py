@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hw2 import Hw2Error
+from hw2 import Hw2Error, atomic_write
 
 RATE = 44100
 STEMS = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB stem ids 0..4; the cache keeps this order
@@ -125,6 +125,26 @@ def track_files(track) -> list[Path]:
     return [Path(track.path)]
 
 
+# ---------------------------------------------------------------------------------------------------- blocks
+def blocks(length: int, size: int, context: int = 0, min_size: int = 1):
+    """Cut [0, length) into consecutive blocks for block-wise processing of whole tracks (statistics, validation,
+    separation, scoring): yields (lo, a, b, hi), the block [a, b) and its window [lo, hi) with up to `context`
+    on each side.
+
+    size 0 (or >= length) gives one block. A last block shorter than `min_size` joins the one before, so that no
+    block is too short for what it feeds (an STFT's reflect padding needs more than n_fft // 2 samples).
+    """
+    if length <= 0:
+        return
+    size = length if size <= 0 else size
+    starts = list(range(0, length, size))
+    if len(starts) > 1 and length - starts[-1] < min_size:
+        starts.pop()
+    for i, a in enumerate(starts):
+        b = starts[i + 1] if i + 1 < len(starts) else length
+        yield max(0, a - context), a, b, min(length, b + context)
+
+
 # ----------------------------------------------------------------------------------------------------- cache
 @dataclass
 class CachedTrack:
@@ -158,36 +178,103 @@ def cache_key(track) -> str:
     return h.hexdigest()[:16]
 
 
-def decode(track) -> np.ndarray:
-    """int16 (5, 2, nb_samples) decoded through musdb, in stem order."""
-    where = track_files(track)[0] if not track.is_wav else Path(track.path).parent
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stems = np.asarray(track.stems)  # (5, nb_samples, 2) float in [-1, 1)
-            rate = track.rate
-    except Exception as e:  # stempeg / soundfile raise many types on a corrupt file
-        raise Hw2Error(f"{where}: cannot decode ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no detail'}); "
-                       "the file is corrupt or not a MUSDB track: replace it") from None
-    if stems.ndim != 3 or stems.shape[0] != 5 or stems.shape[1] == 0:
-        raise Hw2Error(f"{where}: expected 5 stems, decoded an array of shape {stems.shape}; "
-                       "the file is corrupt or not a MUSDB track: replace it")
+BLOCK = 1 << 20  # samples per read while decoding: memory is the decoded int16 plus one block
+
+
+def read_stem(track, stem: str) -> np.ndarray:
+    """int16 (nb_samples, nb_channels=2) of one stem, decoded straight to 16-bit PCM block by block.
+
+    The samples are the ones musdb returns (`track.stems[i] * 32768`): MUSDB18 through the same ffmpeg call as
+    stempeg (`-map 0:<i> -f s16le -ar 44100`), MUSDB18-HQ through soundfile. Peak memory is the result plus one
+    block, never a float64 copy of the track. Mono is upmixed; other channel counts are refused.
+    """
+    i = STEMS.index(stem)
+    if track.is_wav:
+        import soundfile as sf
+
+        path = Path(track.path).parent / f"{stem}.wav"
+        try:
+            info = sf.info(str(path))
+            channels, rate = info.channels, info.samplerate
+            parts = list(sf.blocks(str(path), BLOCK, dtype="int16", always_2d=True)) if info.frames else []
+        except Exception as e:  # soundfile raises several types on a corrupt file
+            raise _unreadable(path, e) from None
+    else:
+        path = Path(track.path)
+        try:
+            channels, rate = track.info.channels(i), track.info.rate(i)
+        except (IndexError, KeyError, TypeError):
+            raise Hw2Error(f"{path}: has no audio stream {i} ({stem}); a MUSDB18 .stem.mp4 holds 5 streams "
+                           "(mixture, drums, bass, other, vocals): replace the file") from None
+        parts = _ffmpeg_pcm(path, i, channels, rate)
     if int(rate) != RATE:
-        raise Hw2Error(f"{where}: sample rate {rate} Hz, expected {RATE}; MUSDB is 44.1 kHz")
-    if stems.shape[2] == 1:
-        stems = np.repeat(stems, 2, axis=2)
-    pcm = np.clip(np.round(stems * 32768.0), -32768, 32767).astype(np.int16)
-    return np.ascontiguousarray(pcm.transpose(0, 2, 1))
+        raise Hw2Error(f"{path}: sample rate {rate} Hz, expected {RATE}; MUSDB is 44.1 kHz: resample it "
+                       "(ffmpeg -ar 44100) or use the original file")
+    if channels not in (1, 2):
+        raise Hw2Error(f"{path}: the {stem} stem has {channels} channels; MUSDB stems are stereo (mono is "
+                       "upmixed): convert it to stereo (ffmpeg -ac 2)")
+    pcm = np.concatenate(parts) if parts else np.zeros((0, channels), np.int16)
+    del parts
+    if len(pcm) == 0:
+        raise Hw2Error(f"{path}: the {stem} stem decodes to no audio; the file is empty or corrupt: replace it")
+    return np.repeat(pcm, 2, axis=1) if channels == 1 else pcm
+
+
+def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int) -> list[np.ndarray]:
+    """One audio stream of a file as int16 blocks (block, channels), read from ffmpeg's pipe."""
+    import subprocess
+
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-f", "s16le",
+           "-ar", str(rate), "pipe:1"]
+    frame = 2 * channels
+    parts, rest = [], b""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        while True:
+            chunk = proc.stdout.read(BLOCK * frame)
+            if not chunk:
+                break
+            chunk = rest + chunk
+            usable = len(chunk) - len(chunk) % frame
+            parts.append(np.frombuffer(chunk[:usable], "<i2").reshape(-1, channels).copy())
+            rest = chunk[usable:]
+        err = proc.stderr.read().decode(errors="replace").strip()
+    if proc.returncode != 0:
+        raise _unreadable(path, RuntimeError(err.splitlines()[-1] if err else f"ffmpeg exit {proc.returncode}"))
+    return parts
+
+
+def _unreadable(path: Path, e: Exception) -> Hw2Error:
+    detail = str(e).splitlines()[0][:120] if str(e) else "no detail"
+    return Hw2Error(f"{path}: cannot decode ({type(e).__name__}: {detail}); the file is corrupt or not a MUSDB "
+                    "track: replace it")
+
+
+def read_stems(track, stems=STEMS, max_mismatch: float = 1.0) -> dict[str, np.ndarray]:
+    """{stem: int16 (nb_samples, 2)}, one `read_stem` each, cut to a common length.
+
+    AAC streams may differ by a few samples (stempeg cuts them to the shortest too); stems whose lengths differ
+    by more than `max_mismatch` seconds are not one track's stems and are refused.
+    """
+    out = {s: read_stem(track, s) for s in stems}
+    lengths = {s: len(a) for s, a in out.items()}
+    n = min(lengths.values())
+    if max(lengths.values()) - n > max_mismatch * RATE:
+        where = track_files(track)[0] if not track.is_wav else Path(track.path).parent
+        detail = ", ".join(f"{s} {v / RATE:.2f} s" for s, v in lengths.items())
+        raise Hw2Error(f"{where}: stems of different lengths ({detail}); a MUSDB track's stems are equally "
+                       "long: replace the track")
+    return {s: a[:n] for s, a in out.items()}
+
+
+def decode(track) -> np.ndarray:
+    """int16 (5, 2, nb_samples) in stem order, the samples musdb decodes."""
+    stems = read_stems(track)
+    return np.stack([stems.pop(s).T for s in STEMS])
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a name
+        np.save(f, array)
 
 
 def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> list[CachedTrack]:

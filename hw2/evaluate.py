@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from hw2 import Hw2Error, __version__
+from hw2 import Hw2Error, __version__, atomic_write
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 TARGETS = ("vocals", "accompaniment")
@@ -67,13 +66,8 @@ def _score_job(name, references, estimates, json_path):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class Evaluation:

@@ -23,7 +23,7 @@ if __name__ == "__main__" and not __package__:
 
 import argparse  # noqa: E402
 
-from hw2 import Hw2Error, OneLineParser, run_cli  # noqa: E402
+from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -80,13 +80,8 @@ def check_writable(folder: Path) -> None:
 def write_wav(path: Path, audio, rate: int = 44100) -> None:
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.wav")
-    try:
+    with atomic_write(path) as tmp:
         sf.write(tmp, audio.clip(-1, 1), rate, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def run(args, log=print) -> list[dict]:

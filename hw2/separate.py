@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error
+from hw2.data import blocks
 from hw2.model import STFT, OpenUnmix
 
 METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener")
@@ -147,12 +148,8 @@ class Separator:
     @torch.no_grad()
     def vocals_magnitude(self, mag: torch.Tensor) -> torch.Tensor:
         """(nb_channels, nb_bins, nb_frames) mixture magnitude -> vocals magnitude, block by block."""
-        nb_frames = mag.shape[-1]
         out = torch.empty_like(mag)
-        c, n = self.context_frames, self.chunk_frames
-        for a in range(0, nb_frames, n):
-            b = min(a + n, nb_frames)
-            lo, hi = max(0, a - c), min(nb_frames, b + c)
+        for lo, a, b, hi in blocks(mag.shape[-1], self.chunk_frames, self.context_frames):
             est = self.model(mag[None, ..., lo:hi])[0]
             out[..., a:b] = est[..., a - lo:b - lo]
         return out

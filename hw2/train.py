@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -22,8 +21,8 @@ from typing import Callable
 
 import torch
 
-from hw2 import Hw2Error, OneLineParser, __version__, run_cli
-from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, open_cached
+from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
+from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
@@ -86,14 +85,9 @@ RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "milestones", "device",
 
 # ------------------------------------------------------------------------------------------------- checkpoints
 def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash leaves the previous file intact."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """A crash or a kill while saving leaves the previous file intact."""
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -136,9 +130,8 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -163,7 +156,7 @@ def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_
     total_sq = torch.zeros_like(total)
     count = 0
     for track in tracks:
-        for (mix,) in _chunks([track.stem("mixture")], track.rate, chunk_dur):
+        for (mix,) in _chunks([track.stem("mixture")], track.rate, chunk_dur, model.cfg.n_fft):
             mag = model.magnitude(mix.to(device))[1].mean(1)[0].double().cpu()  # (nb_bins, nb_frames)
             total += mag.sum(1)
             total_sq += (mag ** 2).sum(1)
@@ -174,13 +167,11 @@ def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_
     return mean.float(), std.float()
 
 
-def _chunks(signals: list, rate: int, chunk_dur: float):
+def _chunks(signals: list, rate: int, chunk_dur: float, n_fft: int):
     """Aligned full-track float arrays (nb_channels, nb_timesteps) cut into chunks of `chunk_dur` seconds (0: one
-    chunk): per chunk, a tuple of tensors (1, nb_channels, chunk_timesteps)."""
-    length = signals[0].shape[-1]
-    step = int(chunk_dur * rate) if chunk_dur > 0 else length
-    for a in range(0, length, step):
-        yield tuple(torch.from_numpy(s[None, :, a:a + step]) for s in signals)
+    chunk), a short tail joined to the chunk before: per chunk, a tuple of tensors (1, nb_channels, chunk_timesteps)."""
+    for _, a, b, _ in blocks(signals[0].shape[-1], int(chunk_dur * rate), min_size=n_fft):
+        yield tuple(torch.from_numpy(s[None, :, a:b]) for s in signals)
 
 
 @torch.no_grad()
@@ -189,7 +180,8 @@ def validation_loss(model: OpenUnmix, tracks: list[CachedTrack], target: str, de
     model.eval()
     total, count = 0.0, 0
     for track in tracks:
-        for mix, tgt in _chunks([track.stem("mixture"), track.target(target)], track.rate, chunk_dur):
+        for mix, tgt in _chunks([track.stem("mixture"), track.target(target)], track.rate, chunk_dur,
+                                model.cfg.n_fft):
             _, mag = model.magnitude(mix.to(device))
             est = model(mag)
             ref = model.magnitude(tgt.to(device))[1]

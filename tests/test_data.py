@@ -198,7 +198,7 @@ def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
         shutil.copytree(wav_root / "train" / name, root / "train" / name)
     bad = root / "train" / "Synth 01 - Train" / "vocals.wav"
     bad.write_bytes(bad.read_bytes()[:3000])  # truncated: its length no longer matches the other stems
-    with pytest.raises(Hw2Error, match="Synth 01 - Train.*(cannot decode|cannot read)"):
+    with pytest.raises(Hw2Error, match="Synth 01 - Train.*(cannot decode|cannot read|different lengths)"):
         open_cached(root, "train", cache_dir=cache, progress=False)
     assert not list(cache.glob("Synth_01*"))
     assert not leftovers(cache)
@@ -495,3 +495,34 @@ def test_synth_cli_too_many_valid(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "validation" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("length,size,context,min_size", [
+    (100, 30, 0, 1), (100, 30, 5, 20), (90, 30, 0, 1), (91, 30, 3, 2), (10, 0, 0, 1), (10, 30, 4, 1), (61, 30, 0, 2)])
+def test_blocks_cover_every_sample_once(length, size, context, min_size):
+    from hw2.data import blocks
+
+    spans = list(blocks(length, size, context, min_size))
+    covered = np.concatenate([np.arange(a, b) for _, a, b, _ in spans])
+    np.testing.assert_array_equal(covered, np.arange(length))
+    for lo, a, b, hi in spans:
+        assert lo == max(0, a - context) and hi == min(length, b + context)
+        assert b - a >= min(min_size, length)  # a short tail joined the block before
+
+
+def test_atomic_write_leaves_old_file_on_failure_and_cleans_stale(tmp_path):
+    from hw2 import atomic_write, remove_stale_temporaries
+
+    target = tmp_path / "x.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_write(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    stale = tmp_path / ".x.json.999999999.tmp.json"  # a writer that no longer runs
+    stale.write_text("half")
+    assert remove_stale_temporaries(tmp_path) == [stale] and not stale.exists()
