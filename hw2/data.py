@@ -60,6 +60,43 @@ def detect_format(root: str | os.PathLike) -> bool:
                    f"in {' or '.join(s.name + '/' for s in subsets)})")
 
 
+SYNTH_MARKER = "GENERATED_BY_HW2_SYNTH.txt"  # hw2.synth writes it into every root it makes
+PREVIEW_MAX_DUR = 10.0  # musdb's sample set ("7-second preview") has 7 s tracks; full MUSDB18 tracks are minutes
+
+
+def describe_dataset(root, tracks: Sequence = (), fmt: str | None = None) -> str:
+    """What a MUSDB root holds, as a label for results files and captions: "generated tracks (hw2.synth)",
+    "MUSDB18", "MUSDB18-HQ" or "MUSDB18 7-second preview".
+
+    tracks: the opened tracks; their durations tell the 7-second preview from full tracks. Without them (a results
+    file written before labels were recorded, a root not on this machine) the root's name decides: musdb18-7 and
+    stempeg's example track are from the preview. fmt: "stem" or "wav" when the root is not at hand.
+    """
+    root = Path(str(root)).expanduser()
+    if (root / SYNTH_MARKER).is_file():
+        return "generated tracks (hw2.synth)"
+    if fmt is None:
+        fmt = "wav" if detect_format(root) else "stem"
+    base = "MUSDB18-HQ" if fmt == "wav" else "MUSDB18"
+    durations = [_duration(t) for t in tracks]
+    if durations and None not in durations:
+        preview = max(durations) < PREVIEW_MAX_DUR
+    else:
+        preview = root.name in ("musdb18-7", "hw2-example-musdb") or "stempeg" in str(root)
+    return f"{base} 7-second preview" if preview else base
+
+
+def _duration(track) -> float | None:
+    """Seconds of a musdb track (ffprobe's for .stem.mp4; the mixture WAV's header for MUSDB18-HQ)."""
+    if getattr(track, "duration", None):
+        return float(track.duration)
+    path = Path(getattr(track, "path", ""))
+    if path.suffix == ".wav" or (path / "mixture.wav").is_file():
+        import soundfile as sf
+        return sf.info(str(path if path.suffix == ".wav" else path / "mixture.wav")).duration
+    return None
+
+
 def require_ffmpeg() -> None:
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:

@@ -87,7 +87,7 @@ def write_wav(path: Path, audio, rate: int = 44100) -> None:
 def run(args, log=print) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from hw2.data import CachedTrack, decode, detect_format, open_tracks
+    from hw2.data import CachedTrack, decode, describe_dataset, detect_format, open_tracks
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.separate import Separator, references
     from hw2.train import resolve_device
@@ -140,7 +140,8 @@ def run(args, log=print) -> list[dict]:
         del cached, mixture, refs
     rows = evaluation.finish()
     data = {"root": str(args.musdb_root or "stempeg example track"), "subset": subset, "split": split,
-            "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem"}
+            "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem",
+            "dataset": describe_dataset(root, tracks)}
     command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("infer.py") else getattr(args, "command", "hw2.infer.run")
     json_path, md_path = write_results(out, name, rows, data, command)
