@@ -75,14 +75,12 @@ def describe_dataset(root, tracks: Sequence = (), fmt: str | None = None) -> str
     root = Path(str(root)).expanduser()
     if (root / SYNTH_MARKER).is_file():
         return "generated tracks (hw2.synth)"
-    if fmt is None:
-        fmt = "wav" if detect_format(root) else "stem"
+    named_preview = root.name in ("musdb18-7", "hw2-example-musdb") or "stempeg" in str(root)
+    if fmt is None:  # the preview ships as .stem.mp4 only; any other root must be here to be described
+        fmt = "stem" if named_preview and not root.is_dir() else ("wav" if detect_format(root) else "stem")
     base = "MUSDB18-HQ" if fmt == "wav" else "MUSDB18"
     durations = [_duration(t) for t in tracks]
-    if durations and None not in durations:
-        preview = max(durations) < PREVIEW_MAX_DUR
-    else:
-        preview = root.name in ("musdb18-7", "hw2-example-musdb") or "stempeg" in str(root)
+    preview = max(durations) < PREVIEW_MAX_DUR if durations and None not in durations else named_preview
     return f"{base} 7-second preview" if preview else base
 
 

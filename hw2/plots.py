@@ -509,6 +509,36 @@ def plot_history(history, title: str | None = None) -> Figure:
     return fig
 
 
+def history_note(run) -> str:
+    """The note saved beside a run's training-curves figure, from the run's own files: its folder, data (the
+    `config.json` beside `history.json`), epochs, best epoch and time per epoch."""
+    from hw2 import Hw2Error
+    from hw2.data import describe_dataset
+
+    path = Path(run)
+    folder = path if path.is_dir() else path.parent
+    h = load_history(path)
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    root = cfg.get("musdb_root")
+    try:
+        data = f"{describe_dataset(root)} ({root})" if root else "data not recorded (no config.json)"
+    except Hw2Error:
+        data = f"{root} (not on this machine)"
+    if not h:
+        return f"Data: {folder}/history.json, no epoch finished yet; {data}."
+    best = min(h, key=lambda r: r["valid_loss"])
+    sec = np.array([r["seconds"] for r in h])
+    return (f"Data: {folder}/history.json of `python -m hw2.train` on {data}: {len(h)} epochs, best epoch "
+            f"{best['epoch']} (valid loss {best['valid_loss']:.3f}); median {np.median(sec):.1f} s per epoch, "
+            f"{sec.sum() / 60:.1f} min in all.")
+
+
+def save_history_figure(run, name: str = "03_training_curves") -> Path:
+    """`plot_history(run)` saved as `<name>.png` with `history_note(run)` beside it."""
+    return save_figure(plot_history(run), name, note=history_note(run))
+
+
 # ---------------------------------------------------------------------------------------------------- listening
 def audio_player(audio, rate: int = RATE, start: float = 0.0, dur: float | None = None, mono: bool = False,
                  normalize: bool = True):
