@@ -127,7 +127,8 @@ def data_note(root, splits: dict) -> str:
     if links and all(p.is_symlink() for p in links):
         source = links[0].resolve().parent.parent
         return f"Data: the first tracks of {source} (smoke mode); {counts} tracks."
-    return f"Data: {root}; {counts} tracks."
+    from hw2.data import describe_dataset
+    return f"Data: {describe_dataset(root)} ({root}); {counts} tracks."
 
 
 def open_splits(root, cache_dir: str = "", progress: bool = True) -> dict:

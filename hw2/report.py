@@ -238,6 +238,19 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
 
 
+CODE_WIDTH = 140  # characters: the template shrinks a block to fit its widest line, down to about 6 pt here
+
+
+def wrap_code(line: str) -> list[str]:
+    """A code line longer than CODE_WIDTH, cut at spaces into lines ending in a shell continuation (` \\`), so
+    that what is copied still runs; shorter lines stay whole."""
+    out = []
+    while len(line) > CODE_WIDTH and (cut := line.rfind(" ", 0, CODE_WIDTH - 2)) > len(line) - len(line.lstrip()):
+        out.append(line[:cut] + " \\")
+        line = "    " + line[cut + 1:]
+    return out + [line]
+
+
 def markdown_to_typst(md: str) -> str:
     """README.md as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
     every line whole: the README template scales a block's font down until its widest line fits."""
@@ -250,6 +263,7 @@ def markdown_to_typst(md: str) -> str:
             while i < len(lines) and not lines[i].startswith("```"):
                 body.append(lines[i])
                 i += 1
+            body = [w for line_ in body for w in wrap_code(line_)]
             out.append(f"#code-block({json.dumps(chr(10).join(body))}, lang: {json.dumps(lang or 'text')})")
         elif m := re.match(r"(#{1,6})\s+(.*)", line):
             out.append("=" * len(m.group(1)) + " " + inline(m.group(2)))

@@ -1,271 +1,205 @@
-"""hw2.report: both PDFs from small synthetic inputs, checked with poppler (pdftotext, pdfinfo, pdftoppm)."""
+"""hw2.report: the report and README.pdf built with Typst from small results files in a temporary folder, read
+back with poppler (pdftotext, pdfinfo)."""
 from __future__ import annotations
 
+import importlib.util
 import json
-import math
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hw2 import report
+from hw2.data import describe_dataset, open_tracks
 
-POPPLER = all(shutil.which(t) for t in ("pdftotext", "pdfinfo", "pdftoppm"))
-needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdftotext, pdfinfo, pdftoppm) not installed")
+needs_poppler = pytest.mark.skipif(
+    not (shutil.which("pdftotext") and shutil.which("pdfinfo")) or importlib.util.find_spec("typst") is None,
+    reason="needs poppler-utils (pdftotext, pdfinfo) and the typst package (pip install -r requirements-dev.txt)")
 
-DATA = {"root": "/data/musdb18", "subset": "test", "split": None, "nb_tracks": 50, "format": "stem"}
-CONFIG = {"musdb_root": "/data/musdb18", "out": "runs/vocals", "target": "vocals", "epochs": 150,
-          "milestones": [25, 50, 150], "seq_dur": 6.0, "batch_size": 16, "samples_per_track": 64,
-          "sampler": "balanced", "mixing": "incoherent", "gain_low": 0.25, "gain_high": 1.25, "swap": True,
-          "lr": 0.001, "weight_decay": 1e-05, "lr_decay_patience": 80, "lr_decay_gamma": 0.3, "patience": 140,
-          "n_fft": 4096, "n_hop": 1024, "hidden_size": 512, "nb_layers": 3, "bandwidth": 16000.0,
-          "nb_channels": 2, "unidirectional": False, "seed": 42, "amp": True}
-README = """# Inference guide
+DATA = {"root": "/data/musdb18-7", "subset": "train", "split": "valid", "nb_tracks": 14, "format": "stem",
+        "dataset": "MUSDB18 7-second preview"}
+CONFIG = {"musdb_root": "/data/musdb18-7", "epochs": 150, "seq_dur": 4.0, "batch_size": 16, "samples_per_track": 2,
+          "mixing": "incoherent", "gain_low": 0.25, "gain_high": 1.25, "swap": True, "lr": 0.001,
+          "weight_decay": 1e-05, "n_fft": 4096, "n_hop": 1024, "hidden_size": 64, "nb_layers": 1,
+          "bandwidth": 16000.0, "nb_channels": 2, "unidirectional": False}
+LONG = "python hw2/infer.py " + " ".join(f"--option-{i} value-{i}" for i in range(12))
+README = f"""# Inference guide
 
-Run the **trained model** on the MUSDB18 test set; see [Open-Unmix](https://github.com/sigsep/open-unmix-pytorch).
-
-## Install
-
-- Python 3.11
-- `pip install -r requirements.txt`
-  with a continuation line
+Run the **trained model**; see [Open-Unmix](https://github.com/sigsep/open-unmix-pytorch) and `--musdb-root`.
 
 ```bash
-python hw2/infer.py --musdb-root /path/to/musdb18 --checkpoint checkpoints/best.pt --out results/test.json --and-a-very-long-flag-that-must-wrap-somewhere-on-the-page
+pip install -r requirements.txt && python hw2/infer.py --musdb-root /path/to/musdb18 --phase mixture griffinlim
+python hw2/infer.py --musdb-root ../shared/data/musdb18-7 --subset train --split valid --samples 0 --jobs 2 \\
+    --checkpoint checkpoints/epoch025.pt checkpoints/epoch050.pt --name valid-epochs
+{LONG}
 ```
 
-### Outputs
-
 | file | what |
-|------|------|
-| results/test.json | SDR table |
+|---|---:|
+| `results/test.json` | SDR table |
 
-1. first step
-2. second step
+- a list item with a_b and 2 * 3 and // slashes
 """
 
 
-def _scores(v_sdr, a_sdr):
-    return {"vocals": {"SDR": v_sdr, "SIR": v_sdr + 4.0, "ISR": v_sdr + 3.0, "SAR": v_sdr + 1.0},
-            "accompaniment": {"SDR": a_sdr, "SIR": a_sdr + 5.0, "ISR": a_sdr + 6.0, "SAR": a_sdr + 0.5}}
+def scores(v, a):
+    return {"vocals": {"SDR": v, "SIR": v + 4, "ISR": v + 3, "SAR": v + 1},
+            "accompaniment": {"SDR": a, "SIR": a + 5, "ISR": a + 6, "SAR": a + 0.5}}
 
 
-def _row(label, ckpt, epoch, method, v, a):
-    return {"label": label, "checkpoint": ckpt, "epoch": epoch, "method": method, "scores": _scores(v, a)}
+def results_file(path: Path, rows, data=DATA, command="python hw2/infer.py --musdb-root /data/musdb18-7"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"title": path.stem, "command": command, "created": "2026-01-01T00:00:00+00:00",
+                                "hw2_version": "0.1.0", "data": data, "rows": rows}))
 
 
-def make_inputs(root: Path) -> dict:
-    """Synthetic results, history, config, model card, a figure and a README under `root`."""
-    (root / "results").mkdir(parents=True)
-    common = {"created": "2024-10-20T12:00:00", "hw2_version": "0.1.0", "data": DATA}
-    epochs = {"title": "Epoch comparison", "command": "python hw2/infer.py --musdb-root $MUSDB --epochs 25 50 150",
-              "rows": [_row("epoch 25 / mixture", "checkpoints/epoch025.pt", 25, "mixture", 3.02, 11.10),
-                       _row("epoch 50 / mixture", "checkpoints/epoch050.pt", 50, "mixture", 3.87, 11.95),
-                       _row("epoch 150 / mixture", "checkpoints/epoch150.pt", 150, "mixture", 4.21, 12.34)],
-              **common}
-    best = {"title": "Phase methods on the best epoch",
-            "command": "python hw2/infer.py --musdb-root /data/musdb18 --checkpoint checkpoints/epoch150.pt "
-                       "--gl-iters 32 --out results/test_best.json",
-            "rows": [_row("epoch 150 / mixture", "checkpoints/epoch150.pt", 150, "mixture", 4.21, 12.34),
-                     _row("epoch 150 / griffinlim", "checkpoints/epoch150.pt", 150, "griffinlim", 1.93, 9.87),
-                     _row("epoch 150 / griffinlim-mix", "checkpoints/epoch150.pt", 150, "griffinlim-mix", 3.55,
-                          11.02),
-                     _row("mix-as-estimate", None, None, "mix-as-estimate", -6.48, 5.77),
-                     _row("oracle-irm", None, None, "oracle-irm", 8.86, float("nan"))],
-            **common}
-    (root / "results" / "test_epochs.json").write_text(json.dumps(epochs))
-    (root / "results" / "test_best.json").write_text(json.dumps(best))
-    run = root / "run"
-    run.mkdir()
-    hist = [{"epoch": e, "train_loss": 2.0 / e + 0.1, "valid_loss": 2.2 / e + 0.15 + (0.002 * e if e > 20 else 0),
-             "lr": 1e-3 if e < 20 else 3e-4, "seconds": 60.0 + e % 3, "best": e <= 20} for e in range(1, 31)]
-    (run / "history.json").write_text(json.dumps(hist))
-    (run / "config.json").write_text(json.dumps(CONFIG))
-    (run / "MODEL_CARD.md").write_text("# Model card\n\nOpen-Unmix vocals model, trained from scratch.\n\n"
-                                       "- 8,893,348 parameters\n- trained on MUSDB18 train (86 tracks)\n")
-    figs = root / "figures"
-    figs.mkdir()
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(4, 2.5), dpi=50)
-    ax = fig.add_subplot()
-    ax.plot(np.arange(10), np.arange(10) ** 2, color="C1")
-    ax.set_title("durations")
-    fig.savefig(figs / "01_durations.png")
+def row(ckpt, epoch, method, v, a):
+    return {"label": f"{Path(ckpt).stem if ckpt else 'reference'} / {method}", "checkpoint": ckpt, "epoch": epoch,
+            "method": method, "scores": scores(v, a)}
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A repository-like folder: the real report.typ, small results, a run's config and history, one figure."""
+    root = tmp_path / "repo"
+    (root / "report" / "figures").mkdir(parents=True)
+    shutil.copy(report.ROOT / "report" / "report.typ", root / "report" / "report.typ")
+    results_file(root / "results" / "valid.json", [
+        row("checkpoints/vocals.pt", 116, "mixture", 4.21, 8.02), row("checkpoints/vocals.pt", 116, "griffinlim", -2.37, -2.54),
+        row(None, None, "oracle-irm", 10.24, 14.42)])
+    results_file(root / "results" / "valid-epochs.json", [
+        row(f"checkpoints/epoch{e:03d}.pt", e, "mixture", v, 7.0) for e, v in ((25, 3.18), (50, 3.85), (150, 3.99))]
+        + [row("checkpoints/vocals.pt", 116, "mixture", 4.21, 8.02)])
+    (root / "checkpoints").mkdir()
+    (root / "checkpoints" / "config.json").write_text(json.dumps(CONFIG))
+    hist = [{"epoch": e, "train_loss": 10 / e, "valid_loss": abs(e - 3) + 1.5, "lr": 1e-3, "seconds": 20.0 + e}
+            for e in range(1, 6)]
+    (root / "checkpoints" / "history.json").write_text(json.dumps(hist))
+    from hw2 import plots
+    fig = plots.plot_history(root / "checkpoints")
+    fig.savefig(root / "report" / "figures" / "03_training_curves.png", dpi=40)
+    (root / "report" / "figures" / "03_training_curves.txt").write_text(plots.history_note(root / "checkpoints"))
     (root / "README.md").write_text(README)
-    return {"results": root / "results", "history": run / "history.json", "config": run / "config.json",
-            "card": run / "MODEL_CARD.md", "figures": figs, "readme": root / "README.md"}
+    return root
 
 
-def pdftext(path: Path) -> str:
-    return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True,
-                          text=True).stdout
+def text_of(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    inp = make_inputs(root)
-    out, readme_out = root / "out" / "report.pdf", root / "out" / "README.pdf"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "ROOT", root)  # defaults and displayed paths relative to the fixture, not the repo
-        rc = report.main(["--results", str(inp["results"]), "--runs-history", str(inp["history"]),
-                          "--model-card", str(inp["card"]), "--figures", str(inp["figures"]), "--out", str(out),
-                          "--readme", str(inp["readme"]), "--readme-out", str(readme_out), "--author",
-                          "Ada Lovelace", "--student-id", "r12345678", "--repo-url", "https://example.org/hw2"])
-    assert rc == 0
-    return {"root": root, "out": out, "readme_out": readme_out, **inp}
-
-
-def test_both_pdfs_written_atomically(built):
-    assert built["out"].is_file() and built["readme_out"].is_file()
-    assert built["out"].read_bytes()[:5] == b"%PDF-"
-    assert not [p for p in built["out"].parent.iterdir() if p.name.endswith(".tmp")]
+def page_size(pdf: Path) -> tuple[float, float]:
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    w, h = re.search(r"Page size:\s+([\d.]+) x ([\d.]+)", info).groups()
+    return float(w), float(h)
 
 
 @needs_poppler
-def test_report_is_16_9_and_has_every_section(built):
-    info = subprocess.run(["pdfinfo", str(built["out"])], check=True, capture_output=True, text=True).stdout
-    w, h = map(float, next(l for l in info.splitlines() if l.startswith("Page size:")).split()[2:5:2])
-    assert abs(w / h - 16 / 9) < 1e-3
-    text = pdftext(built["out"])
-    low = text.lower()
-    for section in ("novelty highlight", "methodology highlight", "result highlight", "findings highlight",
-                    "details of the approach", "result analysis & discussion"):
-        assert section in low, section
-    assert "HW2 Source Separation: vocals /" in text
-    assert "Ada Lovelace" in text and "r12345678" in text and "https://example.org/hw2" in text
+def test_report_sections_numbers_labels_and_16_9(repo, capsys):
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    pdf = repo / "report" / "report.pdf"
+    assert f"wrote {pdf}" in capsys.readouterr().out
+    w, h = page_size(pdf)
+    assert abs(w / h - 16 / 9) < 0.01
+    text = text_of(pdf)
+    flat = " ".join(text.split())
+    for section in ("NOVELTY HIGHLIGHT", "METHODOLOGY HIGHLIGHT", "RESULT HIGHLIGHT", "FINDINGS HIGHLIGHT",
+                    "DETAILS OF THE APPROACH", "RESULT ANALYSIS & DISCUSSION", "OPTIONAL TASKS"):
+        assert section in text, section
+    assert "4.21" in text and "−2.37" in text and "3.85" in text  # phase and epoch tables, read from the files
+    assert "MUSDB18 7-second preview, valid split, 14 tracks" in flat
+    assert "test set results" not in flat.replace("-", " ").replace("not test set results", "")
+    assert "Model comparison (results/models.json): not run yet" in flat  # optional tasks without results
+    assert "best epoch 3 (valid loss 1.500)" in flat  # the figure's note, written by hw2.plots.history_note
+    assert (repo / "report" / "data.json").is_file()
 
 
 @needs_poppler
-def test_report_numbers_and_provenance(built):
-    text = pdftext(built["out"])
-    # the main table: best checkpoint, mixture phase vs Griffin-Lim, both targets, and their difference
-    for number in ("4.21", "1.93", "12.34", "9.87", "-2.28", "-2.47", "3.02", "3.87", "8.86", "-6.48"):
-        assert number in text, number
-    assert "Best checkpoint: checkpoints/epoch150.pt (epoch 150)" in text
-    # findings computed from the rows
-    assert "2.28 dB higher with the mixture phase" in text
-    # provenance: file, command, data, checkpoint
-    assert "Source: results/test_best.json" in text and "Source: results/test_epochs.json" in text
-    assert "command: python hw2/infer.py --musdb-root $MUSDB --epochs 25 50 150" in text
-    assert "subset test" in text and "50 tracks" in text
-    assert "checkpoint: checkpoints/epoch025.pt" in text
-    # parameters from the config, the history, the model card and the notebook figure
-    assert "8,893,348" in text
-    assert "History:" in text and "history.json" in text
-    assert "Model card" in text and "trained from scratch" in text
-    assert "Figure 1: Durations" in text and "notebooks/01_" in text
-    assert "--gl-iters" in text
-    assert "No results yet" not in text
+def test_a_sentence_changed_in_the_source_appears_after_rebuild(repo):
+    typ = repo / "report" / "report.typ"
+    src = typ.read_text()
+    old = "More iterations make the spectrogram more consistent"
+    assert old in src
+    typ.write_text(src.replace(old, "Zebra-striped phase experiments were my own idea, and more iterations"))
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    assert "Zebra-striped phase experiments were my own idea" in " ".join(text_of(repo / "report" / "report.pdf").split())
 
 
 @needs_poppler
-def test_readme_pdf(built):
-    text = " ".join(pdftext(built["readme_out"]).split())
-    for s in ("Inference guide", "Install", "Outputs", "pip install -r requirements.txt",
-              "Open-Unmix (https://github.com/sigsep/open-unmix-pytorch)", "results/test.json", "second step"):
-        assert s in text, s
-    assert "**" not in text and "```" not in text
-    assert "--and-a-very-long-flag" in text and "somewhere-on-the-page" in text  # wrapped, not clipped
+def test_student_details_name_the_pdf_and_fill_the_cover(repo):
+    (repo / "report" / "student.toml").write_text(
+        'name = "Lin Mei-Ling"  # comment\nid = "r12345678"\ndrive = "https://drive.example/hw2"\n')
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    pdf = repo / "report" / "r12345678_report.pdf"
+    text = text_of(pdf)
+    assert "Lin Mei-Ling" in text and "r12345678" in text and "https://drive.example/hw2" in text
+    assert report.main(["--root", str(repo), "--no-readme", "--student-id", "b0", "--author", "X"]) == 0
+    assert (repo / "report" / "b0_report.pdf").is_file()
 
 
 @needs_poppler
-def test_page_renders_not_blank(built, tmp_path):
-    prefix = tmp_path / "page"
-    for n in (1, 4):
-        subprocess.run(["pdftoppm", "-png", "-r", "30", "-f", str(n), "-l", str(n), "-singlefile",
-                        str(built["out"]), f"{prefix}{n}"], check=True)
-        png = Path(f"{prefix}{n}.png")
-        assert png.is_file()
-        from matplotlib import image
-        img = image.imread(png)
-        assert img.shape[1] / img.shape[0] == pytest.approx(16 / 9, rel=0.02)
-        assert img.std() > 0.05  # not a blank page
+def test_without_results_the_report_says_so(repo):
+    shutil.rmtree(repo / "results")
+    shutil.rmtree(repo / "checkpoints")
+    shutil.rmtree(repo / "report" / "figures")
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    flat = " ".join(text_of(repo / "report" / "report.pdf").split())
+    assert "The SDR table: not run yet" in flat and "The epoch table: not run yet" in flat
+    assert not re.search(r"\d\.\d\d", flat.replace("momentum 0.99", ""))  # no score anywhere
 
 
 @needs_poppler
-def test_without_results_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "ROOT", tmp_path)  # no checkpoints/history.json of the real repo
-    out = tmp_path / "r.pdf"
-    empty = tmp_path / "results"
-    empty.mkdir()
-    rc = report.main(["--results", str(empty), "--config", str(_write(tmp_path / "c.json", CONFIG)),
-                      "--figures", str(empty), "--out", str(out), "--no-readme"])
-    assert rc == 0
-    text = pdftext(out)
-    assert "No results yet" in text
-    assert "No training history yet" in text
-    assert not re.search(r"\b\d+\.\d\d dB", text)  # no invented scores
+def test_optional_results_get_their_section(repo):
+    results_file(repo / "results" / "models.json", [row("runs/wide/best.pt", 30, "mixture", 5.55, 9.01)])
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    flat = " ".join(text_of(repo / "report" / "report.pdf").split())
+    assert "5.55" in flat and "results/models.json): not run yet" not in flat
 
 
-def _write(path: Path, obj) -> Path:
-    path.write_text(json.dumps(obj))
-    return path
+@needs_poppler
+def test_readme_commands_stay_whole_on_one_line(repo):
+    assert report.main(["--root", str(repo)]) == 0
+    text = text_of(repo / "README.pdf")
+    lines = [" ".join(x.split()) for x in text.splitlines()]
+    code = re.search(r"```bash\n(.*?)```", README, re.S).group(1).splitlines()
+    for line in code:
+        if len(line) <= report.CODE_WIDTH:
+            assert " ".join(line.split()) in lines, line
+    # the one longer line is cut at a space with a shell continuation: joined back, it is the same command
+    parts = report.wrap_code(LONG)
+    assert len(parts) == 2 and parts[0].endswith(" \\")
+    assert " ".join(" ".join(p.rstrip("\\").split()) for p in parts) == LONG
+    assert all(" ".join(p.split()) in lines for p in parts)
+    flat = " ".join(text.split())
+    assert "a list item with a_b and 2 * 3 and // slashes" in flat and "Open-Unmix" in flat
 
 
-def test_bad_results_json_is_one_line_error(tmp_path, capsys):
-    bad = tmp_path / "results"
-    bad.mkdir()
-    (bad / "x.json").write_text("{not json")
-    out = tmp_path / "r.pdf"
-    rc = report.main(["--results", str(bad), "--out", str(out), "--no-readme"])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "x.json" in err
-    assert not out.exists()
+@needs_poppler
+def test_bad_inputs_are_one_line_errors_and_write_nothing(repo, capsys):
+    (repo / "results" / "broken.json").write_text("{not json")
+    assert report.main(["--root", str(repo), "--no-readme"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "broken.json" in err and "\n" not in err and "Traceback" not in err
+    assert not (repo / "report" / "report.pdf").exists()
+    (repo / "results" / "broken.json").unlink()
+    (repo / "report" / "report.typ").write_text("#let x = (\n")  # a markup error
+    assert report.main(["--root", str(repo), "--no-readme"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "report.typ" in err and "\n" not in err and not (repo / "report" / "report.pdf").exists()
 
 
-def test_missing_readme_is_one_line_error(tmp_path, capsys):
-    rc = report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.pdf"),
-                      "--readme", str(tmp_path / "nope.md"), "--readme-out", str(tmp_path / "R.pdf")])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "nope.md" in err
-    assert not (tmp_path / "r.pdf").exists()
+def test_labels_come_from_the_data(wav_root):
+    assert describe_dataset(wav_root, open_tracks(wav_root, "train")) == "generated tracks (hw2.synth)"
+    # results written before the label was recorded: from the root's name and format
+    assert report.dataset_label({"root": "../shared/data/musdb18-7", "format": "stem"}) == "MUSDB18 7-second preview"
+    assert report.dataset_label({"root": "/x/musdb18hq", "format": "wav"}) == "MUSDB18-HQ"
+    assert report.dataset_label(DATA) == "MUSDB18 7-second preview"
+    assert report.split_label({"subset": "train", "split": "valid"}) == "valid split"
+    assert report.split_label({"subset": "test", "split": None}) == "test set"
 
 
-def test_analysis_choices():
-    rf = report.ResultFile(Path("r.json"), "t", "cmd", "now", "0.1.0", DATA, {})
-    rows = [("a", "c/e25.pt", 25, "mixture", 3.0), ("b", "c/e150.pt", 150, "mixture", 4.0),
-            ("c", "c/e150.pt", 150, "griffinlim", 2.0), ("d", None, None, "oracle-irm", 9.0)]
-    rf.rows = [report.Row(l, c, e, m, _scores(v, v + 8), rf) for l, c, e, m, v in rows]
-    res = report.Results([rf])
-    assert res.best_ckpt == "c/e150.pt"  # the checkpoint Griffin-Lim was run on
-    assert [r.method for r in res.best_rows()] == ["mixture", "griffinlim"]
-    assert [r.epoch for r in res.epoch_rows()] == [25, 150]
-    assert [r.method for r in res.references()] == ["oracle-irm"]
-    assert math.isnan(report.Row("x", None, None, "mixture", {"vocals": {"SDR": None}}, rf).score("vocals"))
-    assert rf.partial_note() == ""
-    rf.data = {**DATA, "nb_tracks": 1}
-    assert "only 1 of the 50 test tracks" in rf.partial_note() and rf.short_data() == "MUSDB18 test, 1 track"
-
-
-def test_markdown_blocks():
-    blocks = report.parse_markdown(README)
-    kinds = [b[0] for b in blocks]
-    assert kinds[:2] == ["h", "p"] and "code" in kinds and "table" in kinds
-    assert ("h", 2, "Install") in blocks
-    assert ("table", [["file", "what"], ["results/test.json", "SDR table"]]) in blocks
-    assert report.parse_markdown("| | |\n|---|---|\n| a | b |") == [("table", [["", ""], ["a", "b"]])]
-    assert any(b[0] == "li" and b[3] == "pip install -r requirements.txt with a continuation line" for b in blocks)
-    assert report.inline("see [docs](http://x.y) and **bold** `code`") == "see docs (http://x.y) and bold code"
-    assert report.inline("`runs/<run>/history.json`<br>[![Colab](b.svg)](http://c)") == \
-        "runs/<run>/history.json Colab (http://c)"
-
-
-def test_wrap_respects_width():
-    text = "word " * 60 + "x" * 200
-    lines = report.wrap(text, 3.0, 11)
-    assert len(lines) > 5 and all(report.text_width(l, 11) <= 3.0 + 1e-9 for l in lines)
-
-
-def test_param_count_matches_model():
-    torch = pytest.importorskip("torch")
-    from hw2.model import ModelConfig, OpenUnmix, count_parameters
-    for cfg in (CONFIG, {**CONFIG, "hidden_size": 256, "nb_channels": 1, "bandwidth": 8000.0},
-                {**CONFIG, "unidirectional": True, "nb_layers": 2, "n_fft": 2048}):
-        model = OpenUnmix(ModelConfig.from_dict(cfg))
-        assert sum(n for *_, n in report.param_breakdown(cfg)) == count_parameters(model)
-    del torch
-
+def test_markdown_to_typst_escapes_markup():
+    out = report.inline("a -- b `--flag` [x](http://y) #h $5 *s* @r // c")
+    assert "#raw(\"--flag\")" in out and "#link(\"http://y\")[x]" in out
+    assert "\\#h" in out and "\\$5" in out and "\\/\\/" in out and "\\-\\-" in out
