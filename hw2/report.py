@@ -176,12 +176,17 @@ def compile_typst(source, root: Path, out: Path) -> None:
     except ImportError:
         raise Hw2Error("the typst package is not installed: pip install -r requirements-dev.txt "
                        "(or pip install typst)") from None
+    name = source if isinstance(source, Path) else "README (converted from Markdown)"
     try:
-        pdf = typst.compile(str(source) if isinstance(source, Path) else source, root=str(root))
-    except Exception as e:  # typst.TypstError: the message names the file, line and problem
-        first = " ".join(str(e).split())[:400]
-        raise Hw2Error(f"{source if isinstance(source, Path) else 'README'}: Typst cannot compile it: {first}; fix "
-                       "the markup there and rebuild") from None
+        pdf, warnings = typst.compile_with_warnings(str(source) if isinstance(source, Path) else source,
+                                                     root=str(root))
+    except typst.TypstError as e:  # its diagnostic names the file, line and column
+        where = re.search(r"┌─ (\S+)", getattr(e, "diagnostic", "") or "")
+        raise Hw2Error(f"{where.group(1) if where else name}: Typst cannot compile it: {e.message}; fix the "
+                       "markup there and rebuild") from None
+    for w in warnings:  # a missing optional font (the CJK fallback) is not worth a line
+        if "unknown font family" not in w.message:
+            print(f"warning: {name}: {w.message}", file=sys.stderr)
     with atomic_write(out) as tmp:
         tmp.write_bytes(pdf)
 
