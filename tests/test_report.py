@@ -203,3 +203,16 @@ def test_markdown_to_typst_escapes_markup():
     out = report.inline("a -- b `--flag` [x](http://y) #h $5 *s* @r // c")
     assert "#raw(\"--flag\")" in out and "#link(\"http://y\")[x]" in out
     assert "\\#h" in out and "\\$5" in out and "\\/\\/" in out and "\\-\\-" in out
+
+
+@needs_poppler
+def test_test_set_results_win_and_compare_one_checkpoint(repo):
+    data = dict(DATA, subset="test", split=None, nb_tracks=50, dataset="MUSDB18", root="/data/musdb18")
+    results_file(repo / "results" / "test.json", [
+        row("checkpoints/epoch025.pt", 25, "mixture", 1.11, 2.22), row("checkpoints/vocals.pt", 116, "mixture", 6.66, 9.99),
+        row("checkpoints/vocals.pt", 116, "griffinlim", -1.23, -3.21)], data=data)
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    flat = " ".join(text_of(repo / "report" / "report.pdf").split())
+    assert "MUSDB18, test set, 50 tracks" in flat
+    assert "gives −1.23 dB vocals SDR against 6.66 dB with the mixture phase" in flat  # not epoch 25's 1.11
+    assert "not test-set results" not in flat
