@@ -188,15 +188,14 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
     import torch
 
     from hw2.model import OpenUnmix
-    from hw2.train import make_sampler, resolve_device, train_step
+    from hw2.train import make_sampler, precision, resolve_device, train_step
 
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg, tracks)
     torch.manual_seed(cfg.seed)
     model = OpenUnmix(cfg.model_config()).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dtype, scaler = precision(cfg.amp, device)
     nb_batches = sampler.nb_batches(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     batch_s, step_s = [], []
@@ -204,7 +203,7 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         mix, tgt = sampler.batch(0, i % nb_batches)
         t1 = time.perf_counter()
-        train_step(model, optimizer, scaler, mix, tgt, device)
+        train_step(model, optimizer, scaler, mix, tgt, device, dtype)
         sync()
         t2 = time.perf_counter()
         if i >= warmup:

@@ -956,7 +956,8 @@ def training_summary_rows(cfg: dict) -> list[tuple[str, str]]:
     add("STFT", f"n_fft {g('n_fft')}, hop {g('n_hop')}" if g("n_fft") else None)
     add("model", f"hidden {g('hidden_size')}, {g('nb_layers')}× {'uni' if g('unidirectional') else 'bi'}-LSTM, "
         f"{g('nb_channels')} ch, ≤ {g('bandwidth'):g} Hz" if g("hidden_size") and g("bandwidth") else None)
-    add("seed / AMP", f"{g('seed')} / {'on' if g('amp') else 'off'}" if g("seed") is not None else None)
+    amp = {True: "auto", False: "off"}.get(g("amp"), g("amp"))  # amp was a bool before "auto / on / off"
+    add("seed / AMP", f"{g('seed')} / {amp}" if g("seed") is not None else None)
     return rows
 
 
