@@ -23,7 +23,8 @@ from hw2.model import OpenUnmix
 from hw2.separate import Separator
 from hw2.synth import VALID_NAMES, make_stems, write_track
 from hw2.train import (CHECKPOINT_FORMAT, MAX_PARAMS, TrainConfig, _chunks, atomic_torch_save, config_from_dict,
-                       input_statistics, load_checkpoint, model_from_checkpoint, train, validation_loss)
+                       input_statistics, load_checkpoint, model_from_checkpoint, precision, train,
+                       validation_loss)
 
 
 def tiny(root, out, cache, **kw) -> TrainConfig:
@@ -114,6 +115,36 @@ def test_resume_with_more_epochs_continues(wav_root, wav_cache, tmp_path):
     train(cfg, log=lambda m: None)
     summary = train(replace(cfg, epochs=2), log=lambda m: None)
     assert summary["epochs_done"] == 2 and [e["epoch"] for e in history(tmp_path / "run")] == [1, 2]
+
+
+def test_mixed_precision_on_cpu_resumes_exactly(wav_root, wav_cache, tmp_path):
+    """--amp on runs the model under bfloat16 autocast on the CPU: the code path the CUDA float16 runs take
+    (autocast, scaler calls, scaler state in last.pt), so CI executes it. Interrupted mid-epoch and resumed, it
+    ends with exactly the weights of an uninterrupted run; and its weights differ from a float32 run's."""
+    a = train(tiny(wav_root, tmp_path / "A", wav_cache, amp="on"), log=lambda m: None)
+    logs = []
+    b = tiny(wav_root, tmp_path / "B", wav_cache, amp="on")
+    assert train(replace(b, max_minutes=1e-9), log=logs.append)["stopped"] == "time-limit"
+    assert train(b, log=logs.append) == {**a, "run": str(tmp_path / "B")}
+    assert "torch.bfloat16 autocast" in logs[0] and any("epoch 1, step 1" in m for m in logs)
+    fp32 = train(tiny(wav_root, tmp_path / "C", wav_cache, amp="off"), log=lambda m: None)
+    wa, wb, wc = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "ABC")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa) and fp32["best_valid_loss"] != a["best_valid_loss"]
+
+
+def test_amp_setting_and_older_configs():
+    cpu = torch.device("cpu")
+    assert precision("auto", cpu)[0] is None and precision("off", cpu)[0] is None
+    dtype, scaler = precision("on", cpu)
+    assert dtype == torch.bfloat16 and not scaler.is_enabled()  # bfloat16 keeps float32's range: no scaling
+    with pytest.raises(Hw2Error, match="unknown --amp 'fast'"):
+        precision("fast", cpu)
+    # `amp` was a bool: the shipped checkpoints and older run folders still load and resume
+    cfg = tiny("root", "run", "cache")
+    assert config_from_dict({**asdict(cfg), "amp": True}).amp == "auto"
+    assert config_from_dict({**asdict(cfg), "amp": False}).amp == "off"
 
 
 # ------------------------------------------------------------------------------------------------ crash safety
