@@ -19,6 +19,7 @@ from hw2.data import detect_format, open_cached
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVE_RUNS = "/content/drive/MyDrive/hw2-runs"
+MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18 / MUSDB18-HQ: 100 train-folder tracks - 14 valid
 
 
 def in_colab() -> bool:
@@ -215,7 +216,7 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
             "nb_workers": cfg.nb_workers}
 
 
-def epoch_estimate(speed: dict, nb_tracks: int = 80, samples_per_track: int = 64, epochs: int = 1) -> dict:
+def epoch_estimate(speed: dict, nb_tracks: int, samples_per_track: int = 64, epochs: int = 1) -> dict:
     """Extrapolate `measure_speed` to an epoch of `nb_tracks x samples_per_track` excerpts (validation not
     included): with worker processes, batch building overlaps the GPU step, else it adds to it."""
     nb_steps = math.ceil(nb_tracks * samples_per_track / speed["batch_size"])
