@@ -24,8 +24,11 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's hw2, installed or not
 
 from hw2 import Hw2Error
 from hw2.data import ExcerptSampler, open_cached
@@ -33,7 +36,8 @@ from hw2.model import ModelConfig, OpenUnmix, count_parameters
 from hw2.train import AMP, MAX_PARAMS, precision, resolve_device, train_step
 
 MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18: 100 train-folder tracks - 14 valid
-PRESETS = {"t4": dict(amp="auto", nb_workers=2, target="T4"), "1080ti": dict(amp="off", nb_workers=4, target="1080 Ti")}
+PRESETS = {"t4": dict(amp="auto", nb_workers=2, target="T4"),
+           "1080ti": dict(amp="off", nb_workers=4, target="1080 Ti")}
 # GB/s, from the vendors' data sheets; matched against torch.cuda.get_device_name
 GPU_BANDWIDTH = {"H200": 4800, "H100 SXM": 3350, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
                  "A100": 1555, "L4": 300, "A10G": 600, "A10": 600, "V100": 900, "T4": 320, "1080 Ti": 484,

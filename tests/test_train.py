@@ -431,7 +431,8 @@ def test_minutes_long_tracks(long_root):
 
 def cli(*args, cwd):
     repo = str(Path(__file__).resolve().parents[1])  # this checkout's hw2, whatever `pip install -e` points at
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-m", "hw2.train", *args], capture_output=True, text=True, cwd=cwd,
                        timeout=300, env=env)
     assert r.returncode == 0, r.stderr
