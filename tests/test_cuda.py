@@ -32,9 +32,14 @@ def deterministic():
 
 
 def test_amp_training_on_cuda_resumes_exactly(wav_root, wav_cache, tmp_path, deterministic):
+    """One LSTM layer, so no dropout. With two or more, cuDNN draws the dropout masks from a state of its own,
+    seeded from the CUDA generator when a process first uses it (and when the generator is re-seeded), then
+    advancing by itself, outside the RNG state a checkpoint saves: a resumed run starts it afresh, so its masks
+    differ from an uninterrupted run's (read from torch's aten/src/ATen/native/cudnn/RNN.cpp; not measured, for
+    want of a GPU)."""
     dtype, scaler = precision("auto", torch.device("cuda"))
     assert dtype == torch.float16 and scaler.is_enabled()
-    cfg = dict(device="cuda", amp="auto", nb_layers=2)  # two layers: dropout draws from the CUDA RNG too
+    cfg = dict(device="cuda", amp="auto", nb_layers=1)
     a = train(tiny(wav_root, tmp_path / "A", wav_cache, **cfg), log=lambda m: None)
     logs = []
     b = tiny(wav_root, tmp_path / "B", wav_cache, **cfg)
