@@ -1,14 +1,22 @@
-"""End-to-end training throughput of Open-Unmix: excerpts per second and seconds per optimizer step.
+"""End-to-end training throughput of Open-Unmix: seconds per optimizer step, excerpts per second, an epoch's time.
 
-One timed step is what `hw2.train` does per batch: build the batch from the decoded cache (hw2.data.ExcerptSampler,
-incoherent mixing, gain + swap, balanced sampling), move it to the device, STFT of mixture and target, forward
-(autocast fp16 on CUDA), MSE on magnitudes, backward, Adam step. Steps after `--warmup` are timed; validation and
-checkpointing are not. The implied epoch time is for Open-Unmix's epoch on full MUSDB18: 80 train tracks x 64
-excerpts = 5120 excerpts.
+One timed step is what `hw2.train` does per batch (`hw2.train.train_step`, `hw2.train.precision`): build the batch
+from the decoded cache (hw2.data.ExcerptSampler, incoherent mixing, gain + swap, balanced sampling), move it to the
+device, STFT of mixture and target, forward under the preset's autocast, MSE on magnitudes, backward, Adam step.
+Steps after `--warmup` are timed; validation and checkpointing are not.
 
-    python bench/train_step.py [--musdb-root PATH --cache-dir DIR] [--device auto] [--hidden-size 512 128]
+The epoch is Open-Unmix's on full MUSDB18: 86 train tracks x 64 excerpts = 5504 excerpts (`--epoch-tracks`). With
+DataLoader workers (the presets' `nb_workers`) batch building overlaps the step, so a step costs
+max(step, batch / workers); without, their sum.
 
-Without --musdb-root it runs on generated tracks (hw2.synth, written to a temporary folder).
+    python bench/train_step.py --preset t4 1080ti                 # on a GPU: both presets side by side
+    python bench/train_step.py --musdb-root PATH --hidden-size 512 256   # model widths, on whatever device
+
+Presets (notebooks/03_train_openunmix.ipynb): t4 = Open-Unmix's defaults, `--amp auto` (float16 + GradScaler on
+CUDA), 2 workers; 1080ti = the same in float32, 4 workers. On a GPU that is not the preset's, the script also
+prints the epoch scaled to a T4 (or GTX 1080 Ti) by the ratio of memory bandwidths (GPU_BANDWIDTH): a heuristic
+that assumes the step is bound by memory traffic, which batch-16 LSTM steps mostly are; only a run on that GPU
+measures it. Without --musdb-root it runs on generated tracks (hw2.synth, written to a temporary folder).
 """
 from __future__ import annotations
 
@@ -16,15 +24,28 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's hw2, installed or not
 
 from hw2 import Hw2Error
 from hw2.data import ExcerptSampler, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
-from hw2.train import MAX_PARAMS, resolve_device, train_step
+from hw2.train import AMP, MAX_PARAMS, precision, resolve_device, train_step
 
-EPOCH_EXCERPTS = 80 * 64  # Open-Unmix: 64 excerpts per track per epoch, MUSDB18's 80 train tracks
+MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18: 100 train-folder tracks - 14 valid
+PRESETS = {"t4": dict(amp="auto", nb_workers=2, target="T4"),
+           "1080ti": dict(amp="off", nb_workers=4, target="1080 Ti")}
+# GB/s, from the vendors' data sheets; matched against torch.cuda.get_device_name
+GPU_BANDWIDTH = {"H200": 4800, "H100 SXM": 3350, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
+                 "A100": 1555, "L4": 300, "A10G": 600, "A10": 600, "V100": 900, "T4": 320, "1080 Ti": 484,
+                 "3090": 936, "4090": 1008, "P100": 732}
+
+
+def bandwidth(name: str) -> float | None:
+    return next((bw for key, bw in GPU_BANDWIDTH.items() if key in name), None)
 
 
 def _sync(device):
@@ -32,26 +53,24 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def bench(sampler, cfg: ModelConfig, device, steps: int, warmup: int, amp: bool) -> dict:
+def bench(sampler, cfg: ModelConfig, device, steps: int, warmup: int, amp: str) -> dict:
     torch.manual_seed(0)
     model = OpenUnmix(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    use_amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dtype, scaler = precision(amp, device)
     times, data_times = [], []
     for step in range(warmup + steps):
         _sync(device)
         t0 = time.perf_counter()
         mix, tgt = sampler.batch(0, step % sampler.nb_batches(0))
         t1 = time.perf_counter()
-        train_step(model, optimizer, scaler, mix, tgt, device).item()
+        train_step(model, optimizer, scaler, mix, tgt, device, dtype).item()
         _sync(device)
         if step >= warmup:
             times.append(time.perf_counter() - t0)
             data_times.append(t1 - t0)
-    per_step = sum(times) / len(times)
-    return {"params": count_parameters(model), "step_s": per_step, "data_s": sum(data_times) / len(data_times),
-            "rate": sampler.batch_size / per_step}
+    return {"params": count_parameters(model), "step_s": sum(times) / len(times),
+            "data_s": sum(data_times) / len(data_times), "dtype": str(dtype or torch.float32).split(".")[-1]}
 
 
 def main(argv=None) -> int:
@@ -59,17 +78,26 @@ def main(argv=None) -> int:
     p.add_argument("--musdb-root", default="", help="MUSDB root (default: generated tracks in a temporary folder)")
     p.add_argument("--cache-dir", default=None, help="decoded cache (default $HW2_CACHE or ~/.cache/hw2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--hidden-size", type=int, nargs="+", default=[512],
-                   help="one model per value (512: the default Open-Unmix), e.g. --hidden-size 512 128")
+    p.add_argument("--preset", nargs="+", choices=tuple(PRESETS), default=[],
+                   help="GPU presets of notebook 03, one row each (Open-Unmix's default model)")
+    p.add_argument("--hidden-size", type=int, nargs="+", default=[],
+                   help="one row per width (512: Open-Unmix's default), in --amp, no workers (default: 512 when "
+                        "no --preset is given)")
     p.add_argument("--nb-layers", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seconds", type=float, default=6.0, help="excerpt length")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per model")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per row")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="no fp16 autocast on CUDA")
+    p.add_argument("--amp", choices=AMP, default="auto", help="precision of the --hidden-size rows (as hw2.train)")
+    p.add_argument("--epoch-tracks", type=int, default=MUSDB18_TRAIN_TRACKS,
+                   help="train tracks of the epoch to estimate (x 64 excerpts)")
     a = p.parse_args(argv)
+    rows = [(f"preset {name}", 512, PRESETS[name]["amp"], PRESETS[name]["nb_workers"], PRESETS[name]["target"])
+            for name in a.preset]
+    rows += [(f"hidden {h}, {a.nb_layers} layers", h, a.amp, 0, None)
+             for h in (a.hidden_size or ([] if a.preset else [512]))]
     try:
-        if a.steps < 1 or a.warmup < 0 or a.batch_size < 1 or a.seconds <= 0 or min(a.hidden_size) < 1:
+        if a.steps < 1 or a.warmup < 0 or a.batch_size < 1 or a.seconds <= 0 or min(r[1] for r in rows) < 1:
             raise Hw2Error("--steps, --batch-size, --seconds and --hidden-size must be positive")
         device = resolve_device(a.device)
         tmp = None
@@ -83,24 +111,37 @@ def main(argv=None) -> int:
         tracks = open_cached(root, "train", "train", cache)
         sampler = ExcerptSampler(tracks, a.seconds, ("vocals",), "balanced", a.batch_size, samples_per_track=64,
                                  mixing="incoherent", gain=(0.25, 1.25), swap=True, seed=0)
-        results = [(h, bench(sampler, ModelConfig(hidden_size=h, nb_layers=a.nb_layers), device, a.steps,
-                             a.warmup, a.amp)) for h in a.hidden_size]
+        results = [bench(sampler, ModelConfig(hidden_size=h, nb_layers=3 if name.startswith("preset") else
+                                              a.nb_layers), device, a.steps, a.warmup, amp)
+                   for name, h, amp, _, _ in rows]
     except Hw2Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    where = device.type if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"\ndevice {device} ({where}), torch threads {torch.get_num_threads()}, "
-          f"{'fp16 autocast' if a.amp and device.type == 'cuda' else 'fp32'}; {len(tracks)} train tracks from "
-          f"{a.musdb_root or 'generated tracks'}; batch {a.batch_size} x {a.seconds:g} s stereo; "
-          f"{a.steps} timed steps after {a.warmup} warm-up")
-    print(f"{'model':<28}{'params':>11}{'s/step':>9}{'batch s':>9}{'excerpts/s':>12}{'epoch (5120 exc.)':>19}")
-    for h, r in results:
-        name = f"hidden {h}, {a.nb_layers} layers" + (" (default)" if (h, a.nb_layers) == (512, 3) else "")
-        epoch = EPOCH_EXCERPTS / r["rate"]
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    excerpts = a.epoch_tracks * 64
+    print(f"\ndevice {device} ({gpu or 'CPU'}), torch {torch.__version__}, torch threads {torch.get_num_threads()}; "
+          f"{len(tracks)} train tracks from {a.musdb_root or 'generated tracks'}; batch {a.batch_size} x "
+          f"{a.seconds:g} s stereo; {a.steps} timed steps after {a.warmup} warm-up; epoch = {a.epoch_tracks} x 64 = "
+          f"{excerpts} excerpts, validation not included")
+    print(f"{'row':<26}{'dtype':>9}{'params':>11}{'s/step':>9}{'batch s':>9}{'workers':>8}{'excerpts/s':>12}"
+          f"{'epoch':>11}")
+    notes = []
+    for (name, _, _, workers, target), r in zip(rows, results):
+        step = r["step_s"] - r["data_s"]  # the device's part; batch building runs in workers where there are any
+        per_step = max(step, r["data_s"] / workers) if workers else r["step_s"]
+        rate = a.batch_size / per_step
+        epoch = excerpts / rate
         over = "" if r["params"] < MAX_PARAMS else " OVER 10M"
-        print(f"{name:<28}{r['params']:>11,}{r['step_s']:>9.2f}{r['data_s']:>9.3f}{r['rate']:>12.2f}"
-              f"{epoch / 60:>15.1f} min{over}")
+        print(f"{name:<26}{r['dtype']:>9}{r['params']:>11,}{per_step:>9.3f}{r['data_s']:>9.3f}{workers:>8}"
+              f"{rate:>12.1f}{epoch:>9.0f} s{over}")
+        if target and gpu and target not in gpu and bandwidth(gpu) and bandwidth(target):
+            ratio = bandwidth(gpu) / bandwidth(target)
+            notes.append(f"{name}: on a {target}, about {epoch * ratio:.0f} s an epoch (x {ratio:.2f}: "
+                         f"{bandwidth(gpu):g} / {bandwidth(target):g} GB/s memory bandwidth; a heuristic)")
+        elif target and not gpu:
+            notes.append(f"{name}: measured on the CPU (float32, no CUDA kernels): says nothing about a {target}")
+    print("\n".join(notes))
     return 0
 
 

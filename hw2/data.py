@@ -105,7 +105,8 @@ def require_ffmpeg() -> None:
 def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | None = None) -> list:
     """The `musdb` tracks of one subset, with musdb's standard train / valid split of the train folder.
 
-    subset: "train" or "test"; split: None (the whole subset), "train" (80 tracks) or "valid" (14 tracks).
+    subset: "train" or "test"; split: None (the whole subset), "train" (86 tracks of full MUSDB18, 80 of the 7-s
+    preview) or "valid" (musdb's 14 validation tracks).
     """
     if subset not in ("train", "test"):
         raise Hw2Error(f"unknown subset {subset!r}: use train or test")

@@ -19,6 +19,7 @@ from hw2.data import detect_format, open_cached
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVE_RUNS = "/content/drive/MyDrive/hw2-runs"
+MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18 / MUSDB18-HQ: 100 train-folder tracks - 14 valid
 
 
 def in_colab() -> bool:
@@ -189,15 +190,14 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
     import torch
 
     from hw2.model import OpenUnmix
-    from hw2.train import make_sampler, resolve_device, train_step
+    from hw2.train import make_sampler, precision, resolve_device, train_step
 
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg, tracks)
     torch.manual_seed(cfg.seed)
     model = OpenUnmix(cfg.model_config()).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dtype, scaler = precision(cfg.amp, device)
     nb_batches = sampler.nb_batches(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     batch_s, step_s = [], []
@@ -205,7 +205,7 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         mix, tgt = sampler.batch(0, i % nb_batches)
         t1 = time.perf_counter()
-        train_step(model, optimizer, scaler, mix, tgt, device)
+        train_step(model, optimizer, scaler, mix, tgt, device, dtype)
         sync()
         t2 = time.perf_counter()
         if i >= warmup:
@@ -217,7 +217,7 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
             "nb_workers": cfg.nb_workers}
 
 
-def epoch_estimate(speed: dict, nb_tracks: int = 80, samples_per_track: int = 64, epochs: int = 1) -> dict:
+def epoch_estimate(speed: dict, nb_tracks: int, samples_per_track: int = 64, epochs: int = 1) -> dict:
     """Extrapolate `measure_speed` to an epoch of `nb_tracks x samples_per_track` excerpts (validation not
     included): with worker processes, batch building overlaps the GPU step, else it adds to it."""
     nb_steps = math.ceil(nb_tracks * samples_per_track / speed["batch_size"])

@@ -27,6 +27,7 @@ from hw2.model import ModelConfig, OpenUnmix, count_parameters
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
 MAX_PARAMS = 10_000_000  # the assignment's limit
+AMP = ("auto", "on", "off")  # auto: float16 on CUDA, float32 on the CPU; on: also bfloat16 on the CPU
 
 
 def _f(default, help: str, **kw):
@@ -70,7 +71,8 @@ class TrainConfig:
     # run
     seed: int = _f(42, "seed of the weights and of every batch")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    amp: bool = _f(True, "mixed precision on CUDA (ignored on CPU)")
+    amp: str = _f("auto", "mixed precision: auto (float16 + GradScaler on CUDA, off on the CPU), on (also "
+                  "bfloat16 on the CPU), off (float32)", choices=AMP)
     nb_workers: int = _f(0, "DataLoader worker processes building batches")
     max_minutes: float = _f(0.0, "stop cleanly (and resumably) after this many minutes; 0: no limit")
     quiet: bool = _f(False, "no progress bars")
@@ -123,10 +125,18 @@ def config_from_dict(d: dict) -> TrainConfig:
     unknown = set(d) - names
     if unknown:
         raise Hw2Error(f"config has unknown fields {sorted(unknown)}: it was written by another version of hw2")
-    d = dict(d)
+    d = _upgrade(d)
     if "milestones" in d:
         d["milestones"] = tuple(d["milestones"])
     return TrainConfig(**d)
+
+
+def _upgrade(d: dict) -> dict:
+    """A config dict with older spellings replaced: `amp` was a bool (true: float16 on CUDA only)."""
+    d = dict(d)
+    if isinstance(d.get("amp"), bool):
+        d["amp"] = "auto" if d["amp"] else "off"
+    return d
 
 
 def _write_json(obj, path: Path) -> None:
@@ -146,6 +156,22 @@ def resolve_device(name: str) -> torch.device:
         raise Hw2Error(f"device {name!r} asked for, but this torch sees no CUDA GPU: use --device cpu "
                        "(or, on Colab, Runtime > Change runtime type > T4 GPU)")
     return device
+
+
+def precision(amp: str, device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """(autocast dtype or None for float32, gradient scaler) of a run. float16 (CUDA) underflows small gradients
+    without loss scaling, so it gets an enabled GradScaler; bfloat16 (CPU) has float32's exponent range and needs
+    none. The CPU path exists so that CI runs the mixed-precision code (it is not faster on most CPUs)."""
+    device = torch.device(device)
+    amp = _upgrade({"amp": amp})["amp"]
+    if amp not in AMP:
+        raise Hw2Error(f"unknown --amp {amp!r}: use one of {', '.join(AMP)}")
+    dtype = None
+    if device.type == "cuda" and amp != "off":
+        dtype = torch.float16
+    elif device.type == "cpu" and amp == "on":
+        dtype = torch.bfloat16
+    return dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 @torch.no_grad()
@@ -211,13 +237,15 @@ def make_sampler(cfg: TrainConfig, tracks: list[CachedTrack]) -> ExcerptSampler:
                           cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
 
 
-def train_step(model: OpenUnmix, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device) -> torch.Tensor:
+def train_step(model: OpenUnmix, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
     """One optimisation step on a batch of waveforms (nb_samples, nb_channels, nb_timesteps): MSE between the
-    estimated and true target magnitudes, fp16 autocast when the scaler is enabled (CUDA). Returns the loss."""
+    estimated and true target magnitudes, the model under autocast to `dtype` unless None (`precision` gives
+    dtype and scaler). The STFT and the loss stay float32. Returns the loss."""
     mix, tgt = mix.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
     with torch.no_grad():
         x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
-    with torch.autocast(torch.device(device).type, dtype=torch.float16, enabled=scaler.is_enabled()):
+    with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
         est = model(x)
     loss = torch.nn.functional.mse_loss(est.float(), y)
     optimizer.zero_grad(set_to_none=True)
@@ -250,14 +278,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     torch.manual_seed(cfg.seed)
     model = OpenUnmix(cfg.model_config()).to(device)
     nb_params = count_parameters(model)
+    dtype, scaler = precision(cfg.amp, device)
     log(f"Open-Unmix: {nb_params:,} parameters ({'under' if nb_params < MAX_PARAMS else 'OVER'} the 10M limit); "
         f"{len(train_tracks)} train / {len(valid_tracks)} valid tracks; {sampler.nb_batches(0)} batches an epoch; "
-        f"device {device}")
+        f"device {device}{f', {dtype} autocast' if dtype else ''}")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.lr_decay_gamma,
                                                            patience=cfg.lr_decay_patience, cooldown=10)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "best_loss": math.inf, "best_epoch": 0,
              "bad_epochs": 0, "history": [], "seconds": 0.0}
@@ -303,7 +330,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet,
                    initial=state["step"], total=sampler.nb_batches(epoch))
         for mix, tgt in bar:
-            loss = train_step(model, optimizer, scaler, mix, tgt, device)
+            loss = train_step(model, optimizer, scaler, mix, tgt, device, dtype)
             state["step"] += 1
             state["loss_sum"] += loss.item() * len(mix)
             state["loss_count"] += len(mix)
@@ -359,8 +386,8 @@ def _check_run_folder(run: Path, cfg: TrainConfig) -> dict | None:
             raise Hw2Error(f"{run}: holds checkpoints but no config.json; choose a new --out")
         return None
     try:
-        old = json.loads(saved.read_text())
-    except ValueError:
+        old = _upgrade(json.loads(saved.read_text()))
+    except (ValueError, TypeError):
         raise Hw2Error(f"{saved}: unreadable; remove the run folder or choose a new --out") from None
     new = asdict(cfg)
     diff = [k for k in new if k not in RESUMABLE and _norm(old.get(k)) != _norm(new[k])]

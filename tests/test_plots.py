@@ -193,11 +193,11 @@ def test_players_and_picker_build(tracks):
 def test_epoch_estimate_extrapolates():
     speed = {"device": "cpu", "batch_size": 16, "seq_dur": 6.0, "nb_steps": 3, "batch_seconds": 0.2,
              "step_seconds": 0.3, "nb_workers": 0}
-    est = notebook.epoch_estimate(speed, nb_tracks=80, samples_per_track=64, epochs=10)
-    assert est["steps per epoch"] == 320
+    est = notebook.epoch_estimate(speed, nb_tracks=86, samples_per_track=64, epochs=10)
+    assert est["steps per epoch"] == 344
     assert est["seconds per step"] == pytest.approx(0.5)
-    assert est["minutes per epoch"] == pytest.approx(320 * 0.5 / 60, abs=0.01)
-    workers = notebook.epoch_estimate({**speed, "nb_workers": 2})
+    assert est["minutes per epoch"] == pytest.approx(344 * 0.5 / 60, abs=0.01)
+    workers = notebook.epoch_estimate({**speed, "nb_workers": 2}, nb_tracks=86)
     assert workers["seconds per step"] == pytest.approx(0.3)  # batch building overlaps the step
 
 

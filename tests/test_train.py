@@ -13,12 +13,18 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from hw2 import Hw2Error
-from hw2.train import (CHECKPOINT_FORMAT, MAX_PARAMS, TrainConfig, atomic_torch_save, config_from_dict,
-                       load_checkpoint, model_from_checkpoint, train)
+from hw2.data import RATE, open_cached, open_tracks
+from hw2.model import OpenUnmix
+from hw2.separate import Separator
+from hw2.synth import VALID_NAMES, make_stems, write_track
+from hw2.train import (CHECKPOINT_FORMAT, MAX_PARAMS, TrainConfig, _chunks, atomic_torch_save, config_from_dict,
+                       input_statistics, load_checkpoint, model_from_checkpoint, precision, train,
+                       validation_loss)
 
 
 def tiny(root, out, cache, **kw) -> TrainConfig:
@@ -109,6 +115,36 @@ def test_resume_with_more_epochs_continues(wav_root, wav_cache, tmp_path):
     train(cfg, log=lambda m: None)
     summary = train(replace(cfg, epochs=2), log=lambda m: None)
     assert summary["epochs_done"] == 2 and [e["epoch"] for e in history(tmp_path / "run")] == [1, 2]
+
+
+def test_mixed_precision_on_cpu_resumes_exactly(wav_root, wav_cache, tmp_path):
+    """--amp on runs the model under bfloat16 autocast on the CPU: the code path the CUDA float16 runs take
+    (autocast, scaler calls, scaler state in last.pt), so CI executes it. Interrupted mid-epoch and resumed, it
+    ends with exactly the weights of an uninterrupted run; and its weights differ from a float32 run's."""
+    a = train(tiny(wav_root, tmp_path / "A", wav_cache, amp="on"), log=lambda m: None)
+    logs = []
+    b = tiny(wav_root, tmp_path / "B", wav_cache, amp="on")
+    assert train(replace(b, max_minutes=1e-9), log=logs.append)["stopped"] == "time-limit"
+    assert train(b, log=logs.append) == {**a, "run": str(tmp_path / "B")}
+    assert "torch.bfloat16 autocast" in logs[0] and any("epoch 1, step 1" in m for m in logs)
+    fp32 = train(tiny(wav_root, tmp_path / "C", wav_cache, amp="off"), log=lambda m: None)
+    wa, wb, wc = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "ABC")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa) and fp32["best_valid_loss"] != a["best_valid_loss"]
+
+
+def test_amp_setting_and_older_configs():
+    cpu = torch.device("cpu")
+    assert precision("auto", cpu)[0] is None and precision("off", cpu)[0] is None
+    dtype, scaler = precision("on", cpu)
+    assert dtype == torch.bfloat16 and not scaler.is_enabled()  # bfloat16 keeps float32's range: no scaling
+    with pytest.raises(Hw2Error, match="unknown --amp 'fast'"):
+        precision("fast", cpu)
+    # `amp` was a bool: the shipped checkpoints and older run folders still load and resume
+    cfg = tiny("root", "run", "cache")
+    assert config_from_dict({**asdict(cfg), "amp": True}).amp == "auto"
+    assert config_from_dict({**asdict(cfg), "amp": False}).amp == "off"
 
 
 # ------------------------------------------------------------------------------------------------ crash safety
@@ -273,8 +309,153 @@ def test_one_tiny_epoch_on_real_musdb(musdb_root, real_cache_dir, tmp_path):
                hidden_size=16)
     summary = train(cfg, log=logs.append)
     assert summary["stopped"] == "done" and summary["epochs_done"] == 1
-    assert "80 train / 14 valid tracks; 10 batches an epoch" in logs[0]
+    nb_train = len(open_tracks(musdb_root, "train", "train"))  # 80 in the 7-s preview, 86 in MUSDB18
+    assert f"{nb_train} train / 14 valid tracks; {math.ceil(nb_train / 8)} batches an epoch" in logs[0]
     (entry,) = history(tmp_path / "run")
     assert math.isfinite(entry["train_loss"]) and math.isfinite(entry["valid_loss"]) and entry["best"]
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["nb_params"] < MAX_PARAMS and ckpt["state"]["epoch"] == 1
+
+
+# ------------------------------------------------------------------------------------------ full-length tracks
+# Whole tracks are cut into chunks of --valid-chunk-dur for the input statistics and the validation loss, and into
+# blocks of frames by the Separator. These lengths hit every boundary case of that chunking at the default STFT
+# (n_fft 4096: a chunk shorter than n_fft // 2 = 2048 samples cannot be reflect-padded) with 2-s chunks, so the
+# tracks stay seconds long; test_minutes_long_tracks and the CLI test below run the default 30-s chunks.
+CHUNK_DUR, N_FFT = 2.0, 4096
+CHUNK = int(CHUNK_DUR * RATE)
+LENGTHS = {"2 chunks": 2 * CHUNK, "2 chunks + 1000 (the reported crash)": 2 * CHUNK + 1000,
+           "2 chunks + n_fft//2 - 1": 2 * CHUNK + N_FFT // 2 - 1, "2 chunks + n_fft//2 + 1": 2 * CHUNK + N_FFT // 2 + 1,
+           "2 chunks + n_fft - 1": 2 * CHUNK + N_FFT - 1, "2 chunks + n_fft": 2 * CHUNK + N_FFT,
+           "shorter than a chunk": CHUNK - 1000}
+VALID_LENGTHS = [2 * CHUNK + 1000, CHUNK - 1000]
+
+
+def write_root(root: Path, train_lengths, valid_lengths, seed=0) -> Path:
+    """A MUSDB18-HQ root whose tracks have exactly these lengths in samples (valid ones named as musdb's)."""
+    names = [(f"Synth {i:02d} - Train", n) for i, n in enumerate(train_lengths)]
+    names += [(VALID_NAMES[i], n) for i, n in enumerate(valid_lengths)]
+    for i, (name, n) in enumerate(names):
+        write_track(make_stems(seed * 100 + i, (n + 1) / RATE)[:, :n], root / "train", name, "wav")
+    return root
+
+
+@pytest.fixture(scope="module")
+def edge_tracks(tmp_path_factory):
+    """{length: cached track} of every boundary length, and the root and cache they come from."""
+    base = tmp_path_factory.mktemp("edge")
+    root = write_root(base / "musdb", list(LENGTHS.values()), VALID_LENGTHS)
+    tracks = open_cached(root, "train", None, base / "cache", progress=False)
+    by_length = {t.nb_samples: t for t in tracks}
+    assert set(LENGTHS.values()) <= set(by_length)
+    return by_length, root, base / "cache"
+
+
+def edge_model(seed=0) -> OpenUnmix:
+    torch.manual_seed(seed)
+    return OpenUnmix(tiny("", "", "", n_fft=N_FFT, n_hop=1024, hidden_size=16).model_config()).eval()
+
+
+@pytest.mark.parametrize("name", list(LENGTHS))
+def test_chunks_cover_every_length(name):
+    n = LENGTHS[name]
+    signal = torch.arange(2 * n, dtype=torch.float32).reshape(2, n).numpy()
+    pieces = [c for (c,) in _chunks([signal], RATE, CHUNK_DUR, N_FFT)]
+    assert torch.equal(torch.cat(pieces, -1)[0], torch.from_numpy(signal))  # every sample once, in order
+    assert all(c.shape[-1] > N_FFT // 2 for c in pieces)  # each one can be reflect-padded by the STFT
+    assert all(c.shape[-1] >= CHUNK for c in pieces[:-1]) or len(pieces) == 1
+
+
+@pytest.mark.parametrize("name", list(LENGTHS))
+def test_statistics_validation_and_separation_on_every_length(edge_tracks, name):
+    track = edge_tracks[0][LENGTHS[name]]
+    model = edge_model()
+    # statistics and validation loss in 2-s chunks: defined, and close to one pass over the whole track. The
+    # chunks change only the frames at each chunk edge, where the STFT pads by reflection; measured on these
+    # tracks: mean within 1.2 %, std within 5 % (relative L2 over bins), loss within 0.6 %
+    mean, std = input_statistics(model, [track], "cpu", CHUNK_DUR)
+    mean1, std1 = input_statistics(model, [track], "cpu", 0)
+    assert torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()
+    assert (mean - mean1).norm() < 0.05 * mean1.norm() and (std - std1).norm() < 0.15 * std1.norm()
+    model.set_input_stats(mean, std)
+    loss = validation_loss(model, [track], "vocals", "cpu", CHUNK_DUR)
+    loss1 = validation_loss(model, [track], "vocals", "cpu", 0)
+    assert math.isfinite(loss) and loss > 0 and loss == pytest.approx(loss1, rel=0.05)
+    # the Separator in blocks of 2 s, with context reaching over the whole track: exactly the one-pass result,
+    # so every block is stitched back in its place
+    mix = track.stem("mixture").T
+    one = Separator(model, chunk_dur=1000.0).separate(mix, ("mixture",))
+    blocked = Separator(model, chunk_dur=CHUNK_DUR, context_dur=1000.0).separate(mix, ("mixture",))
+    for method in one:
+        for target, est in one[method].items():
+            assert est.shape == mix.shape and np.isfinite(est).all(), (method, target)
+            np.testing.assert_allclose(blocked[method][target], est, atol=1e-5 * np.abs(est).max() + 1e-9)
+    # and with the default 5-s context on 0.5-s blocks: exact length, finite
+    short = Separator(model, chunk_dur=0.5).separate(mix, ("mixture",))["mixture"]
+    assert all(est.shape == mix.shape and np.isfinite(est).all() for est in short.values())
+
+
+def test_training_on_every_boundary_length(edge_tracks, tmp_path):
+    """Statistics over the 7 train tracks, then validation over the 2 valid ones, in 2-s chunks at n_fft 4096."""
+    _, root, cache = edge_tracks
+    logs = []
+    cfg = tiny(root, tmp_path / "run", cache, epochs=1, n_fft=N_FFT, n_hop=1024, hidden_size=16,
+               valid_chunk_dur=CHUNK_DUR, samples_per_track=1)
+    assert train(cfg, log=logs.append)["stopped"] == "done"
+    assert f"{len(LENGTHS)} train / {len(VALID_LENGTHS)} valid tracks" in logs[0]
+    assert math.isfinite(history(tmp_path / "run")[0]["valid_loss"])
+
+
+@pytest.fixture(scope="module")
+def long_root(tmp_path_factory):
+    """Full-length tracks: 2 train tracks of 60 s and 60 s + 2049 samples, one valid track of 60 s + 1000 samples
+    (at the default 30-s chunks, the reported crash: a 1000-sample tail)."""
+    base = tmp_path_factory.mktemp("long")
+    return write_root(base / "musdb", [60 * RATE, 60 * RATE + 2049], [60 * RATE + 1000], seed=7), base / "cache"
+
+
+def test_minutes_long_tracks(long_root):
+    root, cache = long_root
+    tracks = open_cached(root, "train", None, cache, progress=False)
+    assert sorted(t.nb_samples for t in tracks) == [60 * RATE, 60 * RATE + 1000, 60 * RATE + 2049]
+    model = edge_model()
+    mean, std = input_statistics(model, tracks, "cpu")  # the default 30-s chunks
+    assert torch.isfinite(mean).all() and (std > 0).all()
+    model.set_input_stats(mean, std)
+    assert math.isfinite(validation_loss(model, tracks, "vocals", "cpu", 30.0))
+    valid = next(t for t in tracks if t.nb_samples == 60 * RATE + 1000)
+    mix = valid.stem("mixture").T
+    est = Separator(model).separate(mix, ("mixture",))["mixture"]  # 30-s blocks with 5 s of context
+    assert all(e.shape == mix.shape and np.isfinite(e).all() for e in est.values())
+
+
+def cli(*args, cwd):
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout's hw2, whatever `pip install -e` points at
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "hw2.train", *args], capture_output=True, text=True, cwd=cwd,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stdout
+
+
+def test_cli_full_length_run_is_interrupted_resumes_and_finishes(long_root, tmp_path):
+    """The reported set-up end to end at the default STFT and 30-s validation chunks: a new run stopped by the
+    time limit after its first step, resumed to finish epoch 1, extended to epoch 2; its weights equal those of
+    a run never interrupted."""
+    root, cache = long_root
+    flags = ["--musdb-root", str(root), "--cache-dir", str(cache), "--hidden-size", "16", "--nb-layers", "1",
+             "--seq-dur", "1", "--samples-per-track", "2", "--batch-size", "2", "--device", "cpu", "--quiet"]
+    first, _ = cli(*flags, "--out", "B", "--epochs", "1", "--max-minutes", "1e-9", cwd=tmp_path)
+    assert first["stopped"] == "time-limit" and first["epochs_done"] == 0
+    second, out = cli(*flags, "--out", "B", "--epochs", "1", cwd=tmp_path)
+    assert second["stopped"] == "done" and second["epochs_done"] == 1 and "at epoch 1, step 1" in out
+    third, out = cli(*flags, "--out", "B", "--epochs", "2", cwd=tmp_path)
+    assert third["stopped"] == "done" and third["epochs_done"] == 2 and "at epoch 2, step 0" in out
+    straight, _ = cli(*flags, "--out", "A", "--epochs", "2", cwd=tmp_path)
+    assert straight["best_valid_loss"] == pytest.approx(third["best_valid_loss"], rel=1e-6)
+    assert [e["epoch"] for e in history(tmp_path / "B")] == [1, 2]
+    wa, wb = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "AB")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=0, msg=k)
