@@ -88,6 +88,38 @@ def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=pri
             "config": comparable(cfg)}
 
 
+def save_row(path: Path, args, base: dict, row: dict) -> dict:
+    """Add one row to the table on disk, after every variant, so that an interrupted grid keeps what it finished;
+    under a lock, re-reading the file, so that two runners (one per core, `--only` different rows) can share it."""
+    import fcntl
+
+    grid = GRIDS[args.grid]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {r["variant"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
+        rows[row["variant"]] = row
+        table = {"title": f"Model comparison ({args.grid} grid) on the valid split", "grid": args.grid,
+                 "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
+                           f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
+                 "musdb_root": args.musdb_root, "command": command_line(args), "commit": git_commit(),
+                 "rows": [rows[n] for n in grid if n in rows]}
+        atomic_write_text(path, json.dumps(table, indent=2))
+        atomic_write_text(path.with_suffix(".md"), markdown(table))
+    return table
+
+
+def git_commit() -> str | None:
+    """The code the rows were trained with (the loader's random stream and the models may change later)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def markdown(table: dict) -> str:
     lines = [f"# {table['title']}", "",
              "| variant | parameters | pretrained | code | training min | best epoch | vocals SDR | accompaniment SDR |",
@@ -98,7 +130,7 @@ def markdown(table: dict) -> str:
                      f"{r['best_epoch']} / {r['epochs']} | {fmt(r['vocals_sdr'])} | {fmt(r['accompaniment_sdr'])} |")
     lines += ["", f"Budget: {table['budget']}. Data: `{table['musdb_root']}`, trained on musdb's train split, "
               "scored on its valid split (SDR in dB, BSSEval v4, median over 1 s frames, then over tracks; "
-              "mixture phase).", "", f"Command: `{table['command']}`", ""]
+              "mixture phase).", "", f"Command: `{table['command']}` (code at commit {table.get('commit')})", ""]
     return "\n".join(lines)
 
 
@@ -124,15 +156,7 @@ def run_grid(args, log=print) -> dict:
         done[name] = run_variant(args.grid, name, cfg, results_dir / "experiments", args.jobs, log)
         log(f"[{name}] vocals SDR {done[name]['vocals_sdr']}, accompaniment SDR {done[name]['accompaniment_sdr']} "
             f"({(time.monotonic() - t0) / 60:.1f} min)")
-        # written after every row: an interrupted grid keeps what it finished
-        order = [n for n in grid if n in done]
-        table = {"title": f"Model comparison ({args.grid} grid) on the valid split", "grid": args.grid,
-                 "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
-                           f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
-                 "musdb_root": args.musdb_root, "command": command_line(args),
-                 "rows": [done[n] for n in order]}
-        atomic_write_text(path, json.dumps(table, indent=2))
-        atomic_write_text(results_dir / f"{args.grid}.md", markdown(table))
+        table = save_row(path, args, base, done[name])
     log(markdown(table) if table["rows"] else "no rows")
     return table
 
