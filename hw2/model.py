@@ -24,6 +24,9 @@ class ModelConfig:
     bandwidth: float = 16000.0  # Hz processed by the encoder and LSTM; input and output stay full band
     nb_channels: int = 2  # 1: spectral downmix to mono inside the model, mask applied to both channels
     unidirectional: bool = False
+    skip: bool = True  # concatenate the LSTM's input to its output before the decoder
+    mask: bool = True  # the output is a mask times the mixture; False: the network outputs the magnitude itself
+    arch: str = "openunmix"  # or "unet": Jansson et al. (2017), see UNet
     rate: int = RATE
 
     @classmethod
@@ -60,35 +63,19 @@ def bandwidth_to_max_bin(rate: float, n_fft: int, bandwidth: float) -> int:
     return int(np.max(np.where(freqs <= bandwidth)[0])) + 1
 
 
-class OpenUnmix(nn.Module):
-    """Mixture magnitude in, target magnitude out: a ReLU mask times the mixture magnitude.
+class SpectrogramModel(nn.Module):
+    """What every hw2 model shares: the STFT, the magnitude, and Open-Unmix's input scaler over the bins below
+    `bandwidth`. Subclasses map a mixture magnitude to a target magnitude of the same shape."""
 
-    encoder  bins below `bandwidth` -> (x + input_mean) * input_scale -> fc1 -> batch norm -> tanh
-    core     `nb_layers` LSTM (bidirectional by default), its output concatenated with its input (skip)
-    decoder  fc2 -> batch norm -> ReLU -> fc3 -> batch norm -> * output_scale + output_mean -> ReLU -> * mixture
-    """
-
-    def __init__(self, cfg: ModelConfig = ModelConfig()):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.nb_output_bins = cfg.n_fft // 2 + 1
         self.nb_bins = min(bandwidth_to_max_bin(cfg.rate, cfg.n_fft, cfg.bandwidth), self.nb_output_bins)
-        hidden, ch = cfg.hidden_size, cfg.nb_channels
         self.stft = STFT(cfg.n_fft, cfg.n_hop)
-        self.fc1 = nn.Linear(self.nb_bins * ch, hidden, bias=False)
-        self.bn1 = nn.BatchNorm1d(hidden)
-        lstm_hidden = hidden if cfg.unidirectional else hidden // 2
-        self.lstm = nn.LSTM(hidden, lstm_hidden, num_layers=cfg.nb_layers, bidirectional=not cfg.unidirectional,
-                            batch_first=False, dropout=0.4 if cfg.nb_layers > 1 else 0.0)
-        self.fc2 = nn.Linear(hidden * 2, hidden, bias=False)
-        self.bn2 = nn.BatchNorm1d(hidden)
-        self.fc3 = nn.Linear(hidden, self.nb_output_bins * ch, bias=False)
-        self.bn3 = nn.BatchNorm1d(self.nb_output_bins * ch)
         # scalers: set from training-set statistics by `set_input_stats` before training
         self.input_mean = nn.Parameter(torch.zeros(self.nb_bins))
         self.input_scale = nn.Parameter(torch.ones(self.nb_bins))
-        self.output_scale = nn.Parameter(torch.ones(self.nb_output_bins))
-        self.output_mean = nn.Parameter(torch.ones(self.nb_output_bins))
 
     @torch.no_grad()
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -102,6 +89,35 @@ class OpenUnmix(nn.Module):
         spec = self.stft(audio)
         return spec, spec.abs()
 
+
+class OpenUnmix(SpectrogramModel):
+    """Mixture magnitude in, target magnitude out: a ReLU mask times the mixture magnitude.
+
+    encoder  bins below `bandwidth` -> (x + input_mean) * input_scale -> fc1 -> batch norm -> tanh
+    core     `nb_layers` LSTM (bidirectional by default), its output concatenated with its input (skip)
+    decoder  fc2 -> batch norm -> ReLU -> fc3 -> batch norm -> * output_scale + output_mean -> ReLU -> * mixture
+
+    The structure variants of the model comparison: `nb_layers=0` drops the LSTM (the fully connected path
+    alone), `skip=False` feeds the decoder the LSTM output only, `mask=False` outputs the magnitude directly.
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__(cfg)
+        hidden, ch = cfg.hidden_size, cfg.nb_channels
+        self.fc1 = nn.Linear(self.nb_bins * ch, hidden, bias=False)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.lstm = None
+        if cfg.nb_layers > 0:
+            lstm_hidden = hidden if cfg.unidirectional else hidden // 2
+            self.lstm = nn.LSTM(hidden, lstm_hidden, num_layers=cfg.nb_layers, bidirectional=not cfg.unidirectional,
+                                batch_first=False, dropout=0.4 if cfg.nb_layers > 1 else 0.0)
+        self.fc2 = nn.Linear(hidden * (2 if cfg.skip and self.lstm else 1), hidden, bias=False)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.fc3 = nn.Linear(hidden, self.nb_output_bins * ch, bias=False)
+        self.bn3 = nn.BatchNorm1d(self.nb_output_bins * ch)
+        self.output_scale = nn.Parameter(torch.ones(self.nb_output_bins))
+        self.output_mean = nn.Parameter(torch.ones(self.nb_output_bins))
+
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """Mixture magnitude (nb_samples, nb_channels, nb_bins, nb_frames) -> target magnitude, same shape."""
         nb_samples, nb_channels, nb_bins, nb_frames = mag.shape
@@ -111,11 +127,74 @@ class OpenUnmix(nn.Module):
         x = (x + self.input_mean) * self.input_scale
         x = self.fc1(x.reshape(-1, self.cfg.nb_channels * self.nb_bins))
         x = torch.tanh(self.bn1(x)).reshape(nb_frames, nb_samples, self.cfg.hidden_size)
-        x = torch.cat([x, self.lstm(x)[0]], -1)
+        if self.lstm is not None:
+            h = self.lstm(x)[0]
+            x = torch.cat([x, h], -1) if self.cfg.skip else h
         x = torch.relu(self.bn2(self.fc2(x.reshape(-1, x.shape[-1]))))
         x = self.bn3(self.fc3(x)).reshape(nb_frames, nb_samples, self.cfg.nb_channels, self.nb_output_bins)
-        x = torch.relu(x * self.output_scale + self.output_mean)
-        return x.permute(1, 2, 3, 0) * mix  # a mono mask broadcasts over both mixture channels
+        x = torch.relu(x * self.output_scale + self.output_mean).permute(1, 2, 3, 0)
+        if self.cfg.nb_channels == 1 and nb_channels > 1:
+            x = x.expand(-1, nb_channels, -1, -1)  # a mono output serves both mixture channels
+        return x * mix if self.cfg.mask else x
+
+
+class UNet(SpectrogramModel):
+    """Spectrogram U-Net (Jansson et al., "Singing voice separation with deep U-Net convolutional networks",
+    ISMIR 2017), our own code: a sigmoid mask times the mixture magnitude.
+
+    encoder  `depth` 5x5 convolutions of stride 2, channels hidden_size // 8 doubling each layer, batch norm,
+             leaky ReLU 0.2, on the scaled magnitude (channels = audio channels) of the bins below `bandwidth`
+    decoder  5x5 transposed convolutions of stride 2 with skip connections, batch norm, ReLU, dropout 0.5 in
+             the first three; the last layer gives the mask. Bins above `bandwidth` keep the mask of the top bin.
+    Frequency and time are padded to a multiple of 2**depth and cropped back.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.depth = max(1, cfg.nb_layers)
+        ch = [cfg.nb_channels] + [max(1, cfg.hidden_size // 8) * 2 ** i for i in range(self.depth)]
+        self.down = nn.ModuleList(nn.Sequential(nn.Conv2d(ch[i], ch[i + 1], 5, 2, 2), nn.BatchNorm2d(ch[i + 1]),
+                                                nn.LeakyReLU(0.2)) for i in range(self.depth))
+        self.up = nn.ModuleList()
+        for i in reversed(range(self.depth)):
+            c_in = ch[i + 1] * (1 if i == self.depth - 1 else 2)
+            last = i == 0
+            self.up.append(nn.Sequential(nn.ConvTranspose2d(c_in, ch[i] if last else ch[i], 5, 2, 2, output_padding=1),
+                                         *([] if last else [nn.BatchNorm2d(ch[i]), nn.ReLU(),
+                                                            nn.Dropout(0.5 if i >= self.depth - 3 else 0.0)])))
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        """Mixture magnitude (nb_samples, nb_channels, nb_bins, nb_frames) -> target magnitude, same shape."""
+        nb_samples, nb_channels, nb_bins, nb_frames = mag.shape
+        x = mag.mean(1, keepdim=True) if self.cfg.nb_channels == 1 and nb_channels > 1 else mag
+        x = (x[:, :, : self.nb_bins].transpose(2, 3) + self.input_mean) * self.input_scale
+        x = x.transpose(2, 3)  # (nb_samples, ch, nb_bins, nb_frames), scaled
+        m = 2 ** self.depth
+        pad_f, pad_t = -self.nb_bins % m, -nb_frames % m
+        x = nn.functional.pad(x, (0, pad_t, 0, pad_f))
+        skips = []
+        for layer in self.down:
+            x = layer(x)
+            skips.append(x)
+        skips.pop()
+        for layer in self.up:
+            x = layer(x)
+            if skips:
+                x = torch.cat([x, skips.pop()], 1)
+        mask = torch.sigmoid(x[:, :, : self.nb_bins, :nb_frames])
+        if self.nb_bins < nb_bins:
+            mask = torch.cat([mask, mask[:, :, -1:].expand(-1, -1, nb_bins - self.nb_bins, -1)], 2)
+        return mask * mag
+
+
+ARCHITECTURES = {"openunmix": OpenUnmix, "unet": UNet}
+
+
+def build_model(cfg: ModelConfig) -> SpectrogramModel:
+    """The network a config describes (`cfg.arch`)."""
+    if cfg.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {cfg.arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[cfg.arch](cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -158,9 +158,9 @@ def run_folder(name: str, smoke: bool = False) -> Path:
 
 def param_count(cfg) -> int:
     """Trainable parameters of the Open-Unmix model a `hw2.train.TrainConfig` describes."""
-    from hw2.model import OpenUnmix, count_parameters
+    from hw2.model import build_model, count_parameters
 
-    return count_parameters(OpenUnmix(cfg.model_config()))
+    return count_parameters(build_model(cfg.model_config()))
 
 
 def config_table(configs: dict):
@@ -189,13 +189,13 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
     batch on the CPU), step_seconds (STFT, forward, backward, optimizer) and nb_workers."""
     import torch
 
-    from hw2.model import OpenUnmix
+    from hw2.model import build_model
     from hw2.train import make_sampler, precision, resolve_device, train_step
 
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg, tracks)
     torch.manual_seed(cfg.seed)
-    model = OpenUnmix(cfg.model_config()).to(device).train()
+    model = build_model(cfg.model_config()).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     dtype, scaler = precision(cfg.amp, device)
     nb_batches = sampler.nb_batches(0)

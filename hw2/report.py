@@ -129,10 +129,10 @@ def training(root: Path) -> dict | None:
 
 def model_size(cfg: dict) -> dict:
     """Trainable parameters, per layer, of the Open-Unmix that `hw2.model` builds from a training config."""
-    from hw2.model import ModelConfig, OpenUnmix
+    from hw2.model import ModelConfig, build_model
     from hw2.train import MAX_PARAMS
 
-    m = OpenUnmix(ModelConfig.from_dict(cfg))
+    m = build_model(ModelConfig.from_dict(cfg))
     layers = [{"name": name, "params": sum(p.numel() for p in mod.parameters())} for name, mod in m.named_children()
               if any(True for _ in mod.parameters())]
     total = sum(p.numel() for p in m.parameters() if p.requires_grad)

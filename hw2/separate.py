@@ -30,7 +30,7 @@ import torch
 
 from hw2 import Hw2Error
 from hw2.data import blocks
-from hw2.model import STFT, OpenUnmix
+from hw2.model import STFT, SpectrogramModel
 
 METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
@@ -118,7 +118,7 @@ class Separator:
     full-track pass closely; tracks shorter than one block run in one pass, identical to a full-track pass).
     """
 
-    def __init__(self, model: OpenUnmix, device="cpu", chunk_dur: float = 30.0, context_dur: float = 5.0,
+    def __init__(self, model: SpectrogramModel, device="cpu", chunk_dur: float = 30.0, context_dur: float = 5.0,
                  gl_iters: int = 32, seed: int = 0, name: str = "model"):
         keep_freed_memory()
         self.model = model.to(device).eval()

@@ -23,7 +23,7 @@ import torch
 
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
 from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, open_cached
-from hw2.model import ModelConfig, OpenUnmix, count_parameters
+from hw2.model import ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
 MAX_PARAMS = 10_000_000  # the assignment's limit
@@ -68,6 +68,9 @@ class TrainConfig:
     bandwidth: float = _f(16000.0, "Hz processed by the encoder and LSTM")
     nb_channels: int = _f(2, "1: mono model (spectral downmix), 2: stereo", choices=(1, 2))
     unidirectional: bool = _f(False, "unidirectional LSTM (causal)")
+    skip: bool = _f(True, "skip connection around the LSTM")
+    mask: bool = _f(True, "output a mask times the mixture (--no-mask: the magnitude itself)")
+    arch: str = _f("openunmix", "network: openunmix, or unet (nb_layers: its depth)", choices=tuple(ARCHITECTURES))
     # run
     seed: int = _f(42, "seed of the weights and of every batch")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -108,10 +111,10 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, path="checkpoint") -> tuple[OpenUnmix, TrainConfig]:
+def model_from_checkpoint(ckpt: dict, path="checkpoint") -> tuple[SpectrogramModel, TrainConfig]:
     """Rebuild the model from the config saved in the checkpoint and load its weights."""
     cfg = config_from_dict(ckpt["config"])
-    model = OpenUnmix(cfg.model_config())
+    model = build_model(cfg.model_config())
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError:
@@ -175,7 +178,7 @@ def precision(amp: str, device) -> tuple[torch.dtype | None, torch.amp.GradScale
 
 
 @torch.no_grad()
-def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_dur: float = 30.0):
+def input_statistics(model: SpectrogramModel, tracks: list[CachedTrack], device, chunk_dur: float = 30.0):
     """Mean and std per bin of the (channel-averaged) mixture magnitude over the full training tracks,
     as Open-Unmix's scaler computes them."""
     total = torch.zeros(model.nb_output_bins, dtype=torch.float64)
@@ -201,7 +204,7 @@ def _chunks(signals: list, rate: int, chunk_dur: float, n_fft: int):
 
 
 @torch.no_grad()
-def validation_loss(model: OpenUnmix, tracks: list[CachedTrack], target: str, device, chunk_dur: float) -> float:
+def validation_loss(model: SpectrogramModel, tracks: list[CachedTrack], target: str, device, chunk_dur: float) -> float:
     """MSE between estimated and true target magnitudes over full valid tracks (real mixtures), in chunks."""
     model.eval()
     total, count = 0.0, 0
@@ -237,7 +240,7 @@ def make_sampler(cfg: TrainConfig, tracks: list[CachedTrack]) -> ExcerptSampler:
                           cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
 
 
-def train_step(model: OpenUnmix, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device,
+def train_step(model: SpectrogramModel, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device,
                dtype: torch.dtype | None = None) -> torch.Tensor:
     """One optimisation step on a batch of waveforms (nb_samples, nb_channels, nb_timesteps): MSE between the
     estimated and true target magnitudes, the model under autocast to `dtype` unless None (`precision` gives
@@ -263,8 +266,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     if not cfg.musdb_root:
         raise Hw2Error("no --musdb-root given: pass the MUSDB18 folder (or make one with `python -m hw2.synth`)")
     for name in ("epochs", "batch_size", "samples_per_track", "nb_layers", "hidden_size", "n_fft", "n_hop"):
-        if getattr(cfg, name) < 1:
-            raise Hw2Error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+        least = 0 if name == "nb_layers" and cfg.arch == "openunmix" else 1  # 0 layers: no LSTM
+        if getattr(cfg, name) < least:
+            raise Hw2Error(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(cfg, name)}")
     if not 0 < cfg.gain_low <= cfg.gain_high:
         raise Hw2Error(f"gain range [{cfg.gain_low}, {cfg.gain_high}] is empty: need 0 < --gain-low <= --gain-high")
     run = Path(cfg.out)
@@ -276,10 +280,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     sampler = make_sampler(cfg, train_tracks)
 
     torch.manual_seed(cfg.seed)
-    model = OpenUnmix(cfg.model_config()).to(device)
+    model = build_model(cfg.model_config()).to(device)
     nb_params = count_parameters(model)
     dtype, scaler = precision(cfg.amp, device)
-    log(f"Open-Unmix: {nb_params:,} parameters ({'under' if nb_params < MAX_PARAMS else 'OVER'} the 10M limit); "
+    log(f"{cfg.arch}: {nb_params:,} parameters ({'under' if nb_params < MAX_PARAMS else 'OVER'} the 10M limit); "
         f"{len(train_tracks)} train / {len(valid_tracks)} valid tracks; {sampler.nb_batches(0)} batches an epoch; "
         f"device {device}{f', {dtype} autocast' if dtype else ''}")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

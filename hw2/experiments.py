@@ -1,0 +1,207 @@
+"""Training variants at one budget, scored on musdb's valid split, in one table (the assignment's optional tasks).
+
+    python -m hw2.experiments --musdb-root PATH                      # every variant of the model grid
+    python -m hw2.experiments --musdb-root PATH --only unet no-lstm  # some rows
+    python -m hw2.experiments --list                                 # the variants and what they change
+
+Each variant is the shipped model's training config with a few fields changed, trained from scratch with the
+same data, seed, augmentation and number of epochs (the budget), in `runs/experiments/<grid>/<variant>`; its best
+checkpoint (lowest valid loss) is separated with the mixture phase and scored by `hw2/infer.py` on the valid
+split. A row already in the table with the same config is not trained again, and an interrupted run resumes, so
+the same command finishes an interrupted grid. Writes `results/<grid>.json` and `results/<grid>.md`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2.evaluate import atomic_write_text
+
+# The base: the shipped model's settings (checkpoints/config.json), with a budget of epochs instead of 150.
+BASE = dict(hidden_size=256, seq_dur=4.0, samples_per_track=2, lr_decay_patience=20, patience=150, quiet=True)
+OURS = "ours (hw2.model)"
+OPEN_UNMIX = "ours, after Open-Unmix (Stöter et al., JOSS 2019; github.com/sigsep/open-unmix-pytorch)"
+
+# name -> (fields changed from BASE, what it tests, code)
+GRIDS = {
+    "models": {
+        "openunmix-256": ({}, "Open-Unmix, hidden 256, 3 BLSTM layers (the shipped model)", OPEN_UNMIX),
+        "openunmix-512": ({"hidden_size": 512}, "Open-Unmix's default width", OPEN_UNMIX),
+        "openunmix-128": ({"hidden_size": 128}, "half the shipped width", OPEN_UNMIX),
+        "lstm-1": ({"nb_layers": 1}, "one BLSTM layer instead of three", OPEN_UNMIX),
+        "no-lstm": ({"nb_layers": 0}, "no LSTM: the fully connected path alone", OPEN_UNMIX),
+        "unidirectional": ({"unidirectional": True}, "a causal, unidirectional LSTM", OPEN_UNMIX),
+        "no-skip": ({"skip": False}, "no skip connection around the LSTM", OPEN_UNMIX),
+        "no-mask": ({"mask": False}, "the network outputs the magnitude, not a mask", OPEN_UNMIX),
+        "unet": ({"arch": "unet", "hidden_size": 64, "nb_layers": 6},
+                 "spectrogram U-Net, 6 levels, 8-256 channels (Jansson et al., ISMIR 2017)", OURS),
+    },
+}
+
+
+def variant_config(grid: str, name: str, musdb_root: str, epochs: int, runs: Path, base: dict):
+    from hw2.train import TrainConfig
+
+    changes = GRIDS[grid][name][0]
+    cfg = TrainConfig(**{**BASE, **base, **changes, "musdb_root": musdb_root, "epochs": epochs,
+                         "milestones": (epochs,), "out": str(runs / grid / name)})
+    return cfg
+
+
+def comparable(cfg) -> dict:
+    """The config fields that decide what is trained (not where it runs or where it is written)."""
+    from hw2.train import RESUMABLE
+
+    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in RESUMABLE | {"epochs"}}
+
+
+def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=print) -> dict:
+    """Train one variant (or resume it), score its best checkpoint on the valid split, return its table row."""
+    from hw2 import infer
+    from hw2.train import load_checkpoint, train
+
+    log(f"[{name}] training {cfg.epochs} epochs in {cfg.out}")
+    summary = train(cfg, log=lambda m: log(f"[{name}] {m}"))
+    if summary["stopped"] == "time-limit":
+        raise Hw2Error(f"{name}: stopped at its time limit; run the same command to continue")
+    run = Path(cfg.out)
+    history = json.loads((run / "history.json").read_text())
+    best = load_checkpoint(run / "best.pt")
+    scored = f"{grid}-{name}"
+    argv = ["--musdb-root", cfg.musdb_root, "--subset", "train", "--split", "valid", "--checkpoint",
+            str(run / "best.pt"), "--samples", "0", "--out", str(results_dir), "--name", scored,
+            "--jobs", str(jobs)]
+    code = infer.main(argv)
+    if code:
+        raise Hw2Error(f"{name}: scoring on the valid split failed (exit {code}); see the line above")
+    table = json.loads((results_dir / f"{scored}.json").read_text())
+    scores = table["rows"][0]["scores"]
+    return {"variant": name, "description": GRIDS[grid][name][1], "code": GRIDS[grid][name][2],
+            "pretrained": False, "params": best["nb_params"], "epochs": len(history),
+            "best_epoch": best["epoch"], "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
+            "device": best.get("device"), "vocals_sdr": scores["vocals"]["SDR"],
+            "accompaniment_sdr": scores["accompaniment"]["SDR"], "valid_tracks": table["data"]["nb_tracks"],
+            "config": comparable(cfg)}
+
+
+def save_row(path: Path, args, base: dict, row: dict) -> dict:
+    """Add one row to the table on disk, after every variant, so that an interrupted grid keeps what it finished;
+    under a lock, re-reading the file, so that two runners (one per core, `--only` different rows) can share it."""
+    import fcntl
+
+    grid = GRIDS[args.grid]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = {r["variant"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
+        rows[row["variant"]] = row
+        table = {"title": f"Model comparison ({args.grid} grid) on the valid split", "grid": args.grid,
+                 "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
+                           f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
+                 "musdb_root": args.musdb_root, "command": command_line(args), "commit": git_commit(),
+                 "rows": [rows[n] for n in grid if n in rows]}
+        atomic_write_text(path, json.dumps(table, indent=2))
+        atomic_write_text(path.with_suffix(".md"), markdown(table))
+    return table
+
+
+def git_commit() -> str | None:
+    """The code the rows were trained with (the loader's random stream and the models may change later)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def markdown(table: dict) -> str:
+    lines = [f"# {table['title']}", "",
+             "| variant | parameters | pretrained | code | training min | best epoch | vocals SDR | accompaniment SDR |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in table["rows"]:
+        lines.append(f"| {r['variant']} | {r['params']:,} | no | {r['code']} | {r['train_minutes']} | "
+                     f"{r['best_epoch']} / {r['epochs']} | {fmt(r['vocals_sdr'])} | {fmt(r['accompaniment_sdr'])} |")
+    lines += ["", f"Budget: {table['budget']}. Data: `{table['musdb_root']}`, trained on musdb's train split, "
+              "scored on its valid split (SDR in dB, BSSEval v4, median over 1 s frames, then over tracks; "
+              "mixture phase).", "", f"Command: `{table['command']}` (code at commit {table.get('commit')})", ""]
+    return "\n".join(lines)
+
+
+def run_grid(args, log=print) -> dict:
+    grid = GRIDS[args.grid]
+    names = args.only or list(grid)
+    unknown = [n for n in names if n not in grid]
+    if unknown:
+        raise Hw2Error(f"unknown variant {unknown[0]!r} in grid {args.grid}: use one of {', '.join(grid)}")
+    if args.epochs < 1:
+        raise Hw2Error(f"--epochs must be at least 1, got {args.epochs}")
+    base = parse_set(args.set)
+    results_dir, runs = Path(args.out), Path(args.runs)
+    path = results_dir / f"{args.grid}.json"
+    table = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    done = {r["variant"]: r for r in table["rows"]}
+    for name in names:
+        cfg = variant_config(args.grid, name, args.musdb_root, args.epochs, runs, base)
+        if name in done and done[name]["config"] == comparable(cfg) and done[name]["epochs"] == args.epochs:
+            log(f"[{name}] already in {path}: skipped")
+            continue
+        t0 = time.monotonic()
+        done[name] = run_variant(args.grid, name, cfg, results_dir / "experiments", args.jobs, log)
+        log(f"[{name}] vocals SDR {done[name]['vocals_sdr']}, accompaniment SDR {done[name]['accompaniment_sdr']} "
+            f"({(time.monotonic() - t0) / 60:.1f} min)")
+        table = save_row(path, args, base, done[name])
+    log(markdown(table) if table["rows"] else "no rows")
+    return table
+
+
+def parse_set(items) -> dict:
+    """`--set seq_dur=1 hidden_size=16` -> {"seq_dur": 1.0, "hidden_size": 16}, typed like TrainConfig."""
+    from hw2.train import TrainConfig
+
+    types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
+    out = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        if key not in types or not value:
+            raise Hw2Error(f"--set {item!r}: use FIELD=VALUE with a TrainConfig field (python -m hw2.train --help)")
+        out[key] = value.lower() in ("1", "true", "yes") if types[key] is bool else types[key](value)
+    return out
+
+
+def command_line(args) -> str:
+    cmd = f"python -m hw2.experiments --musdb-root {args.musdb_root} --grid {args.grid} --epochs {args.epochs}"
+    return cmd + (f" --set {' '.join(args.set)}" if args.set else "")
+
+
+def main(argv=None) -> int:
+    p = OneLineParser(prog="python -m hw2.experiments", description=__doc__.split("\n\n")[0])
+    p.add_argument("--musdb-root", default="", help="MUSDB18 root (musdb's train / valid split is used)")
+    p.add_argument("--grid", default="models", choices=tuple(GRIDS))
+    p.add_argument("--only", nargs="+", default=None, help="variants to run (default: all)")
+    p.add_argument("--epochs", type=int, default=25, help="the budget: epochs per variant")
+    p.add_argument("--set", nargs="+", default=None, metavar="FIELD=VALUE",
+                   help="change the base config for every variant (e.g. a tiny budget for a smoke run)")
+    p.add_argument("--runs", default="runs/experiments", help="where the variants' run folders go")
+    p.add_argument("--out", default="results", help="results folder")
+    p.add_argument("--jobs", type=int, default=1, help="scoring worker processes")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
+    args = p.parse_args(argv)
+    if args.list:
+        for name, (changes, what, code) in GRIDS[args.grid].items():
+            print(f"{name:16s} {what}  [{', '.join(f'{k}={v}' for k, v in changes.items()) or 'base'}]")
+        return 0
+    if not args.musdb_root:
+        p.error("--musdb-root is required (python -m hw2.synth OUT makes a small generated root)")
+    return run_cli(lambda: run_grid(args), "interrupted: finished rows are in the table; run the same command "
+                                           "to continue")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

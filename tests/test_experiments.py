@@ -1,0 +1,50 @@
+"""The experiment runner on generated tracks with a tiny budget: rows, skipping done rows, the model variants."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hw2.experiments import GRIDS, main
+from hw2.model import ModelConfig, build_model, count_parameters
+from hw2.train import MAX_PARAMS, TrainConfig
+
+TINY = ["seq_dur=1", "samples_per_track=1", "batch_size=2", "n_fft=512", "n_hop=128", "valid_chunk_dur=0"]
+
+
+@pytest.mark.parametrize("name", list(GRIDS["models"]))
+def test_every_variant_builds_under_the_limit_and_trains(name):
+    changes = GRIDS["models"][name][0]
+    full = TrainConfig(**{"hidden_size": 256, **changes}).model_config()
+    assert count_parameters(build_model(full)) < MAX_PARAMS
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{**full.__dict__, "n_fft": 512, "n_hop": 128}))
+    mag = model.magnitude(torch.randn(2, 2, 4000))[1]
+    est = model(mag)
+    assert est.shape == mag.shape and (est >= 0).all()
+    est.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, missing  # every parameter is on the path from input to output
+
+
+def test_runner_writes_table_and_skips_done_rows(wav_root, tmp_path, capsys):
+    argv = ["--musdb-root", str(wav_root), "--only", "no-lstm", "unet", "--epochs", "1", "--set", *TINY,
+            "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results")]
+    assert main(argv) == 0
+    table = json.loads((tmp_path / "results" / "models.json").read_text())
+    rows = {r["variant"]: r for r in table["rows"]}
+    assert set(rows) == {"no-lstm", "unet"}
+    for r in rows.values():
+        assert r["pretrained"] is False and r["params"] > 0 and r["epochs"] == 1 and r["valid_tracks"] == 2
+        assert r["vocals_sdr"] is None or -60 < r["vocals_sdr"] < 60
+    assert rows["unet"]["params"] != rows["no-lstm"]["params"]
+    assert "| unet |" in (tmp_path / "results" / "models.md").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0  # the same command again: nothing retrained
+    assert capsys.readouterr().out.count("already in") == 2
+
+
+def test_runner_bad_variant_is_one_line(wav_root, tmp_path, capsys):
+    assert main(["--musdb-root", str(wav_root), "--only", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown variant 'nope'" in capsys.readouterr().err
