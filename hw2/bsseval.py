@@ -70,8 +70,8 @@ def evaluate(references, estimates, win: int = 44100, hop: int = 44100, device="
     for t0 in range(0, nwin, frames_per_batch):
         t1 = min(t0 + frames_per_batch, nwin)
         start, stop = t0 * hop, (t1 - 1) * hop + n
-        r = read(refs, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3)  # (T, j, c, n)
-        e = read(ests, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3)
+        r = read(refs, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3).contiguous()  # (T, j, c, n)
+        e = read(ests, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3).contiguous()
         silent = ((r.sum(2) == 0).all(-1).any(-1) | (e.sum(2) == 0).all(-1).any(-1)).cpu()  # (T,)
         X, E = torch.fft.rfft(r, N), torch.fft.rfft(e, N)  # (T, j, c, F)
         Xp = X.flatten(1, 2)  # (T, P, F)
@@ -79,7 +79,7 @@ def evaluate(references, estimates, win: int = 44100, hop: int = 44100, device="
         P_j = sum(X[:, :, ci, None] * Hj[None, :, ci] for ci in range(nchan))
 
         def energy(z):
-            return (torch.view_as_real(z).square().sum(-1) * weights).sum((-1, -2))  # (T, j)
+            return (torch.view_as_real(z).square() * weights[:, None]).sum((-1, -2, -3))  # (T, j)
 
         s_true = r.square().sum((-1, -2))
         ratios = ((s_true, (e - r).square().sum((-1, -2))),  # SDR: s_true vs e_spat + e_interf + e_artif

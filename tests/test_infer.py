@@ -271,3 +271,19 @@ def test_unknown_phase_in_a_real_process(tmp_path):
     assert r.returncode == 2
     assert_one_error_line(r.stderr)
     assert "--phase" in r.stderr
+
+
+def test_scorer_hw2_gives_museval_numbers(wav_root, checkpoint, tmp_path):
+    """`--scorer hw2` (the default) and `--scorer museval` write the same tables, to 0.01 dB."""
+    pytest.importorskip("museval")
+    scores = {}
+    for scorer in ("hw2", "museval"):
+        out = tmp_path / scorer
+        assert main(["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint",
+                     str(checkpoint), "--samples", "0", "--scorer", scorer, "--out", str(out)]) == 0
+        doc = json.loads((out / "train-valid.json").read_text())
+        scores[scorer] = [row["scores"] for row in doc["rows"]]
+    for ours, theirs in zip(scores["hw2"], scores["museval"]):
+        for target in ("vocals", "accompaniment"):
+            for metric in METRICS:
+                assert abs(ours[target][metric] - theirs[target][metric]) < 0.01, (target, metric)
