@@ -47,11 +47,11 @@ def evaluate(references, estimates, win: int = 44100, hop: int = 44100, device="
 
     def read(arrays, start, stop):
         """float64 (nb_sources, nb_channels, stop - start), zero past the references' end."""
-        out = np.zeros((len(arrays), stop - start, nchan))
+        out = np.zeros((len(arrays), nchan, stop - start))
         for j, a in enumerate(arrays):
             part = a[start:min(stop, nsampl)]
-            out[j, :len(part)] = part
-        return torch.from_numpy(out).to(device).transpose(1, 2)
+            out[j, :, :len(part)] = part.T
+        return torch.from_numpy(out).to(device)
 
     Call, Cj = filters(refs, ests, nsampl, nchan, L, read, block, device)
     bad = ~(torch.isfinite(Call).flatten(1).all(1) & torch.isfinite(Cj).flatten(1).all(1))  # (nb_sources,)
@@ -62,24 +62,23 @@ def evaluate(references, estimates, win: int = 44100, hop: int = 44100, device="
     N = fast_len(n + L - 1)
     Hall = torch.fft.rfft(Call, N, dim=2).transpose(2, 3)  # (j, P, c_out, F): filters onto all references
     Hj = torch.fft.rfft(Cj, N, dim=2).transpose(2, 3)  # (j, c_in, c_out, F): onto source j alone
-    weights = torch.full((N // 2 + 1,), 2.0 / N, dtype=torch.float64, device=device)
-    weights[0] = 1.0 / N
-    if N % 2 == 0:
-        weights[-1] = 1.0 / N
+    edge = [0, N // 2] if N % 2 == 0 else [0]  # the bins an rfft holds once, not twice
     out = torch.empty(4, nsrc, nwin, dtype=torch.float64)
     for t0 in range(0, nwin, frames_per_batch):
         t1 = min(t0 + frames_per_batch, nwin)
         start, stop = t0 * hop, (t1 - 1) * hop + n
-        r = read(refs, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3).contiguous()  # (T, j, c, n)
-        e = read(ests, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3).contiguous()
+        r = read(refs, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3)  # (T, j, c, n)
+        e = read(ests, start, stop).unfold(-1, n, hop).permute(2, 0, 1, 3)
         silent = ((r.sum(2) == 0).all(-1).any(-1) | (e.sum(2) == 0).all(-1).any(-1)).cpu()  # (T,)
         X, E = torch.fft.rfft(r, N), torch.fft.rfft(e, N)  # (T, j, c, F)
         Xp = X.flatten(1, 2)  # (T, P, F)
         P_all = sum(Xp[:, p, None, None] * Hall[None, :, p] for p in range(Xp.shape[1]))  # (T, j, c, F)
         P_j = sum(X[:, :, ci, None] * Hj[None, :, ci] for ci in range(nchan))
 
-        def energy(z):
-            return (torch.view_as_real(z).square() * weights[:, None]).sum((-1, -2, -3))  # (T, j)
+        def energy(z):  # (T, j, c, F) spectra -> (T, j) energies of their signals (Parseval)
+            zz = torch.view_as_real(z).flatten(2)
+            edges = z[..., edge].abs().square().sum((-1, -2))
+            return (2 * torch.einsum("tjk,tjk->tj", zz, zz) - edges) / N
 
         s_true = r.square().sum((-1, -2))
         ratios = ((s_true, (e - r).square().sum((-1, -2))),  # SDR: s_true vs e_spat + e_interf + e_artif

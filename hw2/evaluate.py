@@ -22,12 +22,14 @@ TARGETS = ("vocals", "accompaniment")
 RATE = 44100
 
 
-def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, scorer: str = "hw2") -> dict:
+def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, scorer: str = "hw2",
+                device="cpu") -> dict:
     """BSSEval v4 of one track. references / estimates: {"vocals": arr, "accompaniment": arr}, arrays
     (nb_timesteps, nb_channels). Returns museval's per-track dict: {"name", "targets": [{"name", "frames": [...]}]}.
 
-    scorer "hw2": `hw2.bsseval`, museval's numbers in bounded memory; "museval": museval.evaluate itself (where
-    it is installed). Values are rounded to 5 decimals and +-inf stored as NaN, as museval's TrackStore does.
+    scorer "hw2": `hw2.bsseval`, museval's numbers in bounded memory, on `device`; "museval": museval.evaluate
+    itself (where it is installed). Values are rounded to 5 decimals and +-inf stored as NaN, as museval's
+    TrackStore does.
     """
     refs, ests = [references[t] for t in TARGETS], [estimates[t] for t in TARGETS]
     if scorer == "museval":
@@ -40,11 +42,14 @@ def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, 
     elif scorer == "hw2":
         from hw2.bsseval import evaluate
 
-        sdr, isr, sir, sar = evaluate(refs, ests, win=rate, hop=rate)
+        sdr, isr, sir, sar = evaluate(refs, ests, win=rate, hop=rate, device=device)
         version = "hw2.bsseval (BSSEval v4 as museval 0.4.1)"
     else:
         raise Hw2Error(f"unknown scorer {scorer!r}: use hw2 or museval")
-    q = lambda v: float("nan") if not np.isfinite(v) else float(Decimal(float(v)).quantize(Decimal(".00001")))  # noqa: E731
+
+    def q(v):  # museval's TrackStore._q
+        return float(Decimal(float(v)).quantize(Decimal(".00001"))) if np.isfinite(v) else float("nan")
+
     targets = [{"name": t, "frames": [{"time": i * 1.0, "duration": 1.0,
                                        "metrics": {"SDR": q(sdr[j, i]), "SIR": q(sir[j, i]), "SAR": q(sar[j, i]),
                                                    "ISR": q(isr[j, i])}} for i in range(sdr.shape[1])]}
