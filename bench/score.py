@@ -114,9 +114,10 @@ def main(argv=None) -> int:
     print(f"bench/score.py: BSSEval v4, vocals + accompaniment, 1 s frames; hw2 device {args.device}, "
           f"{args.threads or 'default'} thread(s), {os.cpu_count()} CPUs ({cpu}); "
           f"generated tracks (a {PIECE_DUR:g} s piece tiled), float32 inputs\n")
-    print("| track s | scorer | wall s | CPU s | peak RSS MiB | RSS before MiB | speed-up (CPU s) | " +
+    print("| track s | scorer | wall s | CPU s | peak RSS MiB | RSS before MiB (inputs) | added by scoring MiB | "
+          "speed-up (CPU s) | " +
           " | ".join(f"max abs diff {m} dB" for m in METRICS) + " | NaN frames |")
-    print("|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(METRICS) + "---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(METRICS) + "---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for duration in args.duration:
             res = {}
@@ -138,10 +139,11 @@ def main(argv=None) -> int:
                 elif scorer == "museval":
                     cells = ["1.0x"] + ["-"] * len(METRICS) + [str(int(np.isnan(r["values"][0]).sum()))]
                 print(f"| {duration:g} | {scorer} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | "
-                      f"{r['peak_mb']:,.0f} | {r['before_mb']:,.0f} | " + " | ".join(cells) + " |", flush=True)
+                      f"{r['peak_mb']:,.0f} | {r['before_mb']:,.0f} ({r['inputs_mb']:,.0f}) | "
+                      f"{r['peak_mb'] - r['before_mb']:,.0f} | " + " | ".join(cells) + " |", flush=True)
     print("\nSpeed-up: museval's CPU seconds over hw2's (CPU time: the machine may be shared; wall time beside it). "
-          "Peak RSS: the scoring process's peak resident set while scoring (reset just before), which includes "
-          "the inputs already resident before the call (RSS before: interpreter, libraries, float32 inputs).")
+          "Peak RSS: the scoring process's peak resident set while scoring (reset just before); it includes what was "
+          "resident before the call (interpreter, libraries and the float32 inputs, whose size is in brackets).")
     return 0
 
 

@@ -148,11 +148,12 @@ def test_score_track_json_matches_museval():
 
 @pytest.mark.integration
 def test_real_tracks_match_museval(musdb_root):
-    """Two real tracks, separated by the shipped checkpoint (mixture phase): every frame within 0.01 dB."""
+    """Two real tracks, separated by the shipped checkpoint (mixture phase), and infer's reference rows: every frame
+    within 0.01 dB."""
     from pathlib import Path
 
     from hw2.data import CachedTrack, decode, open_tracks
-    from hw2.separate import Separator
+    from hw2.separate import Separator, references
 
     checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "vocals.pt"
     sep = Separator.from_checkpoint(checkpoint)
@@ -160,6 +161,7 @@ def test_real_tracks_match_museval(musdb_root):
         cached = CachedTrack(track.name, decode(track))
         mixture = cached.stem("mixture").T
         refs = np.stack([cached.target("vocals").T, cached.target("accompaniment").T])
-        est = sep.separate(mixture, ("mixture",), key=track.name)["mixture"]
-        ests = np.stack([est["vocals"], est["accompaniment"]])
-        compare(refs, ests)
+        rows = {"model": sep.separate(mixture, ("mixture",), key=track.name)["mixture"],
+                **references(mixture, refs[0], refs[1])}  # mix-as-estimate and oracle-irm, as infer --references
+        for est in rows.values():
+            compare(refs, np.stack([est["vocals"], est["accompaniment"]]))
