@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from decimal import Decimal
+import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +88,12 @@ def _score_job(name, references, estimates, json_path, scorer="hw2"):
     return track_medians(scores)
 
 
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text)
@@ -105,7 +113,10 @@ class Evaluation:
         self.subset, self.jobs, self.scorer = subset, jobs, scorer
         self.rows: list[dict] = []
         self.pending: dict[str, list] = {}
-        self.pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+        # spawned, not forked: a forked child of a process whose torch thread pool has run hangs in its first
+        # parallel torch op (the hw2 scorer is torch); each worker gets its share of the cores
+        self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_threads,
+                                        initargs=(max(1, (os.cpu_count() or 1) // jobs),)) if jobs > 1 else None
 
     def add(self, row: dict, track: str, references: dict, estimates: dict) -> None:
         slug = row_slug(row)
