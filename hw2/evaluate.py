@@ -27,7 +27,8 @@ RATE = 44100
 def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, scorer: str = "hw2",
                 device="cpu") -> dict:
     """BSSEval v4 of one track. references / estimates: {"vocals": arr, "accompaniment": arr}, arrays
-    (nb_timesteps, nb_channels). Returns museval's per-track dict: {"name", "targets": [{"name", "frames": [...]}]}.
+    (nb_timesteps, nb_channels). Returns museval's per-track dict, {"targets": [{"name", "frames": [...]}]}, and
+    the "scorer" that made it.
 
     scorer "hw2": `hw2.bsseval`, museval's numbers in bounded memory, on `device`; "museval": museval.evaluate
     itself (where it is installed). Values are rounded to 5 decimals and +-inf stored as NaN, as museval's

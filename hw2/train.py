@@ -266,8 +266,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             raise Hw2Error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not 0 < cfg.gain_low <= cfg.gain_high:
         raise Hw2Error(f"gain range [{cfg.gain_low}, {cfg.gain_high}] is empty: need 0 < --gain-low <= --gain-high")
-    if cfg.select_by == "sdr" and cfg.sdr_every < 1 or cfg.sdr_every and cfg.target != "vocals":
-        raise Hw2Error("--select-by sdr needs --sdr-every N (N >= 1), and the valid SDR a --target vocals model")
+    if cfg.sdr_every < 0 or cfg.select_by == "sdr" and cfg.sdr_every == 0:
+        raise Hw2Error("--select-by sdr needs --sdr-every N, N >= 1 (epochs between two valid SDRs)")
+    if cfg.sdr_every and cfg.target != "vocals":
+        raise Hw2Error("--sdr-every scores vocals / accompaniment separations: it needs --target vocals")
     run = Path(cfg.out)
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)

@@ -310,5 +310,7 @@ def test_valid_sdr_in_history_and_best_by_sdr(wav_root, wav_cache, tmp_path):
 def test_select_by_sdr_needs_sdr_every(wav_root, wav_cache, tmp_path):
     with pytest.raises(Hw2Error, match="--select-by sdr needs --sdr-every"):
         train(tiny(wav_root, tmp_path / "run", wav_cache, select_by="sdr"))
+    with pytest.raises(Hw2Error, match="needs --target vocals"):
+        train(tiny(wav_root, tmp_path / "run", wav_cache, sdr_every=1, target="drums"))
     h_default = tiny(wav_root, tmp_path / "run", wav_cache)
     assert (h_default.sdr_every, h_default.select_by) == (0, "loss")
