@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +24,40 @@ TARGETS = ("vocals", "accompaniment")
 RATE = 44100
 
 
-def score_track(name: str, references: dict, estimates: dict, rate: int = RATE) -> dict:
+def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, scorer: str = "hw2",
+                device="cpu") -> dict:
     """BSSEval v4 of one track. references / estimates: {"vocals": arr, "accompaniment": arr}, arrays
-    (nb_timesteps, nb_channels). Returns museval's per-track dict: {"name", "targets": [{"name", "frames": [...]}]}."""
-    import museval
+    (nb_timesteps, nb_channels). Returns museval's per-track dict, {"targets": [{"name", "frames": [...]}]}, and
+    the "scorer" that made it.
 
-    refs = np.stack([references[t] for t in TARGETS]).astype(np.float64)
-    ests = np.stack([estimates[t] for t in TARGETS]).astype(np.float64)
-    sdr, isr, sir, sar = museval.evaluate(refs, ests, win=rate, hop=rate)
-    store = museval.TrackStore(win=1.0, hop=1.0, track_name=name)
-    for i, target in enumerate(TARGETS):
-        store.add_target(target_name=target, values={"SDR": sdr[i].tolist(), "SIR": sir[i].tolist(),
-                                                     "ISR": isr[i].tolist(), "SAR": sar[i].tolist()})
-    return json.loads(store.json)
+    scorer "hw2": `hw2.bsseval`, museval's numbers in bounded memory, on `device`; "museval": museval.evaluate
+    itself (where it is installed). Values are rounded to 5 decimals and +-inf stored as NaN, as museval's
+    TrackStore does.
+    """
+    refs, ests = [references[t] for t in TARGETS], [estimates[t] for t in TARGETS]
+    if scorer == "museval":
+        import museval
+        from museval.version import _version
+
+        sdr, isr, sir, sar = museval.evaluate(np.stack(refs).astype(np.float64), np.stack(ests).astype(np.float64),
+                                              win=rate, hop=rate)
+        version = f"museval {_version}"
+    elif scorer == "hw2":
+        from hw2.bsseval import evaluate
+
+        sdr, isr, sir, sar = evaluate(refs, ests, win=rate, hop=rate, device=device)
+        version = "hw2.bsseval (BSSEval v4 as museval 0.4.1)"
+    else:
+        raise Hw2Error(f"unknown scorer {scorer!r}: use hw2 or museval")
+
+    def q(v):  # museval's TrackStore._q
+        return float(Decimal(float(v)).quantize(Decimal(".00001"))) if np.isfinite(v) else float("nan")
+
+    targets = [{"name": t, "frames": [{"time": i * 1.0, "duration": 1.0,
+                                       "metrics": {"SDR": q(sdr[j, i]), "SIR": q(sir[j, i]), "SAR": q(sar[j, i]),
+                                                   "ISR": q(isr[j, i])}} for i in range(sdr.shape[1])]}
+               for j, t in enumerate(TARGETS)]
+    return {"targets": targets, "scorer": version}
 
 
 def track_medians(track_scores: dict) -> dict:
@@ -59,10 +83,16 @@ def _nanmedian(values) -> float | None:
     return float(np.median(a)) if len(a) else None
 
 
-def _score_job(name, references, estimates, json_path):
-    scores = score_track(name, references, estimates)
+def _score_job(name, references, estimates, json_path, scorer="hw2"):
+    scores = score_track(name, references, estimates, scorer=scorer)
     atomic_write_text(Path(json_path), json.dumps(scores, indent=2))
     return track_medians(scores)
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -72,18 +102,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 class Evaluation:
     """Rows x tracks of museval scores. Use `add(row, track, references, estimates)` per track and row, then
-    `finish()`; with `jobs > 1` museval runs in worker processes and the numbers are identical to a serial run.
+    `finish()`; with `jobs > 1` the scorer (`score_track`'s, hw2 by default) runs in worker processes and the
+    numbers are identical to a serial run.
 
     A row is a dict: {"label", "checkpoint", "epoch", "method"}. Per-track JSON goes to
     `<out>/<name>/<row slug>/<subset>/<track>.json`, as museval lays it out.
     """
 
-    def __init__(self, out: Path, name: str, subset: str, jobs: int = 1):
+    def __init__(self, out: Path, name: str, subset: str, jobs: int = 1, scorer: str = "hw2"):
         self.dir = Path(out) / name
-        self.subset, self.jobs = subset, jobs
+        self.subset, self.jobs, self.scorer = subset, jobs, scorer
         self.rows: list[dict] = []
         self.pending: dict[str, list] = {}
-        self.pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+        # spawned, not forked: a forked child of a process whose torch thread pool has run hangs in its first
+        # parallel torch op (the hw2 scorer is torch); each worker gets its share of the cores
+        self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_threads,
+                                        initargs=(max(1, (os.cpu_count() or 1) // jobs),)) if jobs > 1 else None
 
     def add(self, row: dict, track: str, references: dict, estimates: dict) -> None:
         slug = row_slug(row)
@@ -96,9 +130,9 @@ class Evaluation:
             in_flight = [f for jobs in self.pending.values() for f in jobs if isinstance(f, Future) and not f.done()]
             if len(in_flight) >= 2 * self.jobs:
                 in_flight[0].result()
-            self.pending[slug].append(self.pool.submit(_score_job, track, references, estimates, path))
+            self.pending[slug].append(self.pool.submit(_score_job, track, references, estimates, path, self.scorer))
         else:
-            self.pending[slug].append(_score_job(track, references, estimates, path))
+            self.pending[slug].append(_score_job(track, references, estimates, path, self.scorer))
 
     def finish(self) -> list[dict]:
         """Rows with their `scores` (median of medians) and `nb_tracks`."""

@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results folder")
     p.add_argument("--name", default="", help="results name (default: the subset and split, e.g. test)")
     p.add_argument("--samples", type=int, default=2, help="tracks to write listening WAVs for")
-    p.add_argument("--jobs", type=int, default=1, help="museval worker processes")
+    p.add_argument("--jobs", type=int, default=1, help="scoring worker processes")
+    p.add_argument("--scorer", default="hw2", choices=("hw2", "museval"),
+                   help="BSSEval v4: hw2 (museval's numbers, bounded memory) or museval itself (if installed)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--max-tracks", type=int, default=0, help="only the first N tracks (0: all)")
@@ -114,7 +116,7 @@ def run(args, log=print) -> list[dict]:
     for sep in separators:
         log(f"{sep.name}: epoch {sep.epoch}, {sum(p.numel() for p in sep.model.parameters()):,} parameters")
 
-    evaluation = Evaluation(out, name, subset, args.jobs)
+    evaluation = Evaluation(out, name, subset, args.jobs, args.scorer)
     samples = out / name / "samples"
     bar = tqdm(tracks, desc="separating + museval", unit="track")
     for i, track in enumerate(bar):

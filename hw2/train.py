@@ -4,9 +4,10 @@
     python -m hw2.train --help            # every TrainConfig field is a flag
 
 A run folder holds `config.json`, `history.json`, `last.pt` (everything needed to resume), `best.pt` (lowest
-validation loss) and `epochNNN.pt` at each milestone. Running the same command again resumes from `last.pt`
-exactly where it stopped: model, optimizer, scheduler, AMP scaler, RNGs and the sampler's (epoch, step), so a
-Colab disconnect costs at most the work since the last save (every epoch, and at `--max-minutes`).
+validation loss, or highest validation SDR with `--select-by sdr`) and `epochNNN.pt` at each milestone. Running
+the same command again resumes from `last.pt` exactly where it stopped: model, optimizer, scheduler, AMP scaler,
+RNGs and the sampler's (epoch, step), so a Colab disconnect costs at most the work since the last save (every
+epoch, and at `--max-minutes`).
 """
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ class TrainConfig:
     lr_decay_gamma: float = _f(0.3, "factor the learning rate is cut by")
     patience: int = _f(140, "early stopping: epochs without validation improvement")
     valid_chunk_dur: float = _f(30.0, "validation runs on full valid tracks in chunks of this many seconds")
+    sdr_every: int = _f(0, "every N epochs, the valid tracks' median vocals SDR (BSSEval v4, mixture phase) "
+                           "in history.json; 0: never")
+    select_by: str = _f("loss", "best.pt: lowest valid loss, or highest valid SDR (needs --sdr-every)",
+                        choices=("loss", "sdr"))
     # model
     n_fft: int = _f(4096, "STFT window")
     n_hop: int = _f(1024, "STFT hop")
@@ -85,7 +90,8 @@ class TrainConfig:
 
 
 # fields that may change between a run and its resumption without changing what is trained
-RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "milestones", "device", "nb_workers", "max_minutes", "quiet"}
+RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "milestones", "device", "nb_workers", "max_minutes", "quiet",
+             "sdr_every"}
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
@@ -220,6 +226,27 @@ def validation_loss(model: SpectrogramModel, tracks: list[CachedTrack], target: 
     return total / max(count, 1)
 
 
+def validation_sdr(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_dur: float) -> float | None:
+    """Median over the valid tracks of the median over 1-s frames of the vocals SDR, as infer.py scores a
+    checkpoint (mixture phase, hw2.bsseval); None when no track can be scored (a silent estimate everywhere)."""
+    from hw2.evaluate import median_of_medians, score_track, track_medians
+    from hw2.separate import Separator
+
+    sep = Separator(model, device, chunk_dur=chunk_dur)
+    medians = []
+    try:
+        for track in tracks:
+            est = sep.separate(track.stem("mixture").T, ("mixture",), key=track.name)["mixture"]
+            refs = {"vocals": track.target("vocals").T, "accompaniment": track.target("accompaniment").T}
+            try:
+                medians.append(track_medians(score_track(track.name, refs, est, device=device)))
+            except Hw2Error:  # an all-silent estimate (an early model): BSSEval is undefined for that track
+                continue
+    finally:
+        model.train()
+    return median_of_medians(medians)["vocals"]["SDR"]
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -271,6 +298,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             raise Hw2Error(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(cfg, name)}")
     if not 0 < cfg.gain_low <= cfg.gain_high:
         raise Hw2Error(f"gain range [{cfg.gain_low}, {cfg.gain_high}] is empty: need 0 < --gain-low <= --gain-high")
+    if cfg.sdr_every < 0 or cfg.select_by == "sdr" and cfg.sdr_every == 0:
+        raise Hw2Error("--select-by sdr needs --sdr-every N, N >= 1 (epochs between two valid SDRs)")
+    if cfg.sdr_every and cfg.target != "vocals":
+        raise Hw2Error("--sdr-every scores vocals / accompaniment separations: it needs --target vocals")
     run = Path(cfg.out)
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)
@@ -291,7 +322,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                                                            patience=cfg.lr_decay_patience, cooldown=10)
 
     state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "best_loss": math.inf, "best_epoch": 0,
-             "bad_epochs": 0, "history": [], "seconds": 0.0}
+             "bad_epochs": 0, "history": [], "seconds": 0.0, "best_sdr": -math.inf}
     if ckpt is None:
         mean, std = input_statistics(model, train_tracks, device)
         model.set_input_stats(mean.to(device), std.to(device))
@@ -352,19 +383,26 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         seconds = state["seconds"] + time.monotonic() - t_epoch
         train_loss = state["loss_sum"] / max(state["loss_count"], 1)
         improved = valid < state["best_loss"]
+        sdr = validation_sdr(model, valid_tracks, device, cfg.valid_chunk_dur) \
+            if cfg.sdr_every and (epoch + 1) % cfg.sdr_every == 0 else None
+        keep = improved if cfg.select_by == "loss" else sdr is not None and sdr > state["best_sdr"]
         state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid,
-                                 "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": improved})
+                                 "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": keep,
+                                 **({"valid_sdr": sdr} if cfg.sdr_every else {})})
         state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, seconds=0.0)
         if improved:
-            state.update(best_loss=valid, best_epoch=epoch + 1, bad_epochs=0)
-            save(run / "best.pt", full=False)
+            state.update(best_loss=valid, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
+        if keep:
+            state.update(best_epoch=epoch + 1, best_sdr=sdr if sdr is not None else state["best_sdr"])
+            save(run / "best.pt", full=False)
         if epoch + 1 in cfg.milestones:
             save(run / f"epoch{epoch + 1:03d}.pt", full=False)
         save(run / "last.pt", full=True)
         _write_json(state["history"], run / "history.json")
-        log(f"epoch {epoch + 1}: train {train_loss:.5g}  valid {valid:.5g}{'  *best' if improved else ''}  "
+        log(f"epoch {epoch + 1}: train {train_loss:.5g}  valid {valid:.5g}"
+            f"{'' if sdr is None else f'  SDR {sdr:.2f} dB'}{'  *best' if keep else ''}  "
             f"lr {optimizer.param_groups[0]['lr']:.3g}  {seconds:.1f}s")
         if state["bad_epochs"] > cfg.patience:
             stop = "early-stopped"

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,44 @@ def test_unknown_phase_in_a_real_process(tmp_path):
     assert r.returncode == 2
     assert_one_error_line(r.stderr)
     assert "--phase" in r.stderr
+
+
+def test_scorer_hw2_gives_museval_numbers(wav_root, checkpoint, tmp_path):
+    """`--scorer hw2` (the default) and `--scorer museval` write the same tables, to 0.01 dB."""
+    pytest.importorskip("museval")
+    scores = {}
+    for scorer in ("hw2", "museval"):
+        out = tmp_path / scorer
+        assert main(["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint",
+                     str(checkpoint), "--samples", "0", "--scorer", scorer, "--out", str(out)]) == 0
+        doc = json.loads((out / "train-valid.json").read_text())
+        scores[scorer] = [row["scores"] for row in doc["rows"]]
+    for ours, theirs in zip(scores["hw2"], scores["museval"]):
+        for target in ("vocals", "accompaniment"):
+            for metric in METRICS:
+                assert abs(ours[target][metric] - theirs[target][metric]) < 0.01, (target, metric)
+
+
+def test_scorer_workers_do_not_hang_after_torch_ran_threaded(tmp_path):
+    """Regression: `--jobs 2` forked its workers; after the parent had separated with several torch threads, a
+    forked worker hung in its first parallel torch op (the hw2 scorer is torch). Workers are spawned now."""
+    script = textwrap.dedent(f"""
+        import numpy as np, torch
+        from hw2.evaluate import Evaluation
+        if __name__ == "__main__":
+            torch.set_num_threads(2)
+            a = torch.randn(1000, 1000); (a @ a).sum()  # the parent's thread pool has run, as after separating
+            rng = np.random.default_rng(0)
+            refs = {{t: np.round(rng.standard_normal((2 * 44100, 2)) * 3000).astype(np.float32) / 32768
+                    for t in ("vocals", "accompaniment")}}
+            ests = {{t: v + np.float32(0.05) * rng.standard_normal(v.shape).astype(np.float32) for t, v in refs.items()}}
+            ev = Evaluation({str(tmp_path)!r}, "x", "test", jobs=2)
+            for i in range(3):
+                ev.add({{"label": "m", "checkpoint": None, "epoch": None, "method": "mixture"}}, f"t{{i}}", refs, ests)
+            print(ev.finish()[0]["nb_tracks"])
+    """)
+    (tmp_path / "run.py").write_text(script)
+    r = subprocess.run([sys.executable, str(tmp_path / "run.py")], capture_output=True, text=True, timeout=300,
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "3"

@@ -459,3 +459,39 @@ def test_cli_full_length_run_is_interrupted_resumes_and_finishes(long_root, tmp_
     wa, wb = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "AB")
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=0, msg=k)
+
+
+# ------------------------------------------------------------------------------------------------ valid SDR
+def test_valid_sdr_in_history_and_best_by_sdr(wav_root, wav_cache, tmp_path):
+    """--sdr-every 1 --select-by sdr: every epoch's valid SDR is in history.json, and best.pt is the epoch with
+    the highest one; that number is what infer.py's scorer gives for best.pt on the valid split."""
+    from hw2.evaluate import median_of_medians, score_track, track_medians
+    from hw2.data import open_cached
+    from hw2.separate import Separator
+
+    cfg = tiny(wav_root, tmp_path / "run", wav_cache, epochs=2, sdr_every=1, select_by="sdr")
+    logs = []
+    summary = train(cfg, log=logs.append)
+    h = history(tmp_path / "run")
+    sdrs = [e["valid_sdr"] for e in h]
+    assert all(isinstance(x, float) and math.isfinite(x) for x in sdrs), sdrs
+    best_epoch = max(range(len(sdrs)), key=lambda i: sdrs[i]) + 1
+    assert summary["best_epoch"] == best_epoch == load_checkpoint(tmp_path / "run" / "best.pt")["epoch"]
+    assert [e["best"] for e in h][0] and "SDR" in logs[-1]
+    # the recorded SDR is the scorer's on best.pt's separations of the valid tracks
+    sep = Separator.from_checkpoint(tmp_path / "run" / "best.pt")
+    medians = []
+    for track in open_cached(wav_root, "train", "valid", wav_cache, progress=False):
+        est = sep.separate(track.stem("mixture").T, ("mixture",), key=track.name)["mixture"]
+        refs = {"vocals": track.target("vocals").T, "accompaniment": track.target("accompaniment").T}
+        medians.append(track_medians(score_track(track.name, refs, est)))
+    assert median_of_medians(medians)["vocals"]["SDR"] == pytest.approx(sdrs[best_epoch - 1], abs=1e-4)
+
+
+def test_select_by_sdr_needs_sdr_every(wav_root, wav_cache, tmp_path):
+    with pytest.raises(Hw2Error, match="--select-by sdr needs --sdr-every"):
+        train(tiny(wav_root, tmp_path / "run", wav_cache, select_by="sdr"))
+    with pytest.raises(Hw2Error, match="needs --target vocals"):
+        train(tiny(wav_root, tmp_path / "run", wav_cache, sdr_every=1, target="drums"))
+    h_default = tiny(wav_root, tmp_path / "run", wav_cache)
+    assert (h_default.sdr_every, h_default.select_by) == (0, "loss")
