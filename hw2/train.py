@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
-from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, open_cached
+from hw2.data import MIXING, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
@@ -150,13 +150,14 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def input_statistics(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_dur: float = 30.0):
-    """Mean and std per bin of the (channel-averaged) mixture magnitude over the full training tracks,
-    as Open-Unmix's scaler computes them."""
+    """Mean and std per bin of the (channel-averaged) mixture magnitude over the full training tracks, as
+    Open-Unmix's scaler computes them, of the sum of the sources: what training feeds the model (and the training
+    cache holds no mixture)."""
     total = torch.zeros(model.nb_output_bins, dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     count = 0
     for track in tracks:
-        for (mix,) in _chunks([track.stem("mixture")], track.rate, chunk_dur, model.cfg.n_fft):
+        for (mix,) in _chunks([sum(track.stem(s) for s in SOURCES)], track.rate, chunk_dur, model.cfg.n_fft):
             mag = model.magnitude(mix.to(device))[1].mean(1)[0].double().cpu()  # (nb_bins, nb_frames)
             total += mag.sum(1)
             total_sq += (mag ** 2).sum(1)
@@ -243,7 +244,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)
 
-    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, progress=not cfg.quiet)
+    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, not cfg.quiet, SOURCES)
     valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir or None, progress=not cfg.quiet)
     sampler = make_sampler(cfg, train_tracks)
 
