@@ -136,12 +136,12 @@ def run_child(kind: str, *args) -> None:
         audio = sum(tr.nb_samples for tr in train + valid) / RATE
         print(json.dumps({"seconds": seconds, "audio_s": audio, "maxrss": _maxrss(),
                           "train_audio_s": sum(tr.nb_samples for tr in train) / RATE}))
-    elif kind == "loader":  # root cache mode prefetch batches warm_gb
+    elif kind == "loader":  # root cache mode prefetch batches warm_gb step_ms
         import torch
 
         from hw2.data import ExcerptSampler
-        root, cache, mode, prefetch, batches, warm_gb = args[0], args[1], args[2], int(args[3]), int(args[4]), \
-            float(args[5])
+        root, cache, mode, prefetch, batches = args[0], args[1], args[2], int(args[3]), int(args[4])
+        warm_gb, step = float(args[5]), float(args[6]) / 1000
         tracks = open_cached(root, "train", "train", cache, False, SOURCES)
         if mode == "warm":  # the tracks that fit warm_gb, read once
             keep, size = [], 0
@@ -163,11 +163,15 @@ def run_child(kind: str, *args) -> None:
         eb = sampler.epoch(0)
         eb.prefetch = prefetch
         before, t, n = _read_bytes(), time.perf_counter(), 0
+        waited = 0.0
         for i in range(n_batches):
+            w = time.perf_counter()
             mix, tgt = eb[i]
+            waited += time.perf_counter() - w
             n += len(mix)
+            time.sleep(step)  # a training step's stand-in: the GPU computes while the loader may read ahead
         seconds = time.perf_counter() - t
-        print(json.dumps({"excerpts": n, "seconds": seconds, "read_bytes": _read_bytes() - before,
+        print(json.dumps({"excerpts": n, "seconds": seconds, "waited": waited, "read_bytes": _read_bytes() - before,
                           "excerpt_bytes": sampler.excerpt_len * 4 * len(SOURCES), "tracks": len(tracks),
                           "torch_threads": torch.get_num_threads(), "maxrss": _maxrss()}))
     elif kind == "disk":  # cache: 1 MB random reads of the cold train cache files, 1 and 8 in flight
@@ -278,15 +282,22 @@ def bench(a) -> None:
     row("disk: 1.06 MB random reads of the cold cache", f"{d['1'] / 1e6:.0f} MB/s",
         f"one at a time ({d['1'] / excerpt_mb / 1e6:.0f} excerpts/s of reading); {d['8'] / 1e6:.0f} MB/s with eight "
         f"in flight ({d['8'] / excerpt_mb / 1e6:.0f} excerpts/s)")
-    warm = child(["loader", root, cache, "warm", 4, a.batches, a.warm_gb])
+    warm = child(["loader", root, cache, "warm", 4, a.batches, a.warm_gb, 0])
     loader_row("loader warm, prefetch 4 batches", warm, f" (fit in {a.warm_gb:g} GB)")
-    cold = child(["loader", root, cache, "cold", 4, a.batches, 0])
+    cold = child(["loader", root, cache, "cold", 4, a.batches, 0, 0])
     loader_row("loader cold page cache, prefetch 4 batches", cold)
-    sync = child(["loader", root, cache, "cold", 0, a.batches, 0])
+    sync = child(["loader", root, cache, "cold", 0, a.batches, 0, 0])
     loader_row("loader cold page cache, no prefetch (baseline)", sync)
+    step_ms = BATCH / a.step_rate * 1000
+    for prefetch in (4, 0):
+        r = child(["loader", root, cache, "cold", prefetch, a.batches, 0, step_ms])
+        row(f"cold, a {step_ms:.0f} ms step after each batch, {'prefetch 4' if prefetch else 'no prefetch'}",
+            f"{r['excerpts'] / r['seconds']:.0f} excerpts/s",
+            f"the step waited on the loader {r['waited'] / r['excerpts'] * BATCH * 1000:.0f} ms per batch "
+            f"(a step at {a.step_rate:g} excerpts/s that never waits: {a.step_rate:g} excerpts/s)")
     limit = train_bytes // 2
     lim = None if limit < 1.5e9 else \
-        child_in_cgroup(["loader", root, cache, "cold", 4, 0 if a.epoch else a.batches, 0], limit)
+        child_in_cgroup(["loader", root, cache, "cold", 4, 0 if a.epoch else a.batches, 0, 0], limit)
     if limit < 1.5e9:
         row("loader memory-limited", "skipped", "the cache is too small to hold the loader to half of it")
     elif lim is None:
@@ -324,6 +335,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=40, help="batches of 16 per loader measurement")
     p.add_argument("--epoch", action=argparse.BooleanOptionalAction, default=True,
                    help="the memory-limited loader run reads a whole epoch (train tracks x 64 excerpts)")
+    p.add_argument("--step-rate", type=float, default=92.0,
+                   help="excerpts/s of the simulated training step (92: an epoch of 86 x 64 in 60 s, the T4 target)")
     p.add_argument("--warm-gb", type=float, default=4.0, help="cache GB the warm loader run reads first")
     p.add_argument("--valid-tracks", type=int, default=0, help="valid tracks to time (0: all, -1: skip)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for validation")

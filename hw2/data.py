@@ -28,7 +28,7 @@ import torch
 from hw2 import Hw2Error, atomic_write, remove_stale_temporaries
 
 RATE = 44100
-STEMS = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB stem ids 0..4; the cache keeps this order
+STEMS = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB stem ids 0..4
 SOURCES = STEMS[1:]
 # A target is a sum of sources; "accompaniment" is MUSDB's non-vocals target.
 TARGETS = {"vocals": ("vocals",), "accompaniment": ("drums", "bass", "other"),
@@ -73,7 +73,8 @@ def require_ffmpeg() -> None:
 def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | None = None) -> list:
     """The `musdb` tracks of one subset, with musdb's standard train / valid split of the train folder.
 
-    subset: "train" or "test"; split: None (the whole subset), "train" (80 tracks) or "valid" (14 tracks).
+    subset: "train" or "test"; split: None (the whole subset), "train" or "valid" (musdb's 14 validation tracks,
+    those of them the root holds; full MUSDB18: 86 train and 14 valid tracks).
     """
     if subset not in ("train", "test"):
         raise Hw2Error(f"unknown subset {subset!r}: use train or test")
