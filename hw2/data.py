@@ -323,9 +323,9 @@ def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     if old and root not in _NOTED:
         _NOTED.add(root)
         size = sum(f.stat().st_size for p in old for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+        fix = " ".join([f"{root}/*.npy"] * any(p.is_file() for p in old) + [str(p) for p in old if p.is_dir()])
         print(f"note: {root} also holds an older hw2 cache layout ({len(old)} entries, {size / 1e9:.1f} GB) that "
-              f"is no longer read; delete it to free the space: rm -r {' '.join(str(p) for p in old[:2])}"
-              f"{' ...' if len(old) > 2 else ''}", file=sys.stderr)
+              f"is no longer read; delete it to free the space: rm -r {fix}", file=sys.stderr)
     return folder
 
 
@@ -392,7 +392,7 @@ def _disk_full(folder: Path, need: float, free: float) -> Hw2Error:
     old = _old_layouts(folder.parent)
     return Hw2Error(f"{folder}: not enough disk space for the decoded cache ({need / 1e9:.2f} GB more needed, "
                     f"{free / 1e9:.2f} GB free); free space there"
-                    f"{' (an older cache layout there is no longer read: rm -r ' + str(old[0]) + ' ...)' if old else ''}"
+                    f"{' (an older cache layout there is no longer read: see the note above)' if old else ''}"
                     " or set --cache-dir / $HW2_CACHE to a folder with room")
 
 
