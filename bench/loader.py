@@ -4,8 +4,9 @@ Measures excerpts per second of building training examples (mixture, vocals) of 
 incoherent random track mixing and the gain (0.25-1.25) + left/right swap augmentations, on the same train-split
 tracks, in one run:
 
-  (a) ours:  hw2.data.ExcerptSampler reading the int16 decoded cache (memory-mapped), balanced sampling; in
-             process, and through a torch DataLoader with `--workers` worker processes;
+  (a) ours:  hw2.data.ExcerptSampler reading the int16 decoded cache (one read per source excerpt, the next
+             batches prefetched in two threads), balanced sampling; in process, and through a torch DataLoader
+             with `--workers` worker processes;
   (b) naive: Open-Unmix's MUSDBDataset (random_track_mix=True): for each source pick a random track, set
              track.chunk_start / chunk_duration and read track.sources[source].audio, which decodes the file
              through stempeg/ffmpeg every time, then augment and sum.
@@ -31,11 +32,12 @@ def ours(cached, seconds: float, batch_size: int, batches: int, workers: int, se
     sampler = ExcerptSampler(cached, seconds, ("vocals",), "balanced", batch_size, samples_per_track=64,
                              mixing="incoherent", gain=(0.25, 1.25), swap=True, seed=seed)
     batches = min(batches, sampler.nb_batches(0) - 1)
-    sampler.batch(0, 0)  # warm-up
+    batches_0 = sampler.epoch(0)
+    batches_0[0]  # warm-up
     t = time.perf_counter()
     n = 0
     for step in range(1, batches + 1):
-        mix, tgt = sampler.batch(0, step)
+        mix, tgt = batches_0[step]
         n += len(mix)
     in_process = (n, time.perf_counter() - t)
     if workers <= 0:
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
         if short:
             raise Hw2Error(f"{len(short)} tracks (e.g. {short[0]!r}) are shorter than {a.seconds:g} s; "
                            "lower --seconds")
-        cached = load_cached(tracks, a.cache_dir)
+        cached = load_cached(tracks, a.cache_dir, stems=SOURCES)
         (n_in, t_in), dl = ours(cached, a.seconds, a.batch_size, a.batches, a.workers, a.seed)
         n_nv, t_nv = naive(tracks, a.seconds, a.naive_excerpts, a.seed)
     except Hw2Error as e:

@@ -1,8 +1,9 @@
 """MUSDB18 data: open a root in either format, decode each track once into a cache, sample training excerpts.
 
-The training loop never decodes audio. Each track is decoded once (through `musdb`) into one int16 `.npy`
-of shape (nb_stems=5, nb_channels=2, nb_samples), stems in MUSDB's stem order
-(mixture, drums, bass, other, vocals), memory-mapped at training time. MUSDB18 stems decode as 16-bit PCM and
+The training loop never decodes audio. Each track is decoded once, one stem at a time, into a cache folder of
+int16 `.npy` files of shape (nb_samples, nb_channels=2), one per stem a use reads: training the four sources,
+validation and test also the real mixture (MUSDB's mixture is not exactly the sum of its stems). Channels are
+interleaved, so one excerpt of one source is one contiguous read. MUSDB18 stems decode as 16-bit PCM and
 MUSDB18-HQ stores 16-bit WAVs, so int16 loses nothing.
 
 Excerpts are drawn by a strategy (seed 000, Open-Unmix's defaults from seed 003) and mixed on the fly, so random
@@ -11,9 +12,11 @@ track mixing and the gain / channel-swap augmentations survive the cache. Every 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +25,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hw2 import Hw2Error, atomic_write
+from hw2 import Hw2Error, atomic_write, remove_stale_temporaries
 
 RATE = 44100
-STEMS = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB stem ids 0..4; the cache keeps this order
+STEMS = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB stem ids 0..4
 SOURCES = STEMS[1:]
 # A target is a sum of sources; "accompaniment" is MUSDB's non-vocals target.
 TARGETS = {"vocals": ("vocals",), "accompaniment": ("drums", "bass", "other"),
            "drums": ("drums",), "bass": ("bass",), "other": ("other",)}
 STRATEGIES = ("balanced", "random", "exhaustive", "roundrobin", "sequential")
 MIXING = ("incoherent", "coherent")
-CACHE_VERSION = 1  # bump when the cache layout changes: every key changes with it
+CACHE_VERSION = 2  # bump when the cache layout changes: entries live in <cache dir>/v<CACHE_VERSION>/
 _SCALE = 1.0 / 32768.0
 
 
@@ -105,8 +108,8 @@ def require_ffmpeg() -> None:
 def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | None = None) -> list:
     """The `musdb` tracks of one subset, with musdb's standard train / valid split of the train folder.
 
-    subset: "train" or "test"; split: None (the whole subset), "train" (86 tracks of full MUSDB18, 80 of the 7-s
-    preview) or "valid" (musdb's 14 validation tracks).
+    subset: "train" or "test"; split: None (the whole subset), "train" or "valid" (musdb's 14 validation tracks,
+    those of them the root holds; full MUSDB18: 86 train and 14 valid tracks).
     """
     if subset not in ("train", "test"):
         raise Hw2Error(f"unknown subset {subset!r}: use train or test")
@@ -184,18 +187,26 @@ def blocks(length: int, size: int, context: int = 0, min_size: int = 1):
 # ----------------------------------------------------------------------------------------------------- cache
 @dataclass
 class CachedTrack:
-    """One decoded track. `audio`: int16 (nb_stems=5, nb_channels=2, nb_samples), memory-mapped."""
+    """One decoded track. `stems`: {stem: int16 (nb_samples, nb_channels=2)}, memory-mapped from the cache, only
+    the stems its use needs. An int16 (nb_stems=5, nb_channels, nb_samples) array in stem order is accepted too."""
     name: str
-    audio: np.ndarray
+    stems: dict
     rate: int = RATE
+
+    def __post_init__(self):
+        if isinstance(self.stems, np.ndarray):
+            self.stems = {s: a.T for s, a in zip(STEMS, self.stems)}
 
     @property
     def nb_samples(self) -> int:
-        return self.audio.shape[-1]
+        return len(next(iter(self.stems.values())))
 
     def stem(self, name: str) -> np.ndarray:
         """float32 (nb_channels, nb_samples) of one stem."""
-        return self.audio[STEMS.index(name)].astype(np.float32) * np.float32(_SCALE)
+        if name not in self.stems:
+            raise Hw2Error(f"track {self.name!r}: the {name} stem was not cached for this use; open the tracks "
+                           f"with stems including {name!r}")
+        return self.stems[name].T.astype(np.float32) * np.float32(_SCALE)
 
     def target(self, name: str) -> np.ndarray:
         """float32 (nb_channels, nb_samples) of a target: the sum of its sources."""
@@ -203,14 +214,20 @@ class CachedTrack:
 
 
 def cache_key(track) -> str:
-    """Changes when any source file changes (path, size, mtime), or the cache layout does."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}".encode())
+    """Changes when a source file's size or content changes, or the cache layout does; not with its folder or
+    modification time, so a root copied to a new path (each Colab session) or synced by Drive keeps its cache.
+    Content: a hash of five 4 KiB samples of each file (its header and four points across it)."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{track.name}".encode())
     for f in track_files(track):
         try:
-            st = f.stat()
+            size = f.stat().st_size
+            with open(f, "rb") as fh:
+                for k in range(5):
+                    fh.seek(k * size // 5)
+                    h.update(fh.read(4096))
         except OSError:
             raise Hw2Error(f"{f}: cannot read this file; check that the MUSDB root is complete") from None
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(f"|{f.name}|{size}".encode())
     return h.hexdigest()[:16]
 
 
@@ -286,26 +303,28 @@ def _unreadable(path: Path, e: Exception) -> Hw2Error:
 
 
 def read_stems(track, stems=STEMS, max_mismatch: float = 1.0) -> dict[str, np.ndarray]:
-    """{stem: int16 (nb_samples, 2)}, one `read_stem` each, cut to a common length.
-
-    AAC streams may differ by a few samples (stempeg cuts them to the shortest too); stems whose lengths differ
-    by more than `max_mismatch` seconds are not one track's stems and are refused.
-    """
+    """{stem: int16 (nb_samples, 2)}, one `read_stem` each, cut to a common length (`common_length`)."""
     out = {s: read_stem(track, s) for s in stems}
-    lengths = {s: len(a) for s, a in out.items()}
+    n = common_length(track, {s: len(a) for s, a in out.items()}, max_mismatch)
+    return {s: a[:n] for s, a in out.items()}
+
+
+def common_length(track, lengths: dict[str, int], max_mismatch: float = 1.0) -> int:
+    """The shortest of the stems' lengths. AAC streams may differ by a few samples (stempeg cuts them to the
+    shortest too); stems whose lengths differ by more than `max_mismatch` seconds are not one track's stems and
+    are refused."""
     n = min(lengths.values())
     if max(lengths.values()) - n > max_mismatch * RATE:
         where = track_files(track)[0] if not track.is_wav else Path(track.path).parent
         detail = ", ".join(f"{s} {v / RATE:.2f} s" for s, v in lengths.items())
         raise Hw2Error(f"{where}: stems of different lengths ({detail}); a MUSDB track's stems are equally "
                        "long: replace the track")
-    return {s: a[:n] for s, a in out.items()}
+    return n
 
 
-def decode(track) -> np.ndarray:
-    """int16 (5, 2, nb_samples) in stem order, the samples musdb decodes."""
-    stems = read_stems(track)
-    return np.stack([stems.pop(s).T for s in STEMS])
+def decode(track) -> dict[str, np.ndarray]:
+    """{stem: int16 (nb_samples, 2)} of all five stems, the samples musdb decodes: `CachedTrack(name, decode(t))`."""
+    return read_stems(track)
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -313,36 +332,125 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> list[CachedTrack]:
-    """Decode every track not yet in the cache (atomically, with a progress bar) and memory-map them all."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+BYTES_PER_SECOND = RATE * 2 * 2  # one int16 stereo stem: 176,400 bytes per second of audio
+_NOTED: set = set()
+
+
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding this layout's entries (`<cache_dir>/v<CACHE_VERSION>`), created if needed.
+
+    Only the default cache dir is created with its parents: a given folder whose parent is missing is more
+    likely an unmounted drive (Colab's /content/drive) than a folder to create, and a cache written there would
+    be lost with the runtime."""
+    given = cache_dir is not None and str(cache_dir) != ""
+    root = Path(cache_dir).expanduser() if given else default_cache_dir()
+    if given and not root.is_dir() and not root.parent.is_dir():
+        raise Hw2Error(f"{root}: cannot hold the decoded cache, its parent folder {root.parent} does not exist "
+                       "(a Google Drive not mounted?): mount it (drive.mount('/content/drive')) or create the "
+                       "folder, or set --cache-dir / $HW2_CACHE to a writable folder")
+    folder = root / f"v{CACHE_VERSION}"
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise Hw2Error(f"{cache_dir}: cannot create the decoded cache here ({e.strerror}); "
+        raise Hw2Error(f"{root}: cannot create the decoded cache here ({e.strerror}); "
                        "set --cache-dir or $HW2_CACHE to a writable folder") from None
-    paths = [cache_dir / f"{_safe(t.name)}.{cache_key(t)}.npy" for t in tracks]
-    todo = [(t, p) for t, p in zip(tracks, paths) if not p.exists()]
+    old = _old_layouts(root)
+    if old and root not in _NOTED:
+        _NOTED.add(root)
+        size = sum(f.stat().st_size for p in old for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+        fix = " ".join([f"{root}/*.npy"] * any(p.is_file() for p in old) + [str(p) for p in old if p.is_dir()])
+        print(f"note: {root} also holds an older hw2 cache layout ({len(old)} entries, {size / 1e9:.1f} GB) that "
+              f"is no longer read; delete it to free the space: rm -r {fix}", file=sys.stderr)
+    return folder
+
+
+def _old_layouts(root: Path) -> list[Path]:
+    """Entries of earlier layouts: version 1 kept one `<track>.<key>.npy` per track in the cache dir itself."""
+    return sorted([p for p in root.glob("*.npy")] +
+                  [p for p in root.glob("v[0-9]*") if p.is_dir() and p.name != f"v{CACHE_VERSION}"])
+
+
+def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                stems: Sequence[str] = STEMS, jobs: int = 2) -> list[CachedTrack]:
+    """Decode every stem not yet in the cache, then memory-map them all: a `CachedTrack` per track with `stems`.
+
+    An entry is the folder `<cache_dir>/v<CACHE_VERSION>/<track>.<key>/` holding one `<stem>.npy` per decoded
+    stem, each written atomically, so an interrupted build leaves whole files only and the next run decodes what
+    is missing. Stems are decoded one at a time (peak memory: two copies of one stem, about 0.2 GB for a
+    10-minute track), `jobs` tracks at once (ffmpeg decodes on one core)."""
+    folder = cache_folder(cache_dir)
+    entries = [folder / f"{_safe(t.name)}.{cache_key(t)}" for t in tracks]
+    todo = [(t, e, [s for s in stems if not (e / f"{s}.npy").is_file()]) for t, e in zip(tracks, entries)]
+    todo = [x for x in todo if x[2]]
     if todo:
+        need = sum(t.duration * BYTES_PER_SECOND * len(missing) for t, _, missing in todo)
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise _disk_full(folder, need, free)
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm.auto import tqdm
-        for track, path in tqdm(todo, desc=f"decoding into {cache_dir}", unit="track", disable=not progress):
-            atomic_save_npy(path, decode(track))
-    out = []
-    for track, path in zip(tracks, paths):
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            done = pool.map(lambda x: _build_entry(*x), todo)
+            for _ in tqdm(done, total=len(todo), desc=f"decoding into {folder}", unit="track",
+                          disable=not progress):
+                pass
+    return [_open_entry(t, e, stems) for t, e in zip(tracks, entries)]
+
+
+def _build_entry(track, entry: Path, stems: Sequence[str]) -> None:
+    if entry.is_dir():
+        remove_stale_temporaries(entry)
+    for stem in stems:
+        pcm = read_stem(track, stem)
         try:
-            audio = np.load(path, mmap_mode="r")
-        except (ValueError, OSError):
-            path.unlink(missing_ok=True)  # unreadable cache entry: decode again
-            atomic_save_npy(path, decode(track))
-            audio = np.load(path, mmap_mode="r")
-        out.append(CachedTrack(track.name, audio))
-    return out
+            atomic_save_npy(entry / f"{stem}.npy", pcm)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full(entry.parent, pcm.nbytes, shutil.disk_usage(entry.parent).free) from None
+            raise
+    try:  # stems of different lengths are not one track: keep no entry that every later run would refuse
+        common_length(track, {p.stem: n for p in entry.glob("*.npy") if (n := _npy_len(p)) is not None})
+    except Hw2Error:
+        shutil.rmtree(entry, ignore_errors=True)
+        raise
+
+
+def _npy_len(path: Path) -> int | None:
+    try:
+        return len(np.load(path, mmap_mode="r"))
+    except (ValueError, OSError, TypeError):
+        return None
+
+
+def _disk_full(folder: Path, need: float, free: float) -> Hw2Error:
+    old = _old_layouts(folder.parent)
+    return Hw2Error(f"{folder}: not enough disk space for the decoded cache ({need / 1e9:.2f} GB more needed, "
+                    f"{free / 1e9:.2f} GB free); free space there"
+                    f"{' (an older cache layout there is no longer read: see the note above)' if old else ''}"
+                    " or set --cache-dir / $HW2_CACHE to a folder with room")
+
+
+def _open_entry(track, entry: Path, stems: Sequence[str]) -> CachedTrack:
+    arrays = {}
+    for stem in stems:
+        path = entry / f"{stem}.npy"
+        try:
+            arrays[stem] = np.load(path, mmap_mode="r")
+            if arrays[stem].dtype != np.int16 or arrays[stem].ndim != 2 or arrays[stem].shape[1] != 2:
+                raise ValueError("not int16 (nb_samples, 2)")
+        except (ValueError, OSError):  # unreadable entry (written by something else): decode that stem again
+            path.unlink(missing_ok=True)
+            _build_entry(track, entry, [stem])
+            arrays[stem] = np.load(path, mmap_mode="r")
+    n = common_length(track, {s: len(a) for s, a in arrays.items()})
+    return CachedTrack(track.name, {s: a[:n] for s, a in arrays.items()})
 
 
 def open_cached(root, subset: str = "train", split: str | None = None, cache_dir=None,
-                progress: bool = True) -> list[CachedTrack]:
-    """`open_tracks` then `load_cached`: the usual way in."""
-    return load_cached(open_tracks(root, subset, split), cache_dir, progress)
+                progress: bool = True, stems: Sequence[str] = STEMS) -> list[CachedTrack]:
+    """`open_tracks` then `load_cached`: the usual way in. Training needs only `stems=SOURCES`."""
+    return load_cached(open_tracks(root, subset, split), cache_dir, progress, stems)
 
 
 def _safe(name: str) -> str:
@@ -481,13 +589,12 @@ class ExcerptSampler:
         mix = np.zeros((b, 2, n), np.float32)
         tgt = np.zeros((b, len(self.targets), 2, n), np.float32)
         tmp = np.empty((2, n), np.float32)
+        pcm = np.empty((n, 2), np.int16)
         for i in range(b):
             for j, source in enumerate(SOURCES):
-                t, s = d["tracks"][i, j], d["starts"][i, j]
-                pcm = self.tracks[t].audio[j + 1, :, s:s + n]
-                if d["swaps"][i, j]:
-                    pcm = pcm[::-1]
-                np.multiply(pcm, d["gains"][i, j] * _SCALE, out=tmp, dtype=np.float32)
+                read_excerpt(self.tracks[d["tracks"][i, j]].stems[source], d["starts"][i, j], pcm)
+                np.multiply(pcm[:, ::-1].T if d["swaps"][i, j] else pcm.T, d["gains"][i, j] * _SCALE, out=tmp,
+                            dtype=np.float32)
                 mix[i] += tmp
                 if self._dest[j] >= 0:
                     tgt[i, self._dest[j]] += tmp
@@ -498,13 +605,39 @@ class ExcerptSampler:
         return EpochBatches(self, epoch, start_step)
 
 
+def read_excerpt(stem: np.ndarray, start: int, out: np.ndarray) -> None:
+    """Copy `stem[start:start + len(out)]` (int16 (nb_samples, 2)) into `out`: for a cache file, one `pread` of
+    exactly those bytes (a memory-mapped slice would page-fault it in 4 KiB pieces with read-around)."""
+    if isinstance(stem, np.memmap) and stem.flags.c_contiguous:
+        fd = os.open(stem.filename, os.O_RDONLY)
+        try:
+            view = memoryview(out).cast("B")
+            offset, got = stem.offset + int(start) * out.strides[0], 0
+            while got < len(view):
+                k = os.preadv(fd, [view[got:]], offset + got)
+                if k <= 0:
+                    raise Hw2Error(f"{stem.filename}: cache file shorter than its header says; delete it")
+                got += k
+        finally:
+            os.close(fd)
+    else:
+        out[...] = stem[start:start + len(out)]
+
+
 class EpochBatches(torch.utils.data.Dataset):
     """The batches of one epoch from `start_step` on, as a map-style dataset: use
-    `DataLoader(batches, batch_size=None, num_workers=k)` to build them in worker processes."""
+    `DataLoader(batches, batch_size=None, num_workers=k)` to build them in worker processes.
 
-    def __init__(self, sampler: ExcerptSampler, epoch: int, start_step: int = 0):
+    Read in order, it builds the next `prefetch` batches in `threads` background threads (their reads and numpy
+    mixing release the GIL), so the training step does not wait on the disk while it can keep up. The batches
+    are the same with or without prefetching: each one is `sampler.batch(epoch, step)`."""
+
+    def __init__(self, sampler: ExcerptSampler, epoch: int, start_step: int = 0, prefetch: int = 4,
+                 threads: int = 2):
         self.sampler, self.epoch, self.start_step = sampler, epoch, start_step
         self.length = max(0, sampler.nb_batches(epoch) - start_step)
+        self.prefetch, self.threads = prefetch, threads
+        self._pool, self._pid, self._ahead = None, None, {}
 
     def __len__(self) -> int:
         return self.length
@@ -512,4 +645,19 @@ class EpochBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         if not 0 <= i < self.length:
             raise IndexError(i)
-        return self.sampler.batch(self.epoch, self.start_step + i)
+        if self.prefetch <= 0:
+            return self.sampler.batch(self.epoch, self.start_step + i)
+        if self._pid != os.getpid():  # first use in this process (a DataLoader worker is a fork)
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool, self._pid, self._ahead = ThreadPoolExecutor(self.threads), os.getpid(), {}
+        info = torch.utils.data.get_worker_info()
+        stride = info.num_workers if info else 1  # a worker is asked every num_workers-th batch
+        for k in range(i, min(self.length, i + stride * (self.prefetch + 1)), stride):
+            if k not in self._ahead:
+                self._ahead[k] = self._pool.submit(self.sampler.batch, self.epoch, self.start_step + k)
+        for k in [k for k in self._ahead if k < i]:  # skipped (random access): drop
+            self._ahead.pop(k).cancel()
+        return self._ahead.pop(i).result()
+
+    def __getstate__(self):  # pickled for spawned workers: without the threads
+        return {**self.__dict__, "_pool": None, "_pid": None, "_ahead": {}}

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
-from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, open_cached
+from hw2.data import (MIXING, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
+                      open_tracks, read_stem)
 from hw2.model import ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
@@ -184,14 +186,15 @@ def precision(amp: str, device) -> tuple[torch.dtype | None, torch.amp.GradScale
 
 
 @torch.no_grad()
-def input_statistics(model: SpectrogramModel, tracks: list[CachedTrack], device, chunk_dur: float = 30.0):
-    """Mean and std per bin of the (channel-averaged) mixture magnitude over the full training tracks,
-    as Open-Unmix's scaler computes them."""
+def input_statistics(model: SpectrogramModel, mixtures, device, chunk_dur: float = 30.0):
+    """Mean and std per bin of the (channel-averaged) mixture magnitude over the full training tracks, as
+    Open-Unmix's scaler computes them. mixtures: an iterable of float32 (nb_channels, nb_samples) arrays, the
+    training tracks' real mixtures (decoded once for a new run: the training cache holds only the sources)."""
     total = torch.zeros(model.nb_output_bins, dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     count = 0
-    for track in tracks:
-        for (mix,) in _chunks([track.stem("mixture")], track.rate, chunk_dur, model.cfg.n_fft):
+    for mixture in mixtures:
+        for (mix,) in _chunks([mixture], model.cfg.rate, chunk_dur, model.cfg.n_fft):
             mag = model.magnitude(mix.to(device))[1].mean(1)[0].double().cpu()  # (nb_bins, nb_frames)
             total += mag.sum(1)
             total_sq += (mag ** 2).sum(1)
@@ -306,8 +309,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)
 
-    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, progress=not cfg.quiet)
-    valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir or None, progress=not cfg.quiet)
+    train_files = open_tracks(cfg.musdb_root, "train", "train")
+    train_tracks = load_cached(train_files, cfg.cache_dir or None, not cfg.quiet, SOURCES)
+    valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir or None, not cfg.quiet)
     sampler = make_sampler(cfg, train_tracks)
 
     torch.manual_seed(cfg.seed)
@@ -324,7 +328,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "best_loss": math.inf, "best_epoch": 0,
              "bad_epochs": 0, "history": [], "seconds": 0.0, "best_sdr": -math.inf}
     if ckpt is None:
-        mean, std = input_statistics(model, train_tracks, device)
+        mixtures = (read_stem(t, "mixture").T.astype(np.float32) * np.float32(1 / 32768) for t in train_files)
+        mean, std = input_statistics(model, mixtures, device)
         model.set_input_stats(mean.to(device), std.to(device))
         run.mkdir(parents=True, exist_ok=True)
         _write_json(asdict(cfg), run / "config.json")

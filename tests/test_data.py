@@ -16,8 +16,9 @@ import soundfile as sf
 import torch
 
 from hw2 import Hw2Error
-from hw2.data import (RATE, SOURCES, STEMS, STRATEGIES, CachedTrack, ExcerptSampler, EpochBatches, cache_key,
-                      detect_format, load_cached, open_cached, open_tracks, plan_epoch)
+from hw2.data import (CACHE_VERSION, RATE, SOURCES, STEMS, STRATEGIES, CachedTrack, ExcerptSampler, EpochBatches,
+                      cache_key, detect_format, load_cached, open_cached, open_tracks, plan_epoch, read_excerpt,
+                      read_stems)
 from hw2.synth import VALID_NAMES
 
 NB_TRAIN, NB_VALID, NB_TEST = 4, 2, 1  # the generated roots' sizes (tests/conftest.py)
@@ -25,7 +26,17 @@ NB_TRAIN, NB_VALID, NB_TEST = 4, 2, 1  # the generated roots' sizes (tests/conft
 
 def leftovers(cache: Path) -> list[str]:
     """Temporary files a failed or interrupted cache write could leave behind."""
-    return sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp") or p.name.startswith("."))
+    return sorted(p.name for p in cache.rglob("*") if ".tmp" in p.name or p.name.startswith("."))
+
+
+def entries(cache: Path) -> list[Path]:
+    """The cache's track entries (folders) of the current layout."""
+    return sorted((cache / f"v{CACHE_VERSION}").iterdir()) if (cache / f"v{CACHE_VERSION}").is_dir() else []
+
+
+def pcm_of(c: CachedTrack) -> np.ndarray:
+    """int16 (5, 2, nb_samples) of a cached track holding all five stems, to compare with `musdb_pcm`."""
+    return np.stack([np.asarray(c.stems[s]).T for s in STEMS])
 
 
 def musdb_pcm(track) -> np.ndarray:
@@ -105,12 +116,11 @@ def test_standard_split_on_real_musdb(musdb_root):
     import yaml
 
     setup = yaml.safe_load((Path(musdb.__file__).parent / "configs" / "mus.yaml").read_text())
+    every = {t.name for t in open_tracks(musdb_root, "train")}
     train = open_tracks(musdb_root, "train", "train")
     valid = open_tracks(musdb_root, "train", "valid")
-    # musdb's valid list names 14 tracks; the rest of the train folder is train (80 in the preview, 86 in MUSDB18)
-    assert (len(train), len(valid)) == (len(open_tracks(musdb_root, "train")) - 14, 14)
-    assert {t.name for t in valid} == set(setup["validation_tracks"])
-    assert not {t.name for t in train} & {t.name for t in valid}
+    assert {t.name for t in valid} == every & set(setup["validation_tracks"]) and valid  # counts from the data
+    assert {t.name for t in train} == every - set(setup["validation_tracks"]) and train
 
 
 @pytest.mark.integration
@@ -118,7 +128,7 @@ def test_real_cache_equals_fresh_decode(musdb_root, real_cache_dir):
     tracks = open_tracks(musdb_root, "train", "valid")[:2]
     for track, cached in zip(tracks, load_cached(tracks, real_cache_dir, progress=False)):
         assert cached.name == track.name
-        np.testing.assert_array_equal(np.asarray(cached.audio), musdb_pcm(track))
+        np.testing.assert_array_equal(pcm_of(cached), musdb_pcm(track))
 
 
 # ------------------------------------------------------------------------------------------------------- cache
@@ -127,13 +137,14 @@ def test_cache_equals_fresh_decode(synth):
     tracks = open_tracks(root, "train")
     cached = load_cached(tracks, cache, progress=False)
     assert len(cached) == len(tracks) == NB_TRAIN + NB_VALID
-    assert len(list(cache.glob("*.npy"))) >= len(tracks)
+    assert len(entries(cache)) >= len(tracks)
     for track, c in list(zip(tracks, cached))[:2]:
-        assert c.name == track.name
-        assert c.audio.dtype == np.int16 and c.audio.shape[:2] == (5, 2)
-        assert isinstance(c.audio, np.memmap)
+        assert c.name == track.name and set(c.stems) == set(STEMS)
+        for s in STEMS:
+            assert c.stems[s].dtype == np.int16 and c.stems[s].shape == (c.nb_samples, 2)
+            assert isinstance(c.stems[s], np.memmap) and c.stems[s].flags.c_contiguous  # one excerpt: one read
         assert abs(c.nb_samples - 5.0 * RATE) < 0.1 * RATE  # AAC may pad a little
-        np.testing.assert_array_equal(np.asarray(c.audio), musdb_pcm(track))
+        np.testing.assert_array_equal(pcm_of(c), musdb_pcm(track))
         # float views: stem scale and targets are sums of their sources
         np.testing.assert_allclose(c.stem("vocals"), musdb_pcm(track)[4] / 32768.0, atol=1e-7)
         np.testing.assert_allclose(c.target("accompaniment"),
@@ -141,56 +152,125 @@ def test_cache_equals_fresh_decode(synth):
     assert not leftovers(cache)
 
 
+def test_training_cache_holds_the_sources_only(wav_root, tmp_path):
+    """Training reads four sources: its entries hold those (4 x 176,400 bytes per second of audio plus .npy
+    headers), equal to read_stems; a later use that needs the mixture adds only the mixture's file."""
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 00 - Train", root / "train" / "Synth 00 - Train")
+    (track,) = open_tracks(root, "train")
+    (c,) = load_cached([track], cache, progress=False, stems=SOURCES)
+    (entry,) = entries(cache)
+    assert sorted(p.name for p in entry.iterdir()) == sorted(f"{s}.npy" for s in SOURCES)
+    size = sum(p.stat().st_size for p in entry.iterdir())
+    assert size <= 4 * 4 * c.nb_samples + 4 * 256
+    ref = read_stems(track, SOURCES)
+    for s in SOURCES:
+        np.testing.assert_array_equal(np.asarray(c.stems[s]), ref[s])
+    with pytest.raises(Hw2Error, match="mixture stem was not cached"):
+        c.stem("mixture")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    (full,) = load_cached([track], cache, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir() if p.name in mtimes} == mtimes
+    np.testing.assert_array_equal(pcm_of(full), musdb_pcm(track))
+
+
 def test_cache_is_reused(wav_root, wav_cache):
     tracks = open_tracks(wav_root, "train", "train")
     load_cached(tracks, wav_cache, progress=False)
-    files = {p: p.stat().st_mtime_ns for p in wav_cache.glob("*.npy")}
+    files = {p: p.stat().st_mtime_ns for p in wav_cache.rglob("*.npy")}
     load_cached(open_tracks(wav_root, "train", "train"), wav_cache, progress=False)
-    assert {p: p.stat().st_mtime_ns for p in wav_cache.glob("*.npy")} == files
+    assert {p: p.stat().st_mtime_ns for p in wav_cache.rglob("*.npy")} == files
 
 
-def test_cache_is_keyed_on_the_source_files(wav_root, tmp_path):
+def test_cache_survives_a_copied_root_and_sees_new_content(wav_root, tmp_path):
+    """A root copied to a new path with new modification times (a new Colab session, a Drive sync) reuses the
+    cache; a file whose content changes (same size) is decoded again, and only its track."""
     root, cache = tmp_path / "root", tmp_path / "cache"
     for name in ("Synth 00 - Train", "Synth 01 - Train"):
         shutil.copytree(wav_root / "train" / name, root / "train" / name)
     tracks = open_tracks(root, "train")
     before = load_cached(tracks, cache, progress=False)
-    assert len(list(cache.glob("*.npy"))) == 2
-    assert np.abs(np.asarray(before[0].audio[STEMS.index("vocals")])).max() > 0
-    other_npy = cache / f"{tracks[1].name.replace(' ', '_')}.{cache_key(tracks[1])}.npy"
-    other_mtime = other_npy.stat().st_mtime_ns
+    assert len(entries(cache)) == 2
+    assert np.abs(np.asarray(before[0].stems["vocals"])).max() > 0
+    keys = [cache_key(t) for t in tracks]
+    other = entries(cache)[1] / "drums.npy"
+    other_mtime = other.stat().st_mtime_ns
 
-    # touching a file changes the key
+    moved = tmp_path / "elsewhere" / "root"
+    shutil.copytree(root, moved, copy_function=shutil.copyfile)  # new path, new mtimes
+    assert [cache_key(t) for t in open_tracks(moved, "train")] == keys
+    load_cached(open_tracks(moved, "train"), cache, progress=False)
+    assert len(entries(cache)) == 2
+
     vocals = root / "train" / "Synth 00 - Train" / "vocals.wav"
-    key0 = cache_key(tracks[0])
-    st = vocals.stat()
-    os.utime(vocals, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    key1 = cache_key(open_tracks(root, "train")[0])
-    assert key1 != key0
-
-    # changing a file's content: the new content is decoded, not the stale entry served
     audio, rate = sf.read(vocals, dtype="int16")
     sf.write(vocals, np.zeros_like(audio), rate, subtype="PCM_16")
-    os.utime(vocals, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
     tracks = open_tracks(root, "train")
     after = load_cached(tracks, cache, progress=False)
-    assert cache_key(tracks[0]) not in (key0, key1)
-    assert len(list(cache.glob("*.npy"))) == 3  # one more entry: the changed track, decoded again
-    assert np.abs(np.asarray(after[0].audio[STEMS.index("vocals")])).max() == 0
-    np.testing.assert_array_equal(np.asarray(after[0].audio[STEMS.index("drums")]),
-                                  np.asarray(before[0].audio[STEMS.index("drums")]))
-    assert other_npy.stat().st_mtime_ns == other_mtime  # the unchanged track was not decoded again
-    assert cache_key(tracks[1]) == cache_key(open_tracks(root, "train")[1])
+    assert cache_key(tracks[0]) != keys[0] and cache_key(tracks[1]) == keys[1]
+    assert len(entries(cache)) == 3  # one more entry: the changed track, decoded again
+    assert np.abs(np.asarray(after[0].stems["vocals"])).max() == 0
+    np.testing.assert_array_equal(np.asarray(after[0].stems["drums"]), np.asarray(before[0].stems["drums"]))
+    assert other.stat().st_mtime_ns == other_mtime  # the unchanged track was not decoded again
 
 
 def test_unreadable_cache_entry_is_decoded_again(wav_root, tmp_path):
     root, cache = tmp_path / "root", tmp_path / "cache"
     shutil.copytree(wav_root / "train" / "Synth 02 - Train", root / "train" / "Synth 02 - Train")
     tracks = open_tracks(root, "train")
-    good = np.asarray(load_cached(tracks, cache, progress=False)[0].audio).copy()
-    (npy,) = cache.glob("*.npy")
-    npy.write_bytes(b"garbage, not an npy file")
-    np.testing.assert_array_equal(np.asarray(load_cached(tracks, cache, progress=False)[0].audio), good)
+    good = pcm_of(load_cached(tracks, cache, progress=False)[0]).copy()
+    (entries(cache)[0] / "bass.npy").write_bytes(b"garbage, not an npy file")
+    (entries(cache)[0] / "drums.npy").unlink()  # an entry a crash left without some stems
+    np.testing.assert_array_equal(pcm_of(load_cached(tracks, cache, progress=False)[0]), good)
+
+
+def test_old_cache_layout_is_named_once_and_not_read(wav_root, tmp_path, capsys):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 02 - Train", root / "train" / "Synth 02 - Train")
+    cache.mkdir()
+    old = cache / f"Synth_02_-_Train.{'0' * 16}.npy"  # version 1: one (5, 2, n) file per track
+    np.save(old, np.ones((5, 2, 100), np.int16))
+    tracks = open_tracks(root, "train")
+    (c,) = load_cached(tracks, cache, progress=False)
+    load_cached(tracks, cache, progress=False)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "older hw2 cache layout" in lines[0] and f"rm -r {cache}/*.npy" in lines[0], lines
+    np.testing.assert_array_equal(pcm_of(c), musdb_pcm(tracks[0]))
+    assert old.exists()  # the user's to delete
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(wav_root, tmp_path, monkeypatch):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 03 - Train", root / "train" / "Synth 03 - Train")
+    real_save = np.save
+
+    def full_disk(f, arr, *a, **k):
+        f.write(b"\x93NUMPY partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(Hw2Error, match=re.escape(str(cache / f"v{CACHE_VERSION}")) + ": not enough disk space.*"
+                       "set --cache-dir / \\$HW2_CACHE"):
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    assert not leftovers(cache) and not list(cache.rglob("*.npy"))
+    # too little free space is refused before decoding anything
+    monkeypatch.setattr(np, "save", real_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(Hw2Error, match="not enough disk space .*GB more needed"):
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    assert not list(cache.rglob("*.npy"))
+
+
+def test_cache_dir_on_a_missing_drive_is_one_line(wav_root, tmp_path):
+    drive = tmp_path / "drive" / "MyDrive" / "hw2-cache"  # /content/drive not mounted
+    with pytest.raises(Hw2Error, match=re.escape(f"{drive}: cannot hold the decoded cache, its parent folder "
+                                                 f"{drive.parent} does not exist") + ".*mount"):
+        open_cached(wav_root, "train", "valid", cache_dir=drive, progress=False)
+    assert not (tmp_path / "drive").exists()
+    r = run_cli("-m", "hw2.train", "--musdb-root", str(wav_root), "--out", str(tmp_path / "run"),
+                "--cache-dir", str(drive), "--device", "cpu")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0], r.stderr
 
 
 def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
@@ -201,7 +281,7 @@ def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
     bad.write_bytes(bad.read_bytes()[:3000])  # truncated: its length no longer matches the other stems
     with pytest.raises(Hw2Error, match="Synth 01 - Train.*(cannot decode|cannot read|different lengths)"):
         open_cached(root, "train", cache_dir=cache, progress=False)
-    assert not list(cache.glob("Synth_01*"))
+    assert not list(cache.rglob("Synth_01*/*.npy"))
     assert not leftovers(cache)
 
 
@@ -213,7 +293,7 @@ def test_corrupt_stem_file_is_named(tmp_path, stem_root):
     bad.write_bytes(os.urandom(5000))
     with pytest.raises(Hw2Error, match="Broken - Track.stem.mp4: cannot"):
         open_cached(root, "train", cache_dir=cache, progress=False)
-    assert not cache.exists() or not list(cache.iterdir())  # nothing decoded, nothing half-written
+    assert not cache.exists() or not list(cache.rglob("*.npy"))  # nothing decoded, nothing half-written
 
 
 def test_interrupted_cache_write_leaves_nothing(wav_root, tmp_path, monkeypatch):
@@ -234,10 +314,10 @@ def test_interrupted_cache_write_leaves_nothing(wav_root, tmp_path, monkeypatch)
     monkeypatch.setattr(np, "save", half_save)
     with pytest.raises(Crash):
         open_cached(root, "train", cache_dir=cache, progress=False)
-    assert not list(cache.iterdir())
+    assert not [p for p in cache.rglob("*") if p.is_file()]
     monkeypatch.setattr(np, "save", real_save)
     (c,) = open_cached(root, "train", cache_dir=cache, progress=False)
-    np.testing.assert_array_equal(np.asarray(c.audio), musdb_pcm(open_tracks(root, "train")[0]))
+    np.testing.assert_array_equal(pcm_of(c), musdb_pcm(open_tracks(root, "train")[0]))
 
 
 # ---------------------------------------------------------------------------------------------- plan_epoch
@@ -323,9 +403,9 @@ SEQ = N / RATE
 
 
 def fake_tracks(lengths=(3000, 4000, 5000, 2500, 6000), seed=0) -> list[CachedTrack]:
-    """Cached tracks of random int16 audio; stem 0 (mixture) is unused by the sampler."""
+    """Cached tracks of random int16 audio: the four sources, all the sampler reads."""
     rng = np.random.default_rng(seed)
-    return [CachedTrack(f"t{i}", rng.integers(-20000, 20000, (5, 2, n), dtype=np.int16))
+    return [CachedTrack(f"t{i}", {s: rng.integers(-20000, 20000, (n, 2), dtype=np.int16) for s in SOURCES})
             for i, n in enumerate(lengths)]
 
 
@@ -339,7 +419,7 @@ def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
     for i in range(b):
         for j, source in enumerate(SOURCES):
             t, s = d["tracks"][i, j], d["starts"][i, j]
-            x = sampler.tracks[t].audio[j + 1, :, s:s + N].astype(np.float64) / 32768.0
+            x = sampler.tracks[t].stems[source][s:s + N].T.astype(np.float64) / 32768.0
             if d["swaps"][i, j]:
                 x = x[::-1]
             x = x * d["gains"][i, j]
@@ -450,6 +530,32 @@ def test_epoch_batches_resume_at_a_step():
         assert torch.equal(mix, ref[0]) and torch.equal(tgt, ref[1])
     with pytest.raises(IndexError):
         eb[n - 3]
+
+
+def test_prefetched_batches_equal_direct_ones(wav_root, wav_cache):
+    """Prefetching threads, DataLoader workers and a mid-epoch start all give sampler.batch(epoch, step)."""
+    tracks = open_cached(wav_root, "train", "train", wav_cache, progress=False, stems=SOURCES)
+    s = ExcerptSampler(tracks, 0.5, ("vocals",), "balanced", 3, 5, seed=9)
+    ref = [s.batch(1, k) for k in range(s.nb_batches(1))]
+    assert len(ref) == 7
+    for prefetch, workers, start in [(0, 0, 0), (3, 0, 0), (2, 2, 0), (4, 0, 3), (1, 2, 2)]:
+        eb = EpochBatches(s, 1, start, prefetch=prefetch)
+        got = list(torch.utils.data.DataLoader(eb, batch_size=None, num_workers=workers))
+        assert len(got) == len(ref) - start
+        for (m, t), (rm, rt) in zip(got, ref[start:]):
+            assert torch.equal(m, rm) and torch.equal(t, rt)
+    # random access still works (a skipped prefetch is dropped)
+    eb = s.epoch(1)
+    assert torch.equal(eb[5][0], ref[5][0]) and torch.equal(eb[2][0], ref[2][0])
+
+
+def test_read_excerpt_reads_the_slice(wav_root, wav_cache):
+    (c,) = open_cached(wav_root, "train", "train", wav_cache, progress=False, stems=SOURCES)[:1]
+    arr = c.stems["other"]
+    for start, n in [(0, 1), (123, 4567), (c.nb_samples - 999, 999)]:
+        out = np.empty((n, 2), np.int16)
+        read_excerpt(arr, start, out)
+        np.testing.assert_array_equal(out, np.asarray(arr[start:start + n]))
 
 
 def test_sampler_bad_inputs():

@@ -373,8 +373,8 @@ def test_statistics_validation_and_separation_on_every_length(edge_tracks, name)
     # statistics and validation loss in 2-s chunks: defined, and close to one pass over the whole track. The
     # chunks change only the frames at each chunk edge, where the STFT pads by reflection; measured on these
     # tracks: mean within 1.2 %, std within 5 % (relative L2 over bins), loss within 0.6 %
-    mean, std = input_statistics(model, [track], "cpu", CHUNK_DUR)
-    mean1, std1 = input_statistics(model, [track], "cpu", 0)
+    mean, std = input_statistics(model, [track.stem("mixture")], "cpu", CHUNK_DUR)
+    mean1, std1 = input_statistics(model, [track.stem("mixture")], "cpu", 0)
     assert torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()
     assert (mean - mean1).norm() < 0.05 * mean1.norm() and (std - std1).norm() < 0.15 * std1.norm()
     model.set_input_stats(mean, std)
@@ -419,7 +419,7 @@ def test_minutes_long_tracks(long_root):
     tracks = open_cached(root, "train", None, cache, progress=False)
     assert sorted(t.nb_samples for t in tracks) == [60 * RATE, 60 * RATE + 1000, 60 * RATE + 2049]
     model = edge_model()
-    mean, std = input_statistics(model, tracks, "cpu")  # the default 30-s chunks
+    mean, std = input_statistics(model, [t.stem("mixture") for t in tracks], "cpu")  # the default 30-s chunks
     assert torch.isfinite(mean).all() and (std > 0).all()
     model.set_input_stats(mean, std)
     assert math.isfinite(validation_loss(model, tracks, "vocals", "cpu", 30.0))
