@@ -79,13 +79,14 @@ def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=pri
     if code:
         raise Hw2Error(f"{name}: scoring on the valid split failed (exit {code}); see the line above")
     table = json.loads((results_dir / f"{scored}.json").read_text())
-    scores = table["rows"][0]["scores"]
-    return {"variant": name, "description": GRIDS[grid][name][1], "code": GRIDS[grid][name][2],
-            "pretrained": False, "params": best["nb_params"], "epochs": len(history),
-            "best_epoch": best["epoch"], "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1),
-            "device": best.get("device"), "vocals_sdr": scores["vocals"]["SDR"],
-            "accompaniment_sdr": scores["accompaniment"]["SDR"], "valid_tracks": table["data"]["nb_tracks"],
-            "config": comparable(cfg)}
+    scored_row = table["rows"][0]
+    # a results row like infer.py's (label, method, epoch, scores: every metric), plus the comparison's columns
+    return {"label": name, "variant": name, "method": "mixture", "checkpoint": str(run / "best.pt"),
+            "epoch": best["epoch"], "scores": scored_row["scores"], "nb_tracks": scored_row.get("nb_tracks"),
+            "description": GRIDS[grid][name][1], "code": GRIDS[grid][name][2], "pretrained": False,
+            "params": best["nb_params"], "epochs": len(history),
+            "train_minutes": round(sum(h["seconds"] for h in history) / 60, 1), "device": best.get("device"),
+            "data": table["data"], "config": comparable(cfg)}
 
 
 def save_row(path: Path, args, base: dict, row: dict) -> dict:
@@ -99,7 +100,8 @@ def save_row(path: Path, args, base: dict, row: dict) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows = {r["variant"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
         rows[row["variant"]] = row
-        table = {"title": f"Model comparison ({args.grid} grid) on the valid split", "grid": args.grid,
+        data = next(iter(rows.values()))["data"]
+        table = {"title": f"Model comparison ({args.grid} grid) on the valid split", "grid": args.grid, "data": data,
                  "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
                            f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
                  "musdb_root": args.musdb_root, "command": command_line(args), "commit": git_commit(),
@@ -126,11 +128,14 @@ def markdown(table: dict) -> str:
              "|---|---:|---|---|---:|---:|---:|---:|"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     for r in table["rows"]:
+        sdr = [fmt(r["scores"][t]["SDR"]) for t in ("vocals", "accompaniment")]
         lines.append(f"| {r['variant']} | {r['params']:,} | no | {r['code']} | {r['train_minutes']} | "
-                     f"{r['best_epoch']} / {r['epochs']} | {fmt(r['vocals_sdr'])} | {fmt(r['accompaniment_sdr'])} |")
-    lines += ["", f"Budget: {table['budget']}. Data: `{table['musdb_root']}`, trained on musdb's train split, "
-              "scored on its valid split (SDR in dB, BSSEval v4, median over 1 s frames, then over tracks; "
-              "mixture phase).", "", f"Command: `{table['command']}` (code at commit {table.get('commit')})", ""]
+                     f"{r['epoch']} / {r['epochs']} | {sdr[0]} | {sdr[1]} |")
+    data = table["data"]
+    lines += ["", f"Budget: {table['budget']}. Data: {data.get('dataset', '')} (`{table['musdb_root']}`), trained on "
+              f"musdb's train split, scored on its valid split ({data.get('nb_tracks')} tracks; SDR in dB, BSSEval "
+              "v4, median over 1 s frames, then over tracks; mixture phase).", "",
+              f"Command: `{table['command']}` (code at commit {table.get('commit')})", ""]
     return "\n".join(lines)
 
 
@@ -154,7 +159,8 @@ def run_grid(args, log=print) -> dict:
             continue
         t0 = time.monotonic()
         done[name] = run_variant(args.grid, name, cfg, results_dir / "experiments", args.jobs, log)
-        log(f"[{name}] vocals SDR {done[name]['vocals_sdr']}, accompaniment SDR {done[name]['accompaniment_sdr']} "
+        sdr = {t: done[name]["scores"][t]["SDR"] for t in ("vocals", "accompaniment")}
+        log(f"[{name}] vocals SDR {sdr['vocals']}, accompaniment SDR {sdr['accompaniment']} "
             f"({(time.monotonic() - t0) / 60:.1f} min)")
         table = save_row(path, args, base, done[name])
     log(markdown(table) if table["rows"] else "no rows")

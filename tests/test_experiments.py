@@ -36,8 +36,10 @@ def test_runner_writes_table_and_skips_done_rows(wav_root, tmp_path, capsys):
     rows = {r["variant"]: r for r in table["rows"]}
     assert set(rows) == {"no-lstm", "unet"}
     for r in rows.values():
-        assert r["pretrained"] is False and r["params"] > 0 and r["epochs"] == 1 and r["valid_tracks"] == 2
-        assert r["vocals_sdr"] is None or -60 < r["vocals_sdr"] < 60
+        assert r["pretrained"] is False and r["params"] > 0 and r["epochs"] == 1 and r["data"]["nb_tracks"] == 2
+        assert r["data"]["split"] == "valid" and set(r["scores"]["vocals"]) == {"SDR", "SIR", "ISR", "SAR"}
+        sdr = r["scores"]["vocals"]["SDR"]
+        assert sdr is None or -60 < sdr < 60
     assert rows["unet"]["params"] != rows["no-lstm"]["params"]
     assert "| unet |" in (tmp_path / "results" / "models.md").read_text()
     capsys.readouterr()
