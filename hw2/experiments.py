@@ -163,7 +163,11 @@ def run_grid(args, log=print) -> dict:
         log(f"[{name}] vocals SDR {sdr['vocals']}, accompaniment SDR {sdr['accompaniment']} "
             f"({(time.monotonic() - t0) / 60:.1f} min)")
         table = save_row(path, args, base, done[name])
-    log(markdown(table) if table["rows"] else "no rows")
+    if table["rows"]:
+        from hw2.plots import models_note, plot_models, save_figure
+
+        save_figure(plot_models(table), f"05_{args.grid}", note=models_note(table))
+        log(markdown(table))
     return table
 
 

@@ -18,6 +18,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from hw2 import atomic_write
 from hw2.data import RATE, SOURCES, STEMS, STRATEGIES, plan_epoch
 
 STEM_COLORS = {"mixture": "0.35", "drums": "tab:orange", "bass": "tab:green", "other": "tab:purple",
@@ -41,10 +42,12 @@ def save_figure(fig: Figure, name: str, note: str | None = None, dpi: int = DPI)
     folder = figures_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name if name.endswith(".png") else f"{name}.png")
-    fig.savefig(path, dpi=dpi, facecolor="white")
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, facecolor="white")
     side = path.with_suffix(".txt")
     if note:
-        side.write_text(note.strip() + "\n", encoding="utf-8")
+        with atomic_write(side) as tmp:
+            tmp.write_text(note.strip() + "\n", encoding="utf-8")
     else:
         side.unlink(missing_ok=True)
     return path
@@ -537,6 +540,31 @@ def history_note(run) -> str:
 def save_history_figure(run, name: str = "03_training_curves") -> Path:
     """`plot_history(run)` saved as `<name>.png` with `history_note(run)` beside it."""
     return save_figure(plot_history(run), name, note=history_note(run))
+
+
+def plot_models(table: dict) -> Figure:
+    """The model comparison (`results/models.json` of `python -m hw2.experiments`): valid vocals SDR against
+    parameters and against training time, one labelled point per variant."""
+    fig = _figure(11, 4.2)
+    rows = [r for r in table["rows"] if r["scores"]["vocals"]["SDR"] is not None]
+    for ax, key, label in zip(fig.subplots(1, 2), ("params", "train_minutes"),
+                              ("trainable parameters (millions)", "training time (minutes, CPU)")):
+        for r in rows:
+            x = r[key] / 1e6 if key == "params" else r[key]
+            ax.scatter(x, r["scores"]["vocals"]["SDR"], color="#1F3A5F")
+            ax.annotate(r["variant"], (x, r["scores"]["vocals"]["SDR"]), fontsize=8, xytext=(4, 3),
+                        textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("vocals SDR (dB), valid split")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def models_note(table: dict) -> str:
+    data = table.get("data", {})
+    return (f"{len(table['rows'])} variants trained from scratch at one budget ({table['budget']}), scored on "
+            f"{data.get('dataset', table.get('musdb_root'))}, valid split ({data.get('nb_tracks')} tracks), mixture "
+            f"phase; from results/{table['grid']}.json: {table['command']}")
 
 
 # ---------------------------------------------------------------------------------------------------- listening

@@ -42,6 +42,8 @@ def test_runner_writes_table_and_skips_done_rows(wav_root, tmp_path, capsys):
         assert sdr is None or -60 < sdr < 60
     assert rows["unet"]["params"] != rows["no-lstm"]["params"]
     assert "| unet |" in (tmp_path / "results" / "models.md").read_text()
+    from hw2.plots import figures_dir
+    assert "2 variants" in (figures_dir() / "05_models.txt").read_text()  # the figure and its note
     capsys.readouterr()
     assert main(argv) == 0  # the same command again: nothing retrained
     assert capsys.readouterr().out.count("already in") == 2
