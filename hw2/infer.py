@@ -200,17 +200,27 @@ REFERENCE_ROWS = ("mix-as-estimate", "oracle-irm")
 
 
 def _decode(track):
-    """(int16 mixture (nb_timesteps, 2), {"vocals", "accompaniment": float32 (nb_timesteps, 2)}): the stems read
-    straight to int16 (never musdb's float64 copies), the references converted once."""
-    from hw2.data import read_stems
+    """(int16 mixture (nb_timesteps, 2), {"vocals", "accompaniment": float32 (nb_timesteps, 2)}).
 
-    stems = read_stems(track, ("mixture", "vocals", "drums", "bass", "other"))
-    scale = np.float32(1 / 32768)
-    vocals = np.multiply(stems.pop("vocals"), scale, dtype=np.float32)
-    accompaniment = np.multiply(stems.pop("drums"), scale, dtype=np.float32)
-    for s in ("bass", "other"):
-        accompaniment += np.multiply(stems.pop(s), scale, dtype=np.float32)
-    return stems.pop("mixture"), {"vocals": vocals, "accompaniment": accompaniment}
+    One stem at a time, straight to int16 (never musdb's float64 copies), each converted and added into the
+    float32 references in blocks, so that at most one int16 stem lives beside them. AAC streams may differ by a
+    few samples: all are cut to the shortest (`check_tracks` has refused lengths differing by more than 1 s).
+    """
+    from hw2.data import BLOCK, read_stem
+
+    mixture = read_stem(track, "mixture")
+    refs = {}
+    for target, stems in (("vocals", ("vocals",)), ("accompaniment", ("drums", "bass", "other"))):
+        for stem in stems:
+            pcm = read_stem(track, stem)
+            n = min(len(mixture), len(pcm), *(len(r) for r in refs.values()))
+            ref = refs.setdefault(target, np.zeros(pcm.shape, np.float32))
+            for lo in range(0, n, BLOCK):
+                hi = min(n, lo + BLOCK)
+                ref[lo:hi] += pcm[lo:hi] * np.float32(1 / 32768)
+            del pcm
+    n = min(len(mixture), *(len(r) for r in refs.values()))
+    return mixture[:n], {t: r[:n] for t, r in refs.items()}
 
 
 def _row(sep, method: str, checkpoint: str) -> dict:

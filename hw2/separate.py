@@ -39,12 +39,17 @@ REFERENCES = ("mix-as-estimate", "oracle-irm")
 TARGETS = ("vocals", "accompaniment")
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep large freed blocks for reuse instead of handing them back to the OS at once.
+MMAP_THRESHOLD = 64 << 20  # above: full-track arrays, mapped and returned on free; below: per-block arrays
 
-    Separation allocates full-track spectrograms (tens to hundreds of MB) again and again, Griffin-Lim on every
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed per-block arrays for reuse instead of handing them back to the OS at once.
+
+    Separation allocates the same block-size spectrograms (up to 60 MB) again and again, Griffin-Lim on every
     iteration. By default glibc unmaps every freed block above 32 MB and the next allocation page-faults it back
     in, which on CPU cost more than the arithmetic (`python bench/separate.py --malloc-baseline` measures both).
+    Allocations above MMAP_THRESHOLD (a long track's full-length arrays) are still mapped and returned when freed,
+    so what the heap keeps is bounded by one block's working set, not by the track.
     HW2_MALLOC_TUNING=0 leaves the allocator alone. Returns whether the setting was applied (glibc only).
     """
     if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
@@ -52,7 +57,7 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
+from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, remove_stale_temporaries, run_cli
 from hw2.data import MIXING, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
 
@@ -239,7 +240,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             raise Hw2Error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not 0 < cfg.gain_low <= cfg.gain_high:
         raise Hw2Error(f"gain range [{cfg.gain_low}, {cfg.gain_high}] is empty: need 0 < --gain-low <= --gain-high")
+    for name in ("lr", "weight_decay", "lr_decay_gamma", "seq_dur", "bandwidth"):
+        v = getattr(cfg, name)
+        if not math.isfinite(v) or v < 0 or (v == 0 and name not in ("weight_decay",)):
+            raise Hw2Error(f"--{name.replace('_', '-')} must be a positive number, got {v}")
+    if cfg.n_hop > cfg.n_fft:
+        raise Hw2Error(f"--n-hop {cfg.n_hop} exceeds --n-fft {cfg.n_fft}: the STFT could not be inverted; "
+                       "use a hop of at most the window (Open-Unmix: 4096 / 1024)")
     run = Path(cfg.out)
+    _check_writable(run)  # before decoding and the statistics pass, not after
+    if run.is_dir():
+        remove_stale_temporaries(run)  # left by a kill during a save
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)
 
@@ -369,11 +380,31 @@ def _check_run_folder(run: Path, cfg: TrainConfig) -> dict | None:
         raise Hw2Error(f"{run}: holds a run with a different config ({k}: {old.get(k)!r} there, {new[k]!r} now); "
                        "use the same flags to resume it, or a new --out")
     if not (run / "last.pt").exists():
+        kept = sorted(p.name for p in run.glob("*.pt"))
+        if kept:
+            raise Hw2Error(f"{run}: holds {', '.join(kept)} but no last.pt to resume from (killed before its "
+                           "first full save?); starting over would overwrite them: move them away, or use a new --out")
         return None
     ckpt = load_checkpoint(run / "last.pt")
     if "state" not in ckpt:
         raise Hw2Error(f"{run / 'last.pt'}: not a resumable checkpoint; choose a new --out")
     return ckpt
+
+
+def _check_writable(run: Path) -> None:
+    """Refuse a run folder that cannot be written before any work, without creating it (a failed run leaves
+    nothing): probe its nearest existing folder with a temporary file."""
+    folder = run.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise Hw2Error(f"{run}: cannot write the run folder here ({folder}: {e.strerror}); pass --out a writable "
+                       "folder") from None
 
 
 def _norm(v):

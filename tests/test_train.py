@@ -278,3 +278,29 @@ def test_one_tiny_epoch_on_real_musdb(musdb_root, real_cache_dir, tmp_path):
     assert math.isfinite(entry["train_loss"]) and math.isfinite(entry["valid_loss"]) and entry["best"]
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["nb_params"] < MAX_PARAMS and ckpt["state"]["epoch"] == 1
+
+
+def test_bad_settings_and_run_folders_are_refused_before_any_work(wav_root, tmp_path, monkeypatch):
+    """--lr nan, a hop above the window, an --out that cannot be written, and a run folder with best.pt but no
+    last.pt: one error before any decoding (open_cached is never reached); stale temporaries are cleared."""
+    import hw2.train
+    monkeypatch.setattr(hw2.train, "open_cached", lambda *a, **k: pytest.fail("decoding started"))
+    cfg = tiny(wav_root, tmp_path / "run", tmp_path / "cache")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run folder should go")
+    for bad, pattern in [(dict(lr=float("nan")), "--lr must be a positive number, got nan"),
+                         (dict(n_fft=256, n_hop=512), "--n-hop 512 exceeds --n-fft 256"),
+                         (dict(out=str(blocker / "run")), "cannot write the run folder")]:
+        with pytest.raises(Hw2Error, match=pattern):
+            train(replace(cfg, **bad), log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(asdict(cfg)))
+    (run / "best.pt").write_bytes(b"the best weights so far")
+    stale = run / ".last.pt.999999999.tmp.pt"  # a save killed mid-write (no such pid)
+    stale.write_bytes(b"half")
+    with pytest.raises(Hw2Error, match="holds best.pt but no last.pt"):
+        train(cfg, log=lambda m: None)
+    assert not stale.exists() and (run / "best.pt").read_bytes() == b"the best weights so far"
