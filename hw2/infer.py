@@ -92,14 +92,15 @@ def run(args, log=print) -> list[dict]:
     """Check every track, then per track: decode, separate one method at a time, score; tracks already scored
     by an earlier run of the same command (same checkpoint file, method and settings) are reused.
 
-    Memory on a long track (a 10-minute track has n = 26.5 M samples): the int16 mixture (4n bytes), the float32
-    references vocals and accompaniment (16n), one method's float32 estimates (16n) and one separation block
-    (`Separator`, about 0.3 GB whatever the track's length); everything else is freed track by track.
+    Memory on a long track (a 10-minute track has n = 26.5 M samples): the int16 mixture (4n bytes, 0.1 GB) and one
+    method's float32 estimates (16n, 0.42 GB), plus either one separation block (`Separator`, about 0.3 GB
+    whatever the track's length) or, while scoring, the float32 references vocals and accompaniment (16n, 0.42 GB)
+    and the scorer's own arrays; everything else is freed method by method and track by track.
     """
     from tqdm.auto import tqdm
 
     from hw2 import remove_stale_temporaries
-    from hw2.data import bad_tracks_message, check_tracks, detect_format, open_tracks
+    from hw2.data import bad_tracks_message, check_tracks, detect_format, open_tracks, read_stem
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.separate import Separator, references
     from hw2.train import resolve_device
@@ -138,8 +139,10 @@ def run(args, log=print) -> list[dict]:
         remove_stale_temporaries(folder)  # left by a run killed while writing
     samples = out / name / "samples"
     bar = tqdm(total=round(sum(durations)), unit="s", desc="audio separated + scored", dynamic_ncols=True)
-    resumed = 0
+    resumed, done = 0, 0.0
     for i, (track, seconds) in enumerate(zip(tracks, durations)):
+        step = round(done + seconds) - round(done)  # whole seconds on the bar, the total exact
+        done += seconds
         bar.set_postfix_str(track.name[:40])
         todo = [(sep, ident, _row(sep, m, c), m) for sep, ident, c in zip(separators, identities, args.checkpoint)
                 for m in args.phase]
@@ -149,26 +152,31 @@ def run(args, log=print) -> list[dict]:
         ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name, {"method": row["method"]})]
         if not todo and not ref_rows:
             resumed += 1
-            bar.update(round(seconds))
+            bar.update(step)
             continue
-        mixture, refs = _decode(track)
+        mixture = read_stem(track, "mixture")
         if i < args.samples:
             write_wav(samples / track.name / "mixture.wav", mixture.astype(np.float32) / 32768)
-        for sep, ident, row, method in todo:  # one method at a time: one set of full-track estimates in memory
+        # one method at a time, and the references decoded for its scoring only: the peak is the larger of
+        # separation and scoring, not their sum
+        for sep, ident, row, method in todo:
             est = sep.separate(mixture, [method], key=track.name)[method]
-            evaluation.add(row, track.name, refs, est, {**ident, "method": method})
+            refs, n = _references(track, len(mixture))
+            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()}, {**ident, "method": method})
+            del refs
             if i < args.samples:
                 for target, audio in est.items():
                     write_wav(samples / track.name / f"{row_slug(row)}_{target}.wav", audio)
             del est
         if ref_rows:
-            mix = mixture.astype(np.float32) / 32768
+            refs, n = _references(track, len(mixture))
+            mix = mixture[:n].astype(np.float32) / 32768
             for method, est in references(mix, refs["vocals"], refs["accompaniment"],
                                           rows=[r["method"] for r in ref_rows]).items():
                 evaluation.add(_reference_row(method), track.name, refs, est, {"method": method})
-            del mix, est
-        del mixture, refs
-        bar.update(round(seconds))
+            del mix, est, refs
+        del mixture
+        bar.update(step)
     bar.close()
     if resumed:
         log(f"{resumed} of {len(tracks)} tracks already scored by an earlier run of this command: reused")
@@ -199,28 +207,26 @@ EXAMPLE_VOCALS_SDR = -0.72
 REFERENCE_ROWS = ("mix-as-estimate", "oracle-irm")
 
 
-def _decode(track):
-    """(int16 mixture (nb_timesteps, 2), {"vocals", "accompaniment": float32 (nb_timesteps, 2)}).
+def _references(track, length: int) -> tuple[dict, int]:
+    """({"vocals", "accompaniment": float32 (n, 2)}, n): the true targets, n the common length of them and the
+    `length`-sample mixture (AAC streams may differ by a few samples; `check_tracks` has refused more than 1 s).
 
-    One stem at a time, straight to int16 (never musdb's float64 copies), each converted and added into the
-    float32 references in blocks, so that at most one int16 stem lives beside them. AAC streams may differ by a
-    few samples: all are cut to the shortest (`check_tracks` has refused lengths differing by more than 1 s).
+    One stem at a time, straight to int16 (never musdb's float64 copies), converted and added into the float32
+    targets in blocks, so that at most one int16 stem lives beside them.
     """
     from hw2.data import BLOCK, read_stem
 
-    mixture = read_stem(track, "mixture")
-    refs = {}
+    refs, n = {}, length
     for target, stems in (("vocals", ("vocals",)), ("accompaniment", ("drums", "bass", "other"))):
         for stem in stems:
             pcm = read_stem(track, stem)
-            n = min(len(mixture), len(pcm), *(len(r) for r in refs.values()))
+            n = min(n, len(pcm))
             ref = refs.setdefault(target, np.zeros(pcm.shape, np.float32))
             for lo in range(0, n, BLOCK):
                 hi = min(n, lo + BLOCK)
                 ref[lo:hi] += pcm[lo:hi] * np.float32(1 / 32768)
             del pcm
-    n = min(len(mixture), *(len(r) for r in refs.values()))
-    return mixture[:n], {t: r[:n] for t, r in refs.items()}
+    return {t: r[:n] for t, r in refs.items()}, n
 
 
 def _row(sep, method: str, checkpoint: str) -> dict:
