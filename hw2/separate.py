@@ -189,16 +189,22 @@ class Separator:
             audio = torch.from_numpy(np.ascontiguousarray(mixture[lo:hi].T, dtype=np.float32))
             if mixture.dtype == np.int16:
                 audio *= 1.0 / 32768
-            for m, est in self._window(audio.to(self.device), methods, lo // hop, gens).items():
+            for m, est in self._window(audio.to(self.device), methods, lo // hop, gens, (a - lo, b - lo)).items():
                 for t, wave in est.items():
                     out[m][t][a:b] = _to_numpy(wave[:, a - lo:b - lo])
         return out
 
-    def _window(self, audio: torch.Tensor, methods, first_frame: int, gens: dict) -> dict:
-        """One window (nb_channels, nb_timesteps) -> {method: {target: (nb_channels, nb_timesteps) tensor}}."""
-        length = audio.shape[-1]
+    def _window(self, audio: torch.Tensor, methods, first_frame: int, gens: dict, keep: tuple) -> dict:
+        """One window (nb_channels, nb_timesteps) -> {method: {target: (nb_channels, nb_timesteps) tensor}}; only
+        the samples in `keep` (a range of the window) are used."""
+        length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
         V = self.model(X.abs()[None])[0]
+        # Griffin-Lim needs no context (the model had it): it runs on the kept frames plus a margin beyond n_fft,
+        # not on the whole window (1.5 times the work); the output lands at sample f0 * hop of the window
+        margin = self.stft.n_fft // hop + 1
+        f0, f1 = max(0, keep[0] // hop - margin), min(X.shape[-1], -(-keep[1] // hop) + margin)
+        gl_length = length - f0 * hop if f1 == X.shape[-1] else (f1 - f0 - 1) * hop
         out = {m: {} for m in methods}
         if "wiener" in methods:  # joint over channels and targets
             y = torch.empty((2, *X.shape), dtype=X.dtype, device=X.device)
@@ -216,8 +222,10 @@ class Separator:
                     if m == "mixture":
                         wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)
                     else:
-                        wave = griffinlim(S, self.stft, length, self.gl_iters,
-                                          init=X[ch] if m == "griffinlim-mix" else None, generator=gens[m, target])
+                        wave = torch.zeros(length, device=S.device)
+                        wave[f0 * hop:f0 * hop + gl_length] = griffinlim(
+                            S[:, f0:f1], self.stft, gl_length, self.gl_iters,
+                            init=X[ch, :, f0:f1] if m == "griffinlim-mix" else None, generator=gens[m, target])
                     chans[m].append(wave)
             for m, waves in chans.items():
                 out[m][target] = torch.stack(waves)
