@@ -134,9 +134,11 @@ def run(args, log=print) -> list[dict]:
 
     identities = [_identity(c, sep) for c, sep in zip(args.checkpoint, separators)]
     evaluation = Evaluation(out, name, subset, args.jobs)
-    for folder in {evaluation.path(_row(sep, m, c), "x").parent for sep, c in zip(separators, args.checkpoint)
-                   for m in args.phase}:
-        remove_stale_temporaries(folder)  # left by a run killed while writing
+    rows_asked = [_row(sep, m, c) for sep, c in zip(separators, args.checkpoint) for m in args.phase] + \
+        [_reference_row(m) for m in (REFERENCE_ROWS if args.references else ())]
+    for folder in {out, *(evaluation.path(row, "x").parent for row in rows_asked)}:
+        if folder.is_dir():
+            remove_stale_temporaries(folder)  # left by a run killed while writing
     samples = out / name / "samples"
     bar = tqdm(total=round(sum(durations)), unit="s", desc="audio separated + scored", dynamic_ncols=True)
     resumed, done = 0, 0.0
@@ -185,7 +187,8 @@ def run(args, log=print) -> list[dict]:
             "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem"}
     command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("infer.py") else getattr(args, "command", "hw2.infer.run")
-    json_path, md_path = write_results(out, name, rows, data, command)
+    title = "" if args.musdb_root else "museval SDR on stempeg's example track (one 7 s MUSDB18 excerpt, not the test set)"
+    json_path, md_path = write_results(out, name, rows, data, command, title=title)
     log("\n" + markdown_table(rows) + "\n")
     if args.musdb_root:
         log(f"SDR in dB: median over 1 s frames per track, then median over {len(tracks)} tracks "
