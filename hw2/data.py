@@ -128,9 +128,16 @@ def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | Non
             warnings.simplefilter("ignore")
             db = musdb.DB(root=str(root), subsets=subset, split=split, is_wav=is_wav)
     except Exception as e:
-        raise Hw2Error(f"{_unreadable_file(root / subset) or root / subset}: cannot read ({type(e).__name__}); "
-                       "the file is corrupt or not a MUSDB track: replace it") from None
-    tracks = list(db.tracks)
+        bad = _unreadable_files(root / subset)
+        if not bad:
+            raise Hw2Error(f"{root / subset}: cannot read ({type(e).__name__}: {str(e)[:100]}); check that it is "
+                           "a MUSDB root") from None
+        raise Hw2Error(bad_tracks_message([f"{f}: cannot read (ffprobe fails): the file is corrupt or not a "
+                                           "MUSDB track: replace it" for f in bad])) from None
+    # musdb walks the subset folder recursively: a hidden folder (Jupyter's .ipynb_checkpoints) or a nested one
+    # would become a "track" with no files
+    tracks = [t for t in db.tracks if not t.name.startswith(".") and
+              (Path(t.path).parent if is_wav else Path(t.path)).parent == root / subset]
     where = f"{root / subset}" + (f" (musdb's {split} split)" if split else "")
     if not tracks:
         raise Hw2Error(f"{where}: no tracks in this subset; check --musdb-root and --subset")
@@ -144,16 +151,80 @@ def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | Non
     return tracks
 
 
-def _unreadable_file(folder: Path) -> Path | None:
-    """The first audio file under `folder` that ffprobe cannot read (to name it in an error), or None."""
+def bad_tracks_message(problems: list[str]) -> str:
+    """One problem as is; several as a count and one line each."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} tracks cannot be read; nothing was run:\n" + "\n".join(problems)
+
+
+def _unreadable_files(folder: Path) -> list[Path]:
+    """Every audio file under `folder` that ffprobe cannot read (to name them all in one error)."""
     import stempeg
 
+    bad = []
     for f in sorted(p for p in folder.rglob("*") if p.name.endswith((".stem.mp4", ".wav"))):
         try:
             stempeg.Info(str(f))
         except Exception:
-            return f
-    return None
+            bad.append(f)
+    return bad
+
+
+def check_tracks(tracks, stems=STEMS, max_mismatch: float = 1.0) -> tuple[list[float], list[str]]:
+    """Check, from the files' headers and without decoding, that every track can be read as `read_stems` will:
+    the streams or files of `stems` exist, each has 1 or 2 channels at 44.1 kHz and some audio, and their
+    lengths agree within `max_mismatch` seconds.
+
+    Returns (duration in seconds of each track, problems): one line per bad track, naming the file and the fix.
+    """
+    durations, problems = [], []
+    for track in tracks:
+        where = Path(track.path) if not track.is_wav else Path(track.path).parent
+        try:
+            props = _stem_properties(track, stems)  # {stem: (channels, rate, seconds)}
+            issue = next((f"the {s} stem has {c} channels; MUSDB stems are stereo (mono is upmixed): convert it "
+                          "to stereo (ffmpeg -ac 2)" for s, (c, _, _) in props.items() if c not in (1, 2)), None)
+            issue = issue or next((f"the {s} stem is {r} Hz, expected {RATE}: resample it (ffmpeg -ar 44100)"
+                                   for s, (_, r, _) in props.items() if int(r) != RATE), None)
+            issue = issue or next((f"the {s} stem holds no audio: replace the track"
+                                   for s, (_, _, d) in props.items() if d <= 0), None)
+            seconds = [d for _, _, d in props.values()]
+            if not issue and max(seconds) - min(seconds) > max_mismatch:
+                issue = ("stems of different lengths (" + ", ".join(f"{s} {d:.2f} s" for s, (_, _, d) in
+                                                                    props.items()) + "): replace the track")
+        except Hw2Error as e:
+            issue = str(e).split(": ", 1)[-1]
+        if issue:
+            problems.append(f"{where}: {issue}")
+        durations.append(min(seconds) if not issue else 0.0)
+    return durations, problems
+
+
+def _stem_properties(track, stems) -> dict[str, tuple[int, int, float]]:
+    """{stem: (channels, sample rate, seconds)} from the file headers."""
+    if track.is_wav:
+        import soundfile as sf
+
+        out = {}
+        for s in stems:
+            path = Path(track.path).parent / f"{s}.wav"
+            try:
+                info = sf.info(str(path))
+            except Exception as e:
+                raise _unreadable(path, e) from None
+            out[s] = (info.channels, info.samplerate, info.frames / max(info.samplerate, 1))
+        return out
+    info = track.info
+    if info is None or info.nb_audio_streams < len(STEMS):
+        n = 0 if info is None else info.nb_audio_streams
+        raise Hw2Error(f"{track.path}: {n} audio streams; a MUSDB18 .stem.mp4 holds 5 (mixture, drums, bass, "
+                       "other, vocals): replace the file")
+    try:
+        return {s: (info.channels(STEMS.index(s)), info.rate(STEMS.index(s)), info.duration(STEMS.index(s)))
+                for s in stems}
+    except (KeyError, ValueError, TypeError) as e:
+        raise Hw2Error(f"{track.path}: unreadable stream header ({type(e).__name__}): replace the file") from None
 
 
 def track_files(track) -> list[Path]:

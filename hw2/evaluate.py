@@ -83,10 +83,24 @@ def _nanmedian(values) -> float | None:
     return float(np.median(a)) if len(a) else None
 
 
-def _score_job(name, references, estimates, json_path, scorer="hw2"):
-    scores = score_track(name, references, estimates, scorer=scorer)
+def silent_targets(references: dict) -> list[str]:
+    """The reference targets that are zero from start to end: BSSEval cannot score a track holding one (museval
+    raises "All the reference sources should be non-silent")."""
+    return [t for t in TARGETS if not np.any(references[t])]
+
+
+def _score_job(name, references, estimates, json_path, identity=None, score_kw=None):
+    """Score one track and row, write its JSON; returns its `track_medians`, or {"skipped": reason}."""
+    silent = silent_targets(references)
+    if silent:
+        reason = f"{' and '.join(silent)} silent from start to end (BSSEval needs non-silent references)"
+        scores = {"name": name, "targets": [], "skipped": reason}
+    else:
+        scores = score_track(name, references, estimates, **(score_kw or {}))
+    if identity is not None:
+        scores["hw2"] = identity  # what produced these scores: a rerun reuses them only when it matches
     atomic_write_text(Path(json_path), json.dumps(scores, indent=2))
-    return track_medians(scores)
+    return {"skipped": scores["skipped"]} if silent else track_medians(scores)
 
 
 def _threads(n: int) -> None:
@@ -106,12 +120,15 @@ class Evaluation:
     numbers are identical to a serial run.
 
     A row is a dict: {"label", "checkpoint", "epoch", "method"}. Per-track JSON goes to
-    `<out>/<name>/<row slug>/<subset>/<track>.json`, as museval lays it out.
+    `<out>/<name>/<row slug>/<subset>/<track>.json`, as museval lays it out, with an `identity` (what produced
+    it) under "hw2": `resume` reuses a track's scores when that identity matches, so an interrupted run goes on
+    where it stopped. A track whose references are silent is not scored: its JSON and the row's `skipped` say why,
+    and the row's median of medians covers the tracks that have a value (`nb_tracks`).
     """
 
-    def __init__(self, out: Path, name: str, subset: str, jobs: int = 1, scorer: str = "hw2"):
+    def __init__(self, out: Path, name: str, subset: str, jobs: int = 1, score_kw: dict | None = None):
         self.dir = Path(out) / name
-        self.subset, self.jobs, self.scorer = subset, jobs, scorer
+        self.subset, self.jobs, self.score_kw = subset, jobs, score_kw or {}
         self.rows: list[dict] = []
         self.pending: dict[str, list] = {}
         # spawned, not forked: a forked child of a process whose torch thread pool has run hangs in its first
@@ -119,28 +136,52 @@ class Evaluation:
         self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_threads,
                                         initargs=(max(1, (os.cpu_count() or 1) // jobs),)) if jobs > 1 else None
 
-    def add(self, row: dict, track: str, references: dict, estimates: dict) -> None:
+    def path(self, row: dict, track: str) -> Path:
+        return self.dir / row_slug(row) / self.subset / f"{track}.json"
+
+    def _register(self, row: dict) -> list:
         slug = row_slug(row)
         if slug not in self.pending:
             self.rows.append(row)
             self.pending[slug] = []
-        path = self.dir / slug / self.subset / f"{track}.json"
+        return self.pending[slug]
+
+    def resume(self, row: dict, track: str, identity: dict) -> bool:
+        """Reuse the track's scores from an earlier run when its JSON holds the same `identity`."""
+        try:
+            scores = json.loads(self.path(row, track).read_text())
+        except (OSError, ValueError):
+            return False
+        if not isinstance(scores, dict) or scores.get("hw2") != json.loads(json.dumps(identity)):
+            return False
+        medians = {"skipped": scores["skipped"]} if scores.get("skipped") else track_medians(scores)
+        self._register(row).append((track, medians))
+        return True
+
+    def add(self, row: dict, track: str, references: dict, estimates: dict, identity: dict | None = None) -> None:
+        pending = self._register(row)
+        args = (track, references, estimates, self.path(row, track), identity, self.score_kw)
         if self.pool:
-            # bound the work in flight: each job holds a track's audio
-            in_flight = [f for jobs in self.pending.values() for f in jobs if isinstance(f, Future) and not f.done()]
-            if len(in_flight) >= 2 * self.jobs:
+            # bound the work in flight: each job holds a track's references and estimates
+            in_flight = [f for jobs in self.pending.values() for _, f in jobs if isinstance(f, Future) and not f.done()]
+            if len(in_flight) >= self.jobs:
                 in_flight[0].result()
-            self.pending[slug].append(self.pool.submit(_score_job, track, references, estimates, path, self.scorer))
+            pending.append((track, self.pool.submit(_score_job, *args)))
         else:
-            self.pending[slug].append(_score_job(track, references, estimates, path, self.scorer))
+            pending.append((track, _score_job(*args)))
 
     def finish(self) -> list[dict]:
-        """Rows with their `scores` (median of medians) and `nb_tracks`."""
+        """Rows with their `scores` (median of medians over the tracks that have a value), `nb_tracks` (how many)
+        and `skipped` ([{"track", "reason"}] for the tracks that could not be scored)."""
         try:
             for row in self.rows:
-                per_track = [f.result() if isinstance(f, Future) else f for f in self.pending[row_slug(row)]]
-                row["scores"] = median_of_medians(per_track)
-                row["nb_tracks"] = len(per_track)
+                per_track = [(t, f.result() if isinstance(f, Future) else f) for t, f in self.pending[row_slug(row)]]
+                scored = [m for _, m in per_track if "skipped" not in m]
+                row["scores"] = median_of_medians(scored)
+                row["nb_tracks"] = len(scored)
+                skipped = [{"track": t, "reason": m["skipped"]} for t, m in per_track if "skipped" in m]
+                if skipped:
+                    row["skipped"] = skipped
         finally:
             if self.pool:
                 self.pool.shutdown()
@@ -163,7 +204,17 @@ def markdown_table(rows: list[dict], metrics=("SDR",)) -> str:
         cells = ["n/a" if v is None else f"{v:.2f}" for v in vals]
         lines.append(f"| {r['label']} | {r.get('epoch') if r.get('epoch') is not None else '-'} | "
                      + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + skipped_notes(rows))
+
+
+def skipped_notes(rows: list[dict]) -> list[str]:
+    """A line under the table per track that some row could not score, with how many tracks each row covers."""
+    skipped = {s["track"]: s["reason"] for r in rows for s in r.get("skipped", [])}
+    if not skipped:
+        return []
+    counts = sorted({r["nb_tracks"] for r in rows})
+    return ["", f"Medians over {' / '.join(map(str, counts))} tracks: {len(skipped)} track(s) not scored:"] + \
+        [f"- {t}: {reason}" for t, reason in skipped.items()]
 
 
 def write_results(out: Path, name: str, rows: list[dict], data: dict, command: str, title: str = "") -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ Prints the SDR table (median over 1-second frames, then over tracks) and writes,
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
@@ -22,6 +23,8 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
 
@@ -46,9 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results folder")
     p.add_argument("--name", default="", help="results name (default: the subset and split, e.g. test)")
     p.add_argument("--samples", type=int, default=2, help="tracks to write listening WAVs for")
-    p.add_argument("--jobs", type=int, default=1, help="scoring worker processes")
     p.add_argument("--scorer", default="hw2", choices=("hw2", "museval"),
                    help="BSSEval v4: hw2 (museval's numbers, bounded memory) or museval itself (if installed)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="scoring worker processes (default: the machine's CPU count; numbers identical to 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--max-tracks", type=int, default=0, help="only the first N tracks (0: all)")
@@ -87,13 +91,24 @@ def write_wav(path: Path, audio, rate: int = 44100) -> None:
 
 
 def run(args, log=print) -> list[dict]:
+    """Check every track, then per track: decode, separate one method at a time, score; tracks already scored
+    by an earlier run of the same command (same checkpoint file, method and settings) are reused.
+
+    Memory on a long track (a 10-minute track has n = 26.5 M samples): the int16 mixture (4n bytes, 0.1 GB) and one
+    method's float32 estimates (16n, 0.42 GB), plus either one separation block (`Separator`, about 0.3 GB
+    whatever the track's length) or, while scoring, the float32 references vocals and accompaniment (16n, 0.42 GB)
+    and the scorer's own arrays; everything else is freed method by method and track by track.
+    """
     from tqdm.auto import tqdm
 
-    from hw2.data import CachedTrack, decode, describe_dataset, detect_format, open_tracks
+    from hw2 import remove_stale_temporaries
+    from hw2.data import bad_tracks_message, check_tracks, describe_dataset, detect_format, open_tracks, read_stem
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.separate import Separator, references
     from hw2.train import resolve_device
 
+    if args.jobs is None:
+        args.jobs = os.cpu_count() or 1
     if args.jobs < 1 or args.samples < 0 or args.gl_iters < 0 or args.max_tracks < 0:
         raise Hw2Error("--jobs must be at least 1; --samples, --gl-iters and --max-tracks at least 0")
     device = resolve_device(args.device)
@@ -108,53 +123,135 @@ def run(args, log=print) -> list[dict]:
     else:
         root, subset, split = example_root(), "test", None
         name = args.name or "example"
-        log("no --musdb-root: running on the MUSDB18 track bundled with stempeg (7 s); "
-            "pass --musdb-root PATH for the test set")
+        log("no --musdb-root: running on the MUSDB18 track bundled with stempeg (7 s, not the test set); "
+            "pass --musdb-root PATH for the 50 test tracks")
     tracks = open_tracks(root, subset, split)
     if args.max_tracks:
         tracks = tracks[: args.max_tracks]
+    durations, problems = check_tracks(tracks)  # before any work: a bad track 48 must not cost 47 tracks' time
+    if problems:
+        raise Hw2Error(bad_tracks_message(problems))
     for sep in separators:
         log(f"{sep.name}: epoch {sep.epoch}, {sum(p.numel() for p in sep.model.parameters()):,} parameters")
 
-    evaluation = Evaluation(out, name, subset, args.jobs, args.scorer)
+    identities = [_identity(c, sep) for c, sep in zip(args.checkpoint, separators)]
+    evaluation = Evaluation(out, name, subset, args.jobs, {"scorer": args.scorer})
+    rows_asked = [_row(sep, m, c) for sep, c in zip(separators, args.checkpoint) for m in args.phase] + \
+        [_reference_row(m) for m in (REFERENCE_ROWS if args.references else ())]
+    for folder in {out, *(evaluation.path(row, "x").parent for row in rows_asked)}:
+        if folder.is_dir():
+            remove_stale_temporaries(folder)  # left by a run killed while writing
     samples = out / name / "samples"
-    bar = tqdm(tracks, desc="separating + museval", unit="track")
-    for i, track in enumerate(bar):
+    bar = tqdm(total=round(sum(durations)), unit="s", desc="audio separated + scored", dynamic_ncols=True)
+    resumed, done = 0, 0.0
+    for i, (track, seconds) in enumerate(zip(tracks, durations)):
+        step = round(done + seconds) - round(done)  # whole seconds on the bar, the total exact
+        done += seconds
         bar.set_postfix_str(track.name[:40])
-        cached = CachedTrack(track.name, decode(track))
-        mixture = cached.stem("mixture").T
-        refs = {"vocals": cached.target("vocals").T, "accompaniment": cached.target("accompaniment").T}
+        todo = [(sep, ident, _row(sep, m, c), m) for sep, ident, c in zip(separators, identities, args.checkpoint)
+                for m in args.phase]
+        todo = [(sep, ident, row, m) for sep, ident, row, m in todo
+                if not evaluation.resume(row, track.name, {**ident, "method": m})]
+        ref_rows = [_reference_row(m) for m in (REFERENCE_ROWS if args.references else ())]
+        ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name, {"method": row["method"]})]
+        if not todo and not ref_rows:
+            resumed += 1
+            bar.update(step)
+            continue
+        mixture = read_stem(track, "mixture")
         if i < args.samples:
-            write_wav(samples / track.name / "mixture.wav", mixture)
-        for sep in separators:
-            estimates = sep.separate(mixture, args.phase, key=track.name)
-            for method, est in estimates.items():
-                row = {"label": f"{sep.name} / {method}", "checkpoint": _display(args.checkpoint[separators.index(sep)]),
-                       "epoch": sep.epoch, "method": method, "name": sep.name}
-                evaluation.add(row, track.name, refs, est)
-                if i < args.samples:
-                    for target, audio in est.items():
-                        write_wav(samples / track.name / f"{row_slug(row)}_{target}.wav", audio)
-        if args.references:
-            for method, est in references(mixture, refs["vocals"], refs["accompaniment"]).items():
-                row = {"label": f"reference / {method}", "checkpoint": None, "epoch": None, "method": method}
-                evaluation.add(row, track.name, refs, est)
-        del cached, mixture, refs
+            write_wav(samples / track.name / "mixture.wav", mixture.astype(np.float32) / 32768)
+        # one method at a time, and the references decoded for its scoring only: the peak is the larger of
+        # separation and scoring, not their sum
+        for sep, ident, row, method in todo:
+            est = sep.separate(mixture, [method], key=track.name)[method]
+            refs, n = _references(track, len(mixture))
+            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()}, {**ident, "method": method})
+            del refs
+            if i < args.samples:
+                for target, audio in est.items():
+                    write_wav(samples / track.name / f"{row_slug(row)}_{target}.wav", audio)
+            del est
+        if ref_rows:
+            refs, n = _references(track, len(mixture))
+            mix = mixture[:n].astype(np.float32) / 32768
+            for method, est in references(mix, refs["vocals"], refs["accompaniment"],
+                                          rows=[r["method"] for r in ref_rows]).items():
+                evaluation.add(_reference_row(method), track.name, refs, est, {"method": method})
+            del mix, est, refs
+        del mixture
+        bar.update(step)
+    bar.close()
+    if resumed:
+        log(f"{resumed} of {len(tracks)} tracks already scored by an earlier run of this command: reused")
     rows = evaluation.finish()
-    data = {"root": str(args.musdb_root or "stempeg example track"), "subset": subset, "split": split,
+    data = {"root": str(args.musdb_root or "stempeg's example track"), "subset": subset, "split": split,
             "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem",
             "dataset": describe_dataset(root, tracks)}
     command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv and sys.argv[0].endswith("infer.py") else getattr(args, "command", "hw2.infer.run")
-    json_path, md_path = write_results(out, name, rows, data, command)
+    title = "" if args.musdb_root else "museval SDR on stempeg's example track (one 7 s MUSDB18 excerpt, not the test set)"
+    json_path, md_path = write_results(out, name, rows, data, command, title=title)
     log("\n" + markdown_table(rows) + "\n")
-    log(f"SDR in dB: median over 1 s frames per track, then median over {len(tracks)} tracks "
-        f"({subset}{'/' + split if split else ''}).")
+    if args.musdb_root:
+        log(f"SDR in dB: median over 1 s frames per track, then median over {len(tracks)} tracks "
+            f"({subset}{'/' + split if split else ''}).")
+    else:
+        log("SDR in dB on stempeg's example track (one 7 s MUSDB18 excerpt, not the test set): median over its "
+            f"1 s frames. With {_display(DEFAULT_CHECKPOINT)} expect vocals {EXAMPLE_VOCALS_SDR:+.2f} dB with the "
+            "mixture phase (README).")
     log(f"tables: {json_path}  {md_path}")
     log(f"per-track museval JSON: {out / name}/<row>/{subset}/")
     if args.samples and tracks:
         log(f"listening WAVs: {samples}/<track>/")
     return rows
+
+
+# vocals SDR of the shipped checkpoint on stempeg's example track, mixture phase: `python hw2/infer.py`
+# (tests/test_infer.py checks it still holds)
+EXAMPLE_VOCALS_SDR = -0.72
+REFERENCE_ROWS = ("mix-as-estimate", "oracle-irm")
+
+
+def _references(track, length: int) -> tuple[dict, int]:
+    """({"vocals", "accompaniment": float32 (n, 2)}, n): the true targets, n the common length of them and the
+    `length`-sample mixture (AAC streams may differ by a few samples; `check_tracks` has refused more than 1 s).
+
+    One stem at a time, straight to int16 (never musdb's float64 copies), converted and added into the float32
+    targets in blocks, so that at most one int16 stem lives beside them.
+    """
+    from hw2.data import BLOCK, read_stem
+
+    refs, n = {}, length
+    for target, stems in (("vocals", ("vocals",)), ("accompaniment", ("drums", "bass", "other"))):
+        for stem in stems:
+            pcm = read_stem(track, stem)
+            n = min(n, len(pcm))
+            ref = refs.setdefault(target, np.zeros(pcm.shape, np.float32))
+            for lo in range(0, n, BLOCK):
+                hi = min(n, lo + BLOCK)
+                ref[lo:hi] += pcm[lo:hi] * np.float32(1 / 32768)
+            del pcm
+    return {t: r[:n] for t, r in refs.items()}, n
+
+
+def _row(sep, method: str, checkpoint: str) -> dict:
+    return {"label": f"{sep.name} / {method}", "checkpoint": _display(checkpoint), "epoch": sep.epoch,
+            "method": method, "name": sep.name}
+
+
+def _reference_row(method: str) -> dict:
+    return {"label": f"reference / {method}", "checkpoint": None, "epoch": None, "method": method}
+
+
+def _identity(path, sep) -> dict:
+    """What a row's scores depend on besides the method: the checkpoint's bytes and the separation settings."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"checkpoint_sha1": h.hexdigest(), "gl_iters": sep.gl_iters, "seed": sep.seed,
+            "blocks": [sep.chunk_frames, sep.context_frames, sep.wiener_win]}
 
 
 def _row_names(paths) -> list[str]:

@@ -6,16 +6,18 @@ A = max(|X| - V, 0). Each method then gives both magnitudes a phase:
     mixture         the mixture's phase (Open-Unmix's default)
     griffinlim      Griffin-Lim from a random phase (the assignment's Task 2)
     griffinlim-mix  Griffin-Lim started from the mixture's phase
-    wiener          a multichannel Wiener post-filter over (V, A), one EM iteration, as Open-Unmix does
+    wiener          a multichannel Wiener post-filter over (V, A), one EM iteration in 300-frame windows, as Open-Unmix
 
 and two reference rows need the true stems rather than a model:
 
     mix-as-estimate the mixture itself as both estimates (the floor)
     oracle-irm      the ideal ratio mask |S_j| / (|V| + |A|) of the true magnitudes, with the mixture's phase
 
-Griffin-Lim runs on the full track, each channel on its own, with the model's STFT settings, 32 iterations,
-momentum 0.99 (librosa's fast Griffin-Lim) and the exact length, so no frame-boundary artefacts and no
-power/magnitude mix-up. Audio arrays here are numpy (nb_timesteps, nb_channels), musdb's layout.
+Tracks run in blocks of about 28 s with 7.4 s of context (`Separator`), so memory does not grow with the track.
+Griffin-Lim runs per block window, each channel on its own, with the model's STFT settings, 32 iterations,
+momentum 0.99 (librosa's fast Griffin-Lim) and the exact length (no power/magnitude mix-up). The Wiener filter
+estimates its statistics over windows of 300 frames (7 s), as Open-Unmix's `Separator` does with norbert.
+Audio arrays here are numpy (nb_timesteps, nb_channels), musdb's layout.
 """
 from __future__ import annotations
 
@@ -37,12 +39,17 @@ REFERENCES = ("mix-as-estimate", "oracle-irm")
 TARGETS = ("vocals", "accompaniment")
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep large freed blocks for reuse instead of handing them back to the OS at once.
+MMAP_THRESHOLD = 64 << 20  # above: full-track arrays, mapped and returned on free; below: per-block arrays
 
-    Separation allocates full-track spectrograms (tens to hundreds of MB) again and again, Griffin-Lim on every
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed per-block arrays for reuse instead of handing them back to the OS at once.
+
+    Separation allocates the same block-size spectrograms (up to 60 MB) again and again, Griffin-Lim on every
     iteration. By default glibc unmaps every freed block above 32 MB and the next allocation page-faults it back
     in, which on CPU cost more than the arithmetic (`python bench/separate.py --malloc-baseline` measures both).
+    Allocations above MMAP_THRESHOLD (a long track's full-length arrays) are still mapped and returned when freed,
+    so what the heap keeps is bounded by one block's working set, not by the track.
     HW2_MALLOC_TUNING=0 leaves the allocator alone. Returns whether the setting was applied (glibc only).
     """
     if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
@@ -50,7 +57,7 @@ def keep_freed_memory() -> bool:
     try:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
 
@@ -113,20 +120,30 @@ def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: floa
 class Separator:
     """A trained model plus the phase methods. `separate(mixture)` -> {method: {target: (nb_timesteps, nb_ch)}}.
 
-    The model runs over blocks of `chunk_dur` seconds with `context_dur` seconds of context on each side, so
-    memory stays bounded by the block, not the track (a bidirectional LSTM needs the context to match a
-    full-track pass closely; tracks shorter than one block run in one pass, identical to a full-track pass).
+    Whole tracks run block by block, so memory is bounded by the block, not the track: the mixture is cut into
+    blocks of `chunk_frames` STFT frames, each with `context_frames` of audio context on both sides; the block's
+    window goes through STFT, model, phase method and inverse STFT, and only the block's own samples are kept.
+    Blocks start on the hop grid and the context exceeds n_fft, so the kept samples see exactly the frames of a
+    full-track STFT (no padding); the bidirectional LSTM sees the context, and the Wiener windows of `wiener_win`
+    frames (Open-Unmix's 300) lie on the same global frame grid whichever block computes them. A track shorter
+    than one block is one window: identical to a full-track pass. Griffin-Lim runs per window, so its random
+    phases restart at each block boundary (every 27.9 s by default).
+
+    Per block, with W window frames (default at most 1840, 43 s) and 2049 bins: the complex mixture STFT
+    (2 channels x 2049 x W x 8 bytes = 60 MB) and a few magnitude-sized arrays; the whole track only as its
+    input and its outputs (one float32 (nb_timesteps, 2) array per target and method).
     """
 
-    def __init__(self, model: SpectrogramModel, device="cpu", chunk_dur: float = 30.0, context_dur: float = 5.0,
-                 gl_iters: int = 32, seed: int = 0, name: str = "model"):
+    def __init__(self, model: SpectrogramModel, device="cpu", chunk_dur: float = 27.86, context_dur: float = 7.43,
+                 gl_iters: int = 32, seed: int = 0, name: str = "model", wiener_win: int = 300):
         keep_freed_memory()
         self.model = model.to(device).eval()
         self.device = torch.device(device)
-        hop, rate = model.cfg.n_hop, model.cfg.rate
-        self.chunk_frames = max(1, int(chunk_dur * rate / hop))
-        self.context_frames = int(context_dur * rate / hop)
-        self.gl_iters, self.seed, self.name = gl_iters, seed, name
+        n_fft, hop, rate = model.cfg.n_fft, model.cfg.n_hop, model.cfg.rate
+        self.chunk_frames = max(1, round(chunk_dur * rate / hop))  # default 1200 = 4 Wiener windows
+        # at least n_fft of context: the kept samples must not see the window's reflect padding
+        self.context_frames = max(-(-n_fft // hop), round(context_dur * rate / hop))  # default 320
+        self.gl_iters, self.seed, self.name, self.wiener_win = gl_iters, seed, name, wiener_win
         self.epoch = None
 
     @classmethod
@@ -134,25 +151,20 @@ class Separator:
         from hw2.train import load_checkpoint, model_from_checkpoint
         ckpt = load_checkpoint(path)
         model, cfg = model_from_checkpoint(ckpt, path)
+        if cfg.target != "vocals":
+            raise Hw2Error(f"{path}: a {cfg.target} model; vocals / accompaniment separation needs a vocals model")
+        bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise Hw2Error(f"{path}: weights hold NaN or infinite values ({bad[0]}); training diverged: use an "
+                           "earlier checkpoint (best.pt or an epochNNN.pt) or train again with a lower --lr")
         sep = cls(model, device, name=Path(path).stem, **kw)
         sep.epoch = ckpt.get("epoch")
         sep.config = cfg
-        if cfg.target != "vocals":
-            raise Hw2Error(f"{path}: a {cfg.target} model; vocals / accompaniment separation needs a vocals model")
         return sep
 
     @property
     def stft(self) -> STFT:
         return self.model.stft
-
-    @torch.no_grad()
-    def vocals_magnitude(self, mag: torch.Tensor) -> torch.Tensor:
-        """(nb_channels, nb_bins, nb_frames) mixture magnitude -> vocals magnitude, block by block."""
-        out = torch.empty_like(mag)
-        for lo, a, b, hi in blocks(mag.shape[-1], self.chunk_frames, self.context_frames):
-            est = self.model(mag[None, ..., lo:hi])[0]
-            out[..., a:b] = est[..., a - lo:b - lo]
-        return out
 
     def _generator(self, key: str) -> torch.Generator:
         """Random Griffin-Lim phases depend only on (seed, key): reruns and parallel runs agree."""
@@ -160,22 +172,49 @@ class Separator:
 
     @torch.no_grad()
     def separate(self, mixture: np.ndarray, methods=("mixture",), key: str = "") -> dict:
-        """mixture: (nb_timesteps, nb_channels) float -> {method: {"vocals": arr, "accompaniment": arr}}."""
+        """mixture: (nb_timesteps, nb_channels), float in [-1, 1] or int16 PCM ->
+        {method: {"vocals": arr, "accompaniment": arr}}, float32 (nb_timesteps, nb_channels) each.
+
+        All methods share one model pass per block; to hold one method's outputs at a time on a long track, call
+        it once per method."""
         for m in methods:
             if m not in METHODS:
                 raise Hw2Error(f"unknown phase method {m!r}: use one or more of {', '.join(METHODS)}")
-        length = mixture.shape[0]
-        audio = torch.as_tensor(np.ascontiguousarray(mixture.T), dtype=torch.float32, device=self.device)
+        length, nb_channels = mixture.shape
+        hop = self.stft.n_hop
+        out = {m: {t: np.empty((length, nb_channels), np.float32) for t in TARGETS} for m in methods}
+        gens = {(m, t): self._generator(f"{key}|{t}") for m in methods for t in TARGETS}
+        for lo, a, b, hi in blocks(length, self.chunk_frames * hop, self.context_frames * hop,
+                                   min_size=self.stft.n_fft):
+            audio = torch.from_numpy(np.ascontiguousarray(mixture[lo:hi].T, dtype=np.float32))
+            if mixture.dtype == np.int16:
+                audio *= 1.0 / 32768
+            for m, est in self._window(audio.to(self.device), methods, lo // hop, gens, (a - lo, b - lo)).items():
+                for t, wave in est.items():
+                    out[m][t][a:b] = _to_numpy(wave[:, a - lo:b - lo])
+        return out
+
+    def _window(self, audio: torch.Tensor, methods, first_frame: int, gens: dict, keep: tuple) -> dict:
+        """One window (nb_channels, nb_timesteps) -> {method: {target: (nb_channels, nb_timesteps) tensor}}; only
+        the samples in `keep` (a range of the window) are used."""
+        length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        V = self.vocals_magnitude(X.abs())
+        V = self.model(X.abs()[None])[0]
+        # Griffin-Lim needs no context (the model had it): it runs on the kept frames plus a margin beyond n_fft,
+        # not on the whole window (1.5 times the work); the output lands at sample f0 * hop of the window
+        margin = self.stft.n_fft // hop + 1
+        f0, f1 = max(0, keep[0] // hop - margin), min(X.shape[-1], -(-keep[1] // hop) + margin)
+        gl_length = length - f0 * hop if f1 == X.shape[-1] else (f1 - f0 - 1) * hop
         out = {m: {} for m in methods}
-        if "wiener" in methods:  # joint over channels and targets: the one full-size step
-            y = wiener(torch.stack([V, torch.relu(X.abs() - V)]), X)
-            out["wiener"] = {t: _to_numpy(self.stft.inverse(y[j], length)) for j, t in enumerate(TARGETS)}
+        if "wiener" in methods:  # joint over channels and targets
+            y = torch.empty((2, *X.shape), dtype=X.dtype, device=X.device)
+            for s, e in _grid(first_frame, X.shape[-1], self.wiener_win):
+                y[..., s:e] = wiener(torch.stack([V[..., s:e], torch.relu(X[..., s:e].abs() - V[..., s:e])]),
+                                     X[..., s:e])
+            out["wiener"] = {t: self.stft.inverse(y[j], length) for j, t in enumerate(TARGETS)}
             del y
-        # everything else one target and one channel at a time, so that a long track holds few full-size arrays
+        # everything else one target and one channel at a time, so that few window-size arrays live at once
         for target in TARGETS:
-            gens = {m: self._generator(f"{key}|{target}") for m in methods}
             chans = {m: [] for m in methods if m != "wiener"}
             for ch in range(X.shape[0]):
                 S = V[ch] if target == "vocals" else torch.relu(X[ch].abs() - V[ch])
@@ -183,12 +222,27 @@ class Separator:
                     if m == "mixture":
                         wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)
                     else:
-                        wave = griffinlim(S, self.stft, length, self.gl_iters,
-                                          init=X[ch] if m == "griffinlim-mix" else None, generator=gens[m])
+                        wave = torch.zeros(length, device=S.device)
+                        wave[f0 * hop:f0 * hop + gl_length] = griffinlim(
+                            S[:, f0:f1], self.stft, gl_length, self.gl_iters,
+                            init=X[ch, :, f0:f1] if m == "griffinlim-mix" else None, generator=gens[m, target])
                     chans[m].append(wave)
             for m, waves in chans.items():
-                out[m][target] = _to_numpy(torch.stack(waves))
+                out[m][target] = torch.stack(waves)
         return out
+
+
+def _grid(first: int, nb_frames: int, size: int):
+    """Frame ranges [s, e) of a window starting at global frame `first`, cut where the global frame index is a
+    multiple of `size` (0: one range)."""
+    if size <= 0:
+        yield 0, nb_frames
+        return
+    s = 0
+    while s < nb_frames:
+        e = min(nb_frames, (first + s) // size * size + size - first)
+        yield s, e
+        s = e
 
 
 def references(mixture: np.ndarray, vocals: np.ndarray, accompaniment: np.ndarray, stft: STFT | None = None,

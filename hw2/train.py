@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
+from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, remove_stale_temporaries, run_cli
 from hw2.data import (MIXING, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
                       open_tracks, read_stem)
 from hw2.model import ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters
@@ -229,7 +230,7 @@ def validation_loss(model: SpectrogramModel, tracks: list[CachedTrack], target: 
     return total / max(count, 1)
 
 
-def validation_sdr(model: OpenUnmix, tracks: list[CachedTrack], device, chunk_dur: float) -> float | None:
+def validation_sdr(model: SpectrogramModel, tracks: list[CachedTrack], device, chunk_dur: float) -> float | None:
     """Median over the valid tracks of the median over 1-s frames of the vocals SDR, as infer.py scores a
     checkpoint (mixture phase, hw2.bsseval); None when no track can be scored (a silent estimate everywhere)."""
     from hw2.evaluate import median_of_medians, score_track, track_medians
@@ -305,7 +306,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         raise Hw2Error("--select-by sdr needs --sdr-every N, N >= 1 (epochs between two valid SDRs)")
     if cfg.sdr_every and cfg.target != "vocals":
         raise Hw2Error("--sdr-every scores vocals / accompaniment separations: it needs --target vocals")
+    for name in ("lr", "weight_decay", "lr_decay_gamma", "seq_dur", "bandwidth"):
+        v = getattr(cfg, name)
+        if not math.isfinite(v) or v < 0 or (v == 0 and name not in ("weight_decay",)):
+            raise Hw2Error(f"--{name.replace('_', '-')} must be a positive number, got {v}")
+    if cfg.n_hop > cfg.n_fft:
+        raise Hw2Error(f"--n-hop {cfg.n_hop} exceeds --n-fft {cfg.n_fft}: the STFT could not be inverted; "
+                       "use a hop of at most the window (Open-Unmix: 4096 / 1024)")
     run = Path(cfg.out)
+    _check_writable(run)  # before decoding and the statistics pass, not after
+    if run.is_dir():
+        remove_stale_temporaries(run)  # left by a kill during a save
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)
 
@@ -443,11 +454,31 @@ def _check_run_folder(run: Path, cfg: TrainConfig) -> dict | None:
         raise Hw2Error(f"{run}: holds a run with a different config ({k}: {old.get(k)!r} there, {new[k]!r} now); "
                        "use the same flags to resume it, or a new --out")
     if not (run / "last.pt").exists():
+        kept = sorted(p.name for p in run.glob("*.pt"))
+        if kept:
+            raise Hw2Error(f"{run}: holds {', '.join(kept)} but no last.pt to resume from (killed before its "
+                           "first full save?); starting over would overwrite them: move them away, or use a new --out")
         return None
     ckpt = load_checkpoint(run / "last.pt")
     if "state" not in ckpt:
         raise Hw2Error(f"{run / 'last.pt'}: not a resumable checkpoint; choose a new --out")
     return ckpt
+
+
+def _check_writable(run: Path) -> None:
+    """Refuse a run folder that cannot be written before any work, without creating it (a failed run leaves
+    nothing): probe its nearest existing folder with a temporary file."""
+    folder = run.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "a file is in the way")
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise Hw2Error(f"{run}: cannot write the run folder here ({folder}: {e.strerror}); pass --out a writable "
+                       "folder") from None
 
 
 def _norm(v):

@@ -204,6 +204,11 @@ def _bad_case(case: str, tmp: Path, wav_root: Path, checkpoint: Path) -> list[st
         c["config"]["target"] = "accompaniment"
         ckpt = str(tmp / "accompaniment.pt")
         torch.save(c, ckpt)
+    elif case == "nan-checkpoint":  # training diverged: today a table of n/a with exit 0
+        c = load_checkpoint(checkpoint)
+        c["model"]["fc1.weight"][0, 0] = float("nan")
+        ckpt = str(tmp / "nan.pt")
+        torch.save(c, ckpt)
     elif case == "zero-jobs":
         extra = ["--jobs", "0"]
     else:
@@ -212,7 +217,8 @@ def _bad_case(case: str, tmp: Path, wav_root: Path, checkpoint: Path) -> list[st
 
 
 BAD = ["no-such-root", "not-musdb", "not-musdb-tracks", "empty-test-subset", "missing-checkpoint",
-       "corrupt-checkpoint", "foreign-checkpoint", "mismatched-checkpoint", "accompaniment-checkpoint", "zero-jobs"]
+       "corrupt-checkpoint", "foreign-checkpoint", "mismatched-checkpoint", "accompaniment-checkpoint", "nan-checkpoint",
+       "zero-jobs"]
 
 
 def assert_one_error_line(stderr: str) -> None:
@@ -313,3 +319,116 @@ def test_scorer_workers_do_not_hang_after_torch_ran_threaded(tmp_path):
                        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "3"
+# ------------------------------------------------------------------------------ the TA's run: fail fast, resume
+def _copy_tracks(src: Path, dst: Path, names) -> None:
+    for name in names:
+        shutil.copytree(src / name, dst / name)
+
+
+def test_bad_tracks_are_all_listed_before_any_work(wav_root, checkpoint, tmp_path, capsys, monkeypatch):
+    """Three-channel stems and stems of different lengths: every bad track named (one line each), exit 2, no
+    separation started and nothing written; a Jupyter `.ipynb_checkpoints` folder is not a track."""
+    root = tmp_path / "musdb"
+    train = sorted(p.name for p in (wav_root / "train").iterdir())
+    _copy_tracks(wav_root / "train", root / "test", train[:3])
+    (root / "test" / ".ipynb_checkpoints").mkdir()
+    three = root / "test" / train[1] / "other.wav"
+    audio, rate = sf.read(str(three), dtype="int16")
+    sf.write(str(three), np.concatenate([audio, audio[:, :1]], 1), rate, subtype="PCM_16")
+    short = root / "test" / train[2] / "vocals.wav"
+    sf.write(str(short), sf.read(str(short), dtype="int16")[0][: -2 * rate], rate, subtype="PCM_16")
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    args = ["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: 2 tracks cannot be read; nothing was run") and len(err) == 3, err
+    assert "Traceback" not in "\n".join(err)
+    assert f"{root / 'test' / train[1]}: the other stem has 3 channels" in err[1]
+    assert f"{root / 'test' / train[2]}: stems of different lengths" in err[2]
+    assert results_files(tmp_path / "out") == []
+    for name in train[1:3]:
+        shutil.rmtree(root / "test" / name)
+    monkeypatch.undo()
+    assert main([*args, "--samples", "0", "--jobs", "1"]) == 0  # the checkpoints folder is ignored
+
+
+def test_corrupt_stem_files_are_all_named(stem_root, checkpoint, tmp_path, capsys):
+    root = tmp_path / "musdb"
+    (root / "test").mkdir(parents=True)
+    shutil.copy(next((stem_root / "test").glob("*.stem.mp4")), root / "test")
+    for name in ("Broken - One", "Broken - Two"):
+        (root / "test" / f"{name}.stem.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "error: 2 tracks cannot be read" in err
+    assert "Broken - One.stem.mp4: cannot read" in err and "Broken - Two.stem.mp4: cannot read" in err
+    assert results_files(tmp_path / "out") == []
+
+
+def test_an_interrupted_run_resumes_and_gives_the_same_table(wav_root, checkpoint, tmp_path, monkeypatch):
+    args = ["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint", str(checkpoint),
+            "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--references", "--samples", "0", "--jobs", "1"]
+    assert main([*args, "--out", str(tmp_path / "fresh")]) == 0
+    fresh = json.loads((tmp_path / "fresh" / "train-valid.json").read_text())["rows"]
+
+    import hw2.separate
+    calls, separate = [], hw2.separate.Separator.separate
+
+    def interrupted(self, mixture, methods, key=""):
+        calls.append(key)
+        if len(calls) == 3:  # the second track's first method
+            raise KeyboardInterrupt
+        return separate(self, mixture, methods, key)
+
+    monkeypatch.setattr(hw2.separate.Separator, "separate", interrupted)
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 130
+    assert not (out / "train-valid.json").exists()
+    monkeypatch.undo()
+    log = []
+    from hw2.infer import parser, run
+    rows = run(parser().parse_args([*args, "--out", str(out)]), log=log.append)
+    assert "1 of 2 tracks already scored by an earlier run of this command: reused" in log
+    assert json.loads((out / "train-valid.json").read_text())["rows"] == fresh == rows
+
+    other = tmp_path / "retrained.pt"  # another checkpoint under the same row name: nothing reused
+    c = load_checkpoint(checkpoint)
+    c["model"]["fc1.weight"] += 0.01
+    torch.save(c, other)
+    log.clear()
+    run(parser().parse_args([*args, "--out", str(out), "--checkpoint", str(other)]), log=log.append)
+    assert not any("already scored" in line for line in log)
+
+
+def test_a_track_with_silent_vocals_is_reported_not_scored(wav_root, checkpoint, tmp_path, capsys):
+    root = tmp_path / "musdb"
+    names = sorted(p.name for p in (wav_root / "train").iterdir())[:2]
+    _copy_tracks(wav_root / "train", root / "test", names)
+    silent = root / "test" / names[1]
+    audio, rate = sf.read(str(silent / "vocals.wav"), dtype="int16")
+    sf.write(str(silent / "vocals.wav"), np.zeros_like(audio), rate, subtype="PCM_16")
+    out = tmp_path / "out"
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--samples", "0", "--jobs", "1",
+                 "--out", str(out)]) == 0
+    (row,) = json.loads((out / "test.json").read_text())["rows"]
+    assert row["nb_tracks"] == 1 and row["skipped"][0]["track"] == names[1]
+    assert "vocals silent from start to end" in row["skipped"][0]["reason"]
+    assert row["scores"]["vocals"]["SDR"] is not None
+    printed = capsys.readouterr().out
+    assert f"- {names[1]}: vocals silent from start to end" in printed and "1 track(s) not scored" in printed
+    assert "skipped" in json.loads((out / "test" / "best-mixture" / "test" / f"{names[1]}.json").read_text())
+
+
+def test_the_example_run_gives_the_vocals_sdr_the_readme_promises(monkeypatch, tmp_path, capsys):
+    """The shipped checkpoint on stempeg's example track: the number the no-argument run tells the user to
+    expect (README and infer.EXAMPLE_VOCALS_SDR)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    from hw2.infer import EXAMPLE_VOCALS_SDR
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert main(["--samples", "0", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
+    (row,) = json.loads((tmp_path / "out" / "example.json").read_text())["rows"]
+    assert abs(row["scores"]["vocals"]["SDR"] - EXAMPLE_VOCALS_SDR) < 0.01
+    printed = capsys.readouterr().out
+    assert "stempeg's example track" in printed and "(test)" not in printed

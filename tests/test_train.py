@@ -495,3 +495,29 @@ def test_select_by_sdr_needs_sdr_every(wav_root, wav_cache, tmp_path):
         train(tiny(wav_root, tmp_path / "run", wav_cache, sdr_every=1, target="drums"))
     h_default = tiny(wav_root, tmp_path / "run", wav_cache)
     assert (h_default.sdr_every, h_default.select_by) == (0, "loss")
+
+
+def test_bad_settings_and_run_folders_are_refused_before_any_work(wav_root, tmp_path, monkeypatch):
+    """--lr nan, a hop above the window, an --out that cannot be written, and a run folder with best.pt but no
+    last.pt: one error before any decoding (load_cached is never reached); stale temporaries are cleared."""
+    import hw2.train
+    monkeypatch.setattr(hw2.train, "load_cached", lambda *a, **k: pytest.fail("decoding started"))
+    cfg = tiny(wav_root, tmp_path / "run", tmp_path / "cache")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run folder should go")
+    for bad, pattern in [(dict(lr=float("nan")), "--lr must be a positive number, got nan"),
+                         (dict(n_fft=256, n_hop=512), "--n-hop 512 exceeds --n-fft 256"),
+                         (dict(out=str(blocker / "run")), "cannot write the run folder")]:
+        with pytest.raises(Hw2Error, match=pattern):
+            train(replace(cfg, **bad), log=lambda m: None)
+    assert not (tmp_path / "run").exists()
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(asdict(cfg)))
+    (run / "best.pt").write_bytes(b"the best weights so far")
+    stale = run / ".last.pt.999999999.tmp.pt"  # a save killed mid-write (no such pid)
+    stale.write_bytes(b"half")
+    with pytest.raises(Hw2Error, match="holds best.pt but no last.pt"):
+        train(cfg, log=lambda m: None)
+    assert not stale.exists() and (run / "best.pt").read_bytes() == b"the best weights so far"
