@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,13 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.memory import peak_mb  # noqa: E402
+
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
 TEST_AUDIO_S = 12_600  # MUSDB18's 50 test tracks: about 3.5 hours
-
-
-def _peak_mb() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024
 
 
 def make_root(source: Path, duration: float, folder: Path) -> Path:
@@ -71,22 +67,22 @@ def worker(spec: dict) -> dict:
     (track,) = open_tracks(spec["root"], "test")
     (seconds,), problems = check_tracks([track])
     assert not problems, problems
-    rows = [("start (interpreter, torch, model)", 0.0, _peak_mb())]
+    rows = [("start (interpreter, torch, model)", 0.0, peak_mb())]
     t0 = time.perf_counter()
     mixture = read_stem(track, "mixture")
-    rows.append(("decode mixture (int16)", time.perf_counter() - t0, _peak_mb()))
+    rows.append(("decode mixture (int16)", time.perf_counter() - t0, peak_mb()))
     sdr = {}
     for method in spec["methods"]:  # as infer.run does per track
         t0 = time.perf_counter()
         est = sep.separate(mixture, [method], key=track.name)[method]
-        rows.append((f"separate / {method}", time.perf_counter() - t0, _peak_mb()))
+        rows.append((f"separate / {method}", time.perf_counter() - t0, peak_mb()))
         if spec["score"]:
             t0 = time.perf_counter()
             refs, n = _references(track, len(mixture))
-            rows.append(("decode references (float32)", time.perf_counter() - t0, _peak_mb()))
+            rows.append(("decode references (float32)", time.perf_counter() - t0, peak_mb()))
             t0 = time.perf_counter()
             scores = score_track(track.name, refs, {t: a[:n] for t, a in est.items()})
-            rows.append((f"score / {method}", time.perf_counter() - t0, _peak_mb()))
+            rows.append((f"score / {method}", time.perf_counter() - t0, peak_mb()))
             sdr[method] = track_medians(scores)["vocals"]["SDR"]
             del refs
         del est

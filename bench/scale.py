@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.memory import peak_mb  # noqa: E402
 from hw2 import Hw2Error, OneLineParser, run_cli  # noqa: E402
 from hw2.data import BYTES_PER_SECOND, CACHE_VERSION, RATE, SOURCES, STEMS  # noqa: E402
 
@@ -134,7 +134,7 @@ def run_child(kind: str, *args) -> None:
         valid = load_cached(open_tracks(root, "train", "valid"), cache, False, STEMS, jobs) if args[3] == "1" else []
         seconds = time.perf_counter() - t
         audio = sum(tr.nb_samples for tr in train + valid) / RATE
-        print(json.dumps({"seconds": seconds, "audio_s": audio, "maxrss": _maxrss(),
+        print(json.dumps({"seconds": seconds, "audio_s": audio, "maxrss": int(peak_mb() * 2**20),
                           "train_audio_s": sum(tr.nb_samples for tr in train) / RATE}))
     elif kind == "loader":  # root cache mode prefetch batches warm_gb step_ms
         import torch
@@ -173,7 +173,7 @@ def run_child(kind: str, *args) -> None:
         seconds = time.perf_counter() - t
         print(json.dumps({"excerpts": n, "seconds": seconds, "waited": waited, "read_bytes": _read_bytes() - before,
                           "excerpt_bytes": sampler.excerpt_len * 4 * len(SOURCES), "tracks": len(tracks),
-                          "torch_threads": torch.get_num_threads(), "maxrss": _maxrss()}))
+                          "torch_threads": torch.get_num_threads(), "maxrss": int(peak_mb() * 2**20)}))
     elif kind == "disk":  # cache: 1 MB random reads of the cold train cache files, 1 and 8 in flight
         import random
         from concurrent.futures import ThreadPoolExecutor
@@ -209,15 +209,7 @@ def run_child(kind: str, *args) -> None:
         validation_loss(model, tracks, "vocals", torch.device("cpu"), TrainConfig().valid_chunk_dur)
         print(json.dumps({"seconds": time.perf_counter() - t, "tracks": len(tracks), "all_tracks": len(every),
                           "audio_s": sum(tr.nb_samples for tr in tracks) / RATE,
-                          "all_audio_s": sum(tr.nb_samples for tr in every) / RATE, "maxrss": _maxrss()}))
-
-
-def _maxrss() -> int:
-    """Peak resident bytes of this process (VmHWM: getrusage's ru_maxrss would include the parent's before exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                          "all_audio_s": sum(tr.nb_samples for tr in every) / RATE, "maxrss": int(peak_mb() * 2**20)}))
 
 
 def dir_size(folder: Path) -> int:

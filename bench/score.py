@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.separate import _peak_mb, _reset_peak, _status_mb  # noqa: E402
+from bench.memory import peak_mb, reset_peak, status_mb  # noqa: E402
 
 RATE = 44100
 PIECE_DUR = 20.0
@@ -72,12 +72,12 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"] or torch.get_num_threads())
         score = lambda r, e: bsseval.evaluate(r, e, win=RATE, hop=RATE, device=spec["device"])  # noqa: E731
     score(refs[:, :2 * RATE], ests[:, :2 * RATE])  # first-call costs out of the timing
-    before = _status_mb("VmRSS")
-    reset = _reset_peak()
+    before = status_mb("VmRSS")
+    reset = reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     out = score(refs, ests)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    peak = _peak_mb(reset)
+    peak = peak_mb()
     np.save(spec["save"], np.stack(out))
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "before_mb": before, "peak_mb": peak,
             "peak_is_scoring_only": reset, "inputs_mb": (refs.nbytes + ests.nbytes) / 2**20}

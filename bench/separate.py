@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -33,40 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.memory import peak_mb, reset_peak, status_mb  # noqa: E402
+
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
 RATE = 44100
 PIECE_DUR = 20.0  # seconds generated; longer tracks tile it (generating 600 s directly needs gigabytes)
 
 
 # ------------------------------------------------------------------------------------------------------ worker
-def _status_mb(field: str) -> float | None:
-    """A memory line of /proc/self/status (VmRSS, VmHWM) in MiB; None where /proc is missing (macOS)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset the process's peak resident set (Linux: writing 5 to clear_refs), so VmHWM covers what follows."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb(reset: bool) -> float:
-    hwm = _status_mb("VmHWM") if reset else None
-    if hwm is not None:
-        return hwm
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return ru / (1024 * 1024) if sys.platform == "darwin" else ru / 1024
-
-
 def _track(duration: float):
     """(mixture, vocals, accompaniment) float32 (nb_timesteps, 2) of `duration` seconds."""
     import numpy as np
@@ -105,11 +78,11 @@ def worker(spec: dict) -> dict:
     mixture, vocals, accompaniment = _track(spec["duration"])
     sep.separate(mixture[:RATE], [spec["method"]], key="warm-up")  # first-call costs out of the timing
     result = {"torch_threads": torch.get_num_threads(), "device": str(sep.device)}
-    before = _status_mb("VmRSS")
-    reset = _reset_peak()
+    before = status_mb("VmRSS")
+    reset = reset_peak()
     t0 = time.perf_counter()
     est = sep.separate(mixture, [spec["method"]], key="bench")[spec["method"]]
-    result.update(seconds=time.perf_counter() - t0, before_mb=before, peak_mb=_peak_mb(reset),
+    result.update(seconds=time.perf_counter() - t0, before_mb=before, peak_mb=peak_mb(),
                   peak_is_separation_only=reset)
     if spec.get("museval"):
         from hw2.evaluate import score_track, track_medians

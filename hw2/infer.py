@@ -12,6 +12,7 @@ Prints the SDR table (median over 1-second frames, then over tracks) and writes,
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shlex
 import sys
@@ -111,6 +112,9 @@ def run(args, log=print) -> list[dict]:
         args.jobs = os.cpu_count() or 1
     if args.jobs < 1 or args.samples < 0 or args.gl_iters < 0 or args.max_tracks < 0:
         raise Hw2Error("--jobs must be at least 1; --samples, --gl-iters and --max-tracks at least 0")
+    if args.scorer == "museval" and importlib.util.find_spec("museval") is None:
+        raise Hw2Error("--scorer museval needs museval, which the TA's requirements leave out: pip install museval "
+                       "(or keep the default --scorer hw2, which gives museval's numbers)")
     device = resolve_device(args.device)
     separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters) for c in args.checkpoint]
     for sep, row_name in zip(separators, _row_names(args.checkpoint)):
