@@ -89,7 +89,8 @@ def test_copy_on_google_drive(monkeypatch, tmp_path):
     colab.run(drive_copy)
     assert colab.mounts == ["/content/drive"] and colab.cwd == [str(drive_copy)]
     assert sys.path[0] == str(drive_copy)
-    assert colab.calls == [[sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt"]]
+    assert colab.calls == [[sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt", "matplotlib",
+                            "ipywidgets"]]
 
 
 def test_missing_drive_copy_stops_with_one_clear_error(monkeypatch, tmp_path):
@@ -106,7 +107,7 @@ def test_git_url(monkeypatch, tmp_path):
     ns = colab.run(tmp_path / "nowhere", "https://example.org/me/hw2.git")
     assert colab.mounts == [] and ns["REPO_DIR"] == str(colab.clone_dir)
     assert colab.calls[0] == ["git", "clone", "-q", "https://example.org/me/hw2.git", str(colab.clone_dir)]
-    assert colab.cwd == [str(colab.clone_dir)] and colab.calls[1][-1] == "requirements.txt"
+    assert colab.cwd == [str(colab.clone_dir)] and colab.calls[1][6] == "requirements.txt"
     colab.calls.clear()
     colab.run(tmp_path / "nowhere", "https://example.org/me/hw2.git")  # run again: the clone is reused
     assert [c[0] for c in colab.calls] == [sys.executable]
