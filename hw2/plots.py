@@ -548,7 +548,7 @@ def plot_models(table: dict) -> Figure:
     fig = _figure(11, 4.2)
     rows = [r for r in table["rows"] if r["scores"]["vocals"]["SDR"] is not None]
     for ax, key, label in zip(fig.subplots(1, 2), ("params", "train_minutes"),
-                              ("trainable parameters (millions)", "training time (minutes, CPU)")):
+                              ("trainable parameters (millions)", "training time (minutes, CPU shared with other jobs)")):
         for r in rows:
             x = r[key] / 1e6 if key == "params" else r[key]
             ax.scatter(x, r["scores"]["vocals"]["SDR"], color="#1F3A5F")
