@@ -319,17 +319,19 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         remove_stale_temporaries(run)  # left by a kill during a save
     ckpt = _check_run_folder(run, cfg)
     device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model_config()).to(device)
+    nb_params = count_parameters(model)
+    if nb_params >= MAX_PARAMS:  # the assignment's rule, checked before any decoding
+        raise Hw2Error(f"this model has {nb_params:,} parameters; the assignment allows under {MAX_PARAMS:,}: "
+                       "lower --hidden-size or --nb-layers")
 
     train_files = open_tracks(cfg.musdb_root, "train", "train")
     train_tracks = load_cached(train_files, cfg.cache_dir or None, not cfg.quiet, SOURCES)
     valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir or None, not cfg.quiet)
     sampler = make_sampler(cfg, train_tracks)
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model_config()).to(device)
-    nb_params = count_parameters(model)
     dtype, scaler = precision(cfg.amp, device)
-    log(f"{cfg.arch}: {nb_params:,} parameters ({'under' if nb_params < MAX_PARAMS else 'OVER'} the 10M limit); "
+    log(f"{cfg.arch}: {nb_params:,} parameters (under the 10M limit); "
         f"{len(train_tracks)} train / {len(valid_tracks)} valid tracks; {sampler.nb_batches(0)} batches an epoch; "
         f"device {device}{f', {dtype} autocast' if dtype else ''}")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

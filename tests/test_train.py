@@ -521,3 +521,12 @@ def test_bad_settings_and_run_folders_are_refused_before_any_work(wav_root, tmp_
     with pytest.raises(Hw2Error, match="holds best.pt but no last.pt"):
         train(cfg, log=lambda m: None)
     assert not stale.exists() and (run / "best.pt").read_bytes() == b"the best weights so far"
+
+
+def test_a_model_over_the_parameter_limit_is_refused_before_any_decoding(wav_root, tmp_path, monkeypatch):
+    import hw2.train
+    monkeypatch.setattr(hw2.train, "load_cached", lambda *a, **k: pytest.fail("decoding started"))
+    cfg = replace(tiny(wav_root, tmp_path / "run", tmp_path / "cache"), n_fft=4096, n_hop=1024, hidden_size=512,
+                  nb_layers=3, unidirectional=True)  # 10,466,212 parameters
+    with pytest.raises(Hw2Error, match="10,466,212 parameters; the assignment allows under 10,000,000"):
+        train(cfg, log=lambda m: None)
