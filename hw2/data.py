@@ -408,17 +408,16 @@ _NOTED: set = set()
 
 
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding this layout's entries (`<cache_dir>/v<CACHE_VERSION>`), created if needed.
+    """The folder holding this layout's entries (`<cache_dir>/v<CACHE_VERSION>`), created with its parents.
 
-    Only the default cache dir is created with its parents: a given folder whose parent is missing is more
-    likely an unmounted drive (Colab's /content/drive) than a folder to create, and a cache written there would
-    be lost with the runtime."""
+    A folder on Google Drive while Drive is not mounted is refused: creating it would put the cache on the
+    runtime's disk, lost with the runtime, under a path that looks like Drive."""
     given = cache_dir is not None and str(cache_dir) != ""
     root = Path(cache_dir).expanduser() if given else default_cache_dir()
-    if given and not root.is_dir() and not root.parent.is_dir():
-        raise Hw2Error(f"{root}: cannot hold the decoded cache, its parent folder {root.parent} does not exist "
-                       "(a Google Drive not mounted?): mount it (drive.mount('/content/drive')) or create the "
-                       "folder, or set --cache-dir / $HW2_CACHE to a writable folder")
+    mount = Path(os.environ.get("HW2_DRIVE_MOUNT", "/content/drive"))  # where Colab mounts Drive
+    if not root.exists() and mount in (root, *root.parents) and not (mount / "MyDrive").is_dir():
+        raise Hw2Error(f"{root}: Google Drive is not mounted at {mount}, so the decoded cache cannot go there: "
+                       "mount it (drive.mount('/content/drive')) or set --cache-dir / $HW2_CACHE to a local folder")
     folder = root / f"v{CACHE_VERSION}"
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -261,16 +261,20 @@ def test_disk_full_is_one_line_and_leaves_nothing(wav_root, tmp_path, monkeypatc
     assert not list(cache.rglob("*.npy"))
 
 
-def test_cache_dir_on_a_missing_drive_is_one_line(wav_root, tmp_path):
-    drive = tmp_path / "drive" / "MyDrive" / "hw2-cache"  # /content/drive not mounted
-    with pytest.raises(Hw2Error, match=re.escape(f"{drive}: cannot hold the decoded cache, its parent folder "
-                                                 f"{drive.parent} does not exist") + ".*mount"):
+def test_cache_dir_on_a_missing_drive_is_one_line(wav_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("HW2_DRIVE_MOUNT", str(tmp_path / "drive"))  # stands in for Colab's /content/drive
+    drive = tmp_path / "drive" / "MyDrive" / "hw2-cache"  # Drive not mounted
+    with pytest.raises(Hw2Error, match=re.escape(f"{drive}: Google Drive is not mounted at {tmp_path / 'drive'}")
+                       + ".*drive.mount"):
         open_cached(wav_root, "train", "valid", cache_dir=drive, progress=False)
     assert not (tmp_path / "drive").exists()
     r = run_cli("-m", "hw2.train", "--musdb-root", str(wav_root), "--out", str(tmp_path / "run"),
                 "--cache-dir", str(drive), "--device", "cpu")
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "does not exist" in lines[0], r.stderr
+    assert r.returncode == 2 and len(lines) == 1 and "Google Drive is not mounted" in lines[0], r.stderr
+    nested = tmp_path / "new" / "deep" / "cache"  # any other missing folder is created, parents and all
+    open_cached(wav_root, "train", "valid", cache_dir=nested, progress=False)
+    assert (nested / "v2").is_dir()
 
 
 def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
