@@ -40,7 +40,19 @@ GRIDS = {
         "unet": ({"arch": "unet", "hidden_size": 64, "nb_layers": 6},
                  "spectrogram U-Net, 6 levels, 8-256 channels (Jansson et al., ISMIR 2017)", OURS),
     },
+    # optional task 2: the shipped model with the loader's augmentations taken away one at a time
+    "augment": {
+        "all-on": ({}, "every augmentation on (the default): random gain, channel swap, random track mixing",
+                   OPEN_UNMIX),
+        "no-gain": ({"gain_low": 1.0, "gain_high": 1.0}, "no random source gain", OPEN_UNMIX),
+        "no-swap": ({"swap": False}, "no random left/right swap", OPEN_UNMIX),
+        "coherent": ({"mixing": "coherent"}, "no random track mixing: each excerpt's sources from one track",
+                     OPEN_UNMIX),
+        "all-off": ({"gain_low": 1.0, "gain_high": 1.0, "swap": False, "mixing": "coherent"},
+                    "no augmentation", OPEN_UNMIX),
+    },
 }
+TITLES = {"models": "Model comparison", "augment": "Augmentation ablation"}
 
 
 def variant_config(grid: str, name: str, musdb_root: str, epochs: int, runs: Path, base: dict):
@@ -101,7 +113,7 @@ def save_row(path: Path, args, base: dict, row: dict) -> dict:
         rows = {r["variant"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
         rows[row["variant"]] = row
         data = next(iter(rows.values()))["data"]
-        table = {"title": f"Model comparison ({args.grid} grid) on the valid split", "grid": args.grid, "data": data,
+        table = {"title": f"{TITLES[args.grid]} ({args.grid} grid) on the valid split", "grid": args.grid, "data": data,
                  "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
                            f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
                  "musdb_root": args.musdb_root, "command": command_line(args), "commit": git_commit(),
@@ -164,9 +176,10 @@ def run_grid(args, log=print) -> dict:
             f"({(time.monotonic() - t0) / 60:.1f} min)")
         table = save_row(path, args, base, done[name])
     if table["rows"]:
-        from hw2.plots import models_note, plot_models, save_figure
+        if args.grid == "models":  # SDR against size and time; the ablation's rows all have one size
+            from hw2.plots import models_note, plot_models, save_figure
 
-        save_figure(plot_models(table), f"05_{args.grid}", note=models_note(table))
+            save_figure(plot_models(table), "05_models", note=models_note(table))
         log(markdown(table))
     return table
 

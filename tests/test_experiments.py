@@ -13,9 +13,9 @@ from hw2.train import MAX_PARAMS, TrainConfig
 TINY = ["seq_dur=1", "samples_per_track=1", "batch_size=2", "n_fft=512", "n_hop=128", "valid_chunk_dur=0"]
 
 
-@pytest.mark.parametrize("name", list(GRIDS["models"]))
-def test_every_variant_builds_under_the_limit_and_trains(name):
-    changes = GRIDS["models"][name][0]
+@pytest.mark.parametrize("grid,name", [(g, n) for g in GRIDS for n in GRIDS[g]])
+def test_every_variant_builds_under_the_limit_and_trains(grid, name):
+    changes = GRIDS[grid][name][0]
     full = TrainConfig(**{"hidden_size": 256, **changes}).model_config()
     assert count_parameters(build_model(full)) < MAX_PARAMS
     torch.manual_seed(0)
@@ -52,3 +52,17 @@ def test_runner_writes_table_and_skips_done_rows(wav_root, tmp_path, capsys):
 def test_runner_bad_variant_is_one_line(wav_root, tmp_path, capsys):
     assert main(["--musdb-root", str(wav_root), "--only", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown variant 'nope'" in capsys.readouterr().err
+
+
+def test_augment_grid_row_on_generated_tracks(wav_root, tmp_path):
+    """CI's tiny ablation row: the loader without gain, swap and random track mixing trains and is scored."""
+    from hw2.train import TrainConfig as C
+
+    changes = GRIDS["augment"]["all-off"][0]
+    assert (C(**changes).gain_low, C(**changes).swap, C(**changes).mixing) == (1.0, False, "coherent")
+    argv = ["--musdb-root", str(wav_root), "--grid", "augment", "--only", "all-off", "--epochs", "1",
+            "--set", *TINY, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "results")]
+    assert main(argv) == 0
+    table = json.loads((tmp_path / "results" / "augment.json").read_text())
+    assert table["title"].startswith("Augmentation ablation") and [r["variant"] for r in table["rows"]] == ["all-off"]
+    assert json.loads((tmp_path / "runs" / "augment" / "all-off" / "config.json").read_text())["mixing"] == "coherent"
