@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error
+from hw2.data import blocks
 
 FILTERS_LEN = 512
 
@@ -111,8 +112,7 @@ def filters(refs, ests, nsampl, nchan, L, read, block, device):
     B = N - L + 1  # samples per block: with the next L - 1 samples, one block's correlations do not wrap
     S = torch.zeros(P, 2 * P, N // 2 + 1, dtype=torch.complex128, device=device)
     nonzero = np.zeros((2, nsrc), bool)
-    for start in range(0, nsampl, B):
-        stop = min(start + B, nsampl)
+    for _, start, stop, _ in blocks(nsampl, B):
         x = read(refs, start, stop + L - 1)  # (j, c, stop - start + L - 1)
         y = read(ests, start, stop + L - 1)
         nonzero[0] |= (x[..., :stop - start].sum(1) != 0).any(-1).cpu().numpy()

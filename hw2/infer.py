@@ -224,7 +224,7 @@ def _references(track, length: int) -> tuple[dict, int]:
     One stem at a time, straight to int16 (never musdb's float64 copies), converted and added into the float32
     targets in blocks, so that at most one int16 stem lives beside them.
     """
-    from hw2.data import BLOCK, read_stem
+    from hw2.data import BLOCK, blocks, read_stem
 
     refs, n = {}, length
     for target, stems in (("vocals", ("vocals",)), ("accompaniment", ("drums", "bass", "other"))):
@@ -232,8 +232,7 @@ def _references(track, length: int) -> tuple[dict, int]:
             pcm = read_stem(track, stem)
             n = min(n, len(pcm))
             ref = refs.setdefault(target, np.zeros(pcm.shape, np.float32))
-            for lo in range(0, n, BLOCK):
-                hi = min(n, lo + BLOCK)
+            for _, lo, hi, _ in blocks(n, BLOCK):
                 ref[lo:hi] += pcm[lo:hi] * np.float32(1 / 32768)
             del pcm
     return {t: r[:n] for t, r in refs.items()}, n

@@ -105,14 +105,14 @@ def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: floa
         R = torch.einsum("jaft,jbft->jfab", y, y.conj()) / (v.sum(-1)[..., None, None] + eps)  # (J, F, C, C)
         R = R.to(c128)
         out = torch.empty_like(y)
-        for t0 in range(0, mix.shape[-1], frames_per_block):
-            vt = v[..., t0:t0 + frames_per_block].to(c128)  # (J, F, Tb)
+        for _, a, b, _ in blocks(mix.shape[-1], frames_per_block):
+            vt = v[..., a:b].to(c128)  # (J, F, Tb)
             cxx = torch.einsum("jft,jfab->ftab", vt, R) + np.sqrt(eps) * eye
             inv = torch.linalg.inv(cxx)
-            x = mix[..., t0:t0 + frames_per_block].to(c128)
+            x = mix[..., a:b].to(c128)
             for j in range(y.shape[0]):
                 gain = vt[j][..., None, None] * (R[j][:, None] @ inv)  # (F, Tb, C, C)
-                out[j, ..., t0:t0 + frames_per_block] = torch.einsum("ftab,bft->aft", gain, x)
+                out[j, ..., a:b] = torch.einsum("ftab,bft->aft", gain, x)
         y = out
     return y * scale
 
