@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 from hw2.evaluate import METRICS, atomic_write_text, markdown_table
+from hw2.model import describe
 from hw2.train import TrainConfig, config_from_dict, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,12 +46,11 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
     excerpts = f"{cfg.samples_per_track} excerpts of {cfg.seq_dur:g} s per train track"
     counts = _split_counts(cfg.musdb_root)
     lines = [
-        "# Model card: Open-Unmix vocals model (`checkpoints/vocals.pt`)",
+        f"# Model card: {'U-Net' if cfg.arch == 'unet' else 'Open-Unmix'} vocals model (`checkpoints/vocals.pt`)",
         "",
         "| | |",
         "|---|---|",
-        f"| model | Open-Unmix, hidden {cfg.hidden_size}, {cfg.nb_layers} {'uni' if cfg.unidirectional else 'bi'}directional "
-        f"LSTM layers, bandwidth {cfg.bandwidth:g} Hz, {'stereo' if cfg.nb_channels == 2 else 'mono'}, STFT {cfg.n_fft}/{cfg.n_hop} |",
+        f"| model | {describe(cfg.model_config())} |",
         f"| parameters | {best['nb_params']:,} (the assignment's limit is 10M) |",
         "| initialisation | from scratch (random weights, seed {}); no pretrained weights, no extra data |".format(cfg.seed),
         f"| data | `{cfg.musdb_root}`, its train folder, with musdb's standard train / valid split |",

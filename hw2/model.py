@@ -197,5 +197,18 @@ def build_model(cfg: ModelConfig) -> SpectrogramModel:
     return ARCHITECTURES[cfg.arch](cfg)
 
 
+def describe(cfg: ModelConfig) -> str:
+    """One line naming the network a config builds, for model cards and reports."""
+    common = f"bandwidth {cfg.bandwidth:g} Hz, {'stereo' if cfg.nb_channels == 2 else 'mono'}, STFT {cfg.n_fft}/{cfg.n_hop}"
+    if cfg.arch == "unet":
+        base = max(1, cfg.hidden_size // 8)
+        return (f"spectrogram U-Net (Jansson et al., ISMIR 2017), {max(1, cfg.nb_layers)} levels, "
+                f"{base}-{base * 2 ** (max(1, cfg.nb_layers) - 1)} channels, sigmoid mask, {common}")
+    lstm = (f"{cfg.nb_layers} {'uni' if cfg.unidirectional else 'bi'}directional LSTM layers" if cfg.nb_layers
+            else "no LSTM")
+    return (f"Open-Unmix, hidden {cfg.hidden_size}, {lstm}{'' if cfg.skip else ', no skip'}"
+            f"{'' if cfg.mask else ', no mask'}, {common}")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

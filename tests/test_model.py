@@ -97,3 +97,24 @@ def test_every_shipped_checkpoint_under_the_limit():
         assert n < MAX_PARAMS, f"{path.name}: {n:,} parameters"
         if "nb_params" in ckpt:
             assert ckpt["nb_params"] == n
+
+
+@pytest.mark.parametrize("arch", ["openunmix", "unet"])
+def test_model_card_names_the_shipped_architecture(tmp_path, arch):
+    """The card is written from the run's config: a shipped U-Net must not be described as Open-Unmix."""
+    import json
+    from dataclasses import asdict
+
+    from hw2.card import model_card
+    from hw2.train import TrainConfig
+
+    cfg = TrainConfig(arch=arch, hidden_size=64, nb_layers=6)
+    (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
+    (tmp_path / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 60.0}]))
+    card = model_card(tmp_path, None, {"nb_params": 123, "epoch": 1, "valid_loss": 1.0, "device": "cpu"})
+    model_line = next(line for line in card.splitlines() if line.startswith("| model |"))
+    if arch == "unet":
+        assert "U-Net" in card.splitlines()[0] and "6 levels, 8-256 channels" in model_line
+        assert "LSTM" not in model_line
+    else:
+        assert "Open-Unmix, hidden 64, 6 bidirectional LSTM layers" in model_line
