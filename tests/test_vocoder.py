@@ -85,6 +85,12 @@ def test_training_run_resumes_and_its_checkpoint_loads_back(wav_root, tmp_path):
     with pytest.raises(Hw2Error, match="different config"):  # another config into the same folder
         train(replace(cfg, dim=12, epochs=3), log=lambda _: None)
 
+    from hw2.card import ship_vocoder
+    dest = ship_vocoder(run, tmp_path / "checkpoints", None)
+    assert load_vocoder(dest / "vocoder.pt", 4096, 1024, RATE).cfg == load_vocoder(run / "best.pt").cfg
+    card = (dest / "VOCODER_CARD.md").read_text()
+    assert f"{ckpt['nb_params']:,}" in card and "python -m hw2.vocoder --musdb-root" in card and "--dim 8" in card
+
 
 def test_bad_checkpoints_are_refused_in_one_line(tmp_path):
     path = tmp_path / "v2048.pt"
