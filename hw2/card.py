@@ -158,11 +158,13 @@ def vocoder_card(run: Path, results: dict | None, best: dict) -> str:
         f"| epochs | {len(history)} trained; best (shipped) epoch {best['epoch']}, valid loss {best['valid_loss']:.4f} |",
         f"| wall time | {sum(h['seconds'] for h in history) / 60:.1f} min of training and validation "
         f"(sum of `vocoder-history.json` seconds) |",
-        f"| device | {best.get('device', 'unknown')} |",
+        f"| device | {best.get('device', 'unknown')}"
+        f"{f'; a budget of --max-minutes {cfg.max_minutes:g} (the run stops there, resumably)' if cfg.max_minutes else ''} |",
         "",
         "Training command (reproduces `checkpoints/vocoder-config.json`):",
         "",
-        f"```bash\n{train_command(cfg, 'python -m hw2.vocoder')}\n```",
+        f"```bash\n{train_command(cfg, 'python -m hw2.vocoder')}"
+        f"{f' --max-minutes {cfg.max_minutes:g}' if cfg.max_minutes else ''}\n```",
         "",
         "| epoch | train loss | valid loss | seconds |",
         "|---:|---:|---:|---:|",

@@ -51,6 +51,8 @@ class VocoderConfig:
     dim: int = 96  # ConvNeXt channels
     nb_layers: int = 6
     kernel: int = 7  # frames seen by each depthwise convolution; the stack sees nb_layers * (kernel - 1) + 1
+    # the head's phase is relative to a bin's own advance per frame (2 pi k hop / n_fft): see `Vocoder.phase`
+    time_invariant: bool = True
     # data: excerpts of the train split's stems, each channel and target a training signal
     seq_dur: float = 2.0
     batch_size: int = 4  # excerpts per batch; x 2 targets x 2 channels signals
@@ -73,6 +75,7 @@ class VocoderConfig:
         if unknown:
             raise Hw2Error(f"vocoder config has unknown fields {sorted(unknown)}: written by another version of hw2")
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        d.setdefault("time_invariant", False)  # written before the field existed: frame-relative phase
         return cls(**d)
 
 
@@ -121,13 +124,23 @@ class Vocoder(nn.Module):
 
     def phase(self, mag: torch.Tensor) -> torch.Tensor:
         """Magnitude (..., nb_bins, nb_frames) -> phase in radians, same shape (not wrapped: only its cosine and
-        sine are used, as in Vocos)."""
+        sine are used, as in Vocos).
+
+        With `time_invariant`, the head predicts the phase minus 2 pi k hop t / n_fft (bin k, frame t): a steady
+        sinusoid's STFT phase turns by that much every frame (k pi / 2 with hop n_fft / 4), a pattern of period 4
+        frames that convolutions over frames, blind to the frame index, cannot produce; relative to it, a steady
+        sinusoid has a constant phase, which they can."""
         shape = mag.shape
         x = torch.log(mag.reshape(-1, *shape[-2:]).clamp_min(1e-5))
         x = self.norm_in(self.embed(x).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm_out(x.transpose(1, 2))).transpose(1, 2).reshape(shape)
+        phase = self.head(self.norm_out(x.transpose(1, 2))).transpose(1, 2)
+        if self.cfg.time_invariant:  # in integers modulo n_fft: exact at any frame index
+            k = torch.arange(shape[-2], device=mag.device)[:, None]
+            t = torch.arange(shape[-1], device=mag.device)[None]
+            phase = phase + (k * self.cfg.n_hop * t % self.cfg.n_fft).to(phase.dtype) * (2 * math.pi / self.cfg.n_fft)
+        return phase.reshape(shape)
 
     def forward(self, mag: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Magnitude (..., nb_bins, nb_frames) -> waveform (..., length); length defaults to
