@@ -264,8 +264,8 @@ def _identity(path, sep) -> dict:
     out = {"checkpoint_sha1": h.hexdigest(), "gl_iters": sep.gl_iters, "seed": sep.seed,
            "blocks": [sep.chunk_frames, sep.context_frames, sep.wiener_win]}
     if sep.vocoder is not None:  # the vocoder method's rows are reused only if made with the same vocoder
-        out["vocoder"] = hashlib.sha1(b"".join(v.cpu().numpy().tobytes()
-                                               for v in sep.vocoder.state_dict().values())).hexdigest()
+        out["vocoder"] = hashlib.sha1(repr(sep.vocoder.cfg).encode() + b"".join(
+            v.cpu().numpy().tobytes() for v in sep.vocoder.state_dict().values())).hexdigest()
     return out
 
 

@@ -46,11 +46,12 @@ def test_output_has_the_input_length_and_the_separators_frames(length):
     assert model.phase(mag).shape == mag.shape  # one phase per bin and frame
 
 
-def test_a_tiny_vocoders_loss_goes_down_on_a_generated_track():
+@pytest.mark.parametrize("time_invariant", [False, True])
+def test_a_tiny_vocoders_loss_goes_down_on_a_generated_track(time_invariant):
     stems = make_stems(seed=3, duration=2.0)  # (5, nb_timesteps, 2) float32
     ref = torch.from_numpy(np.ascontiguousarray(np.stack([stems[4], stems[1:4].sum(0)]).transpose(0, 2, 1)))
     ref = ref.reshape(-1, ref.shape[-1])  # vocals and accompaniment, both channels: 4 signals
-    model = tiny(dim=16)
+    model = tiny(dim=16, time_invariant=time_invariant)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     mag = model.stft(ref).abs()
     losses = []
