@@ -1,6 +1,7 @@
 """Ship a training run: copy its best and milestone checkpoints into `checkpoints/` and write the model card.
 
     python -m hw2.card --run runs/musdb7-vocals --results results/train-valid.json
+    python -m hw2.card --vocoder --run runs/vocoder --results results/vocoder-valid.json   # the vocoder
 
 The card is built from facts only: the config and history saved by the run, the checkpoint's metadata, and the
 SDR table written by `hw2/infer.py` (its command and data are quoted). Nothing in it is typed by hand.
@@ -21,11 +22,12 @@ from hw2.train import TrainConfig, config_from_dict, load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_command(cfg: TrainConfig) -> str:
-    """The `python -m hw2.train` command that reproduces the config (flags that differ from the defaults)."""
-    default = TrainConfig()
-    parts = ["python -m hw2.train"]
-    for f in fields(TrainConfig):
+def train_command(cfg, prog: str = "python -m hw2.train") -> str:
+    """The command that reproduces a config (`TrainConfig`, or `VocoderConfig` with prog `python -m hw2.vocoder`):
+    the flags that differ from the defaults."""
+    default = type(cfg)()
+    parts = [prog]
+    for f in fields(cfg):
         value, base = getattr(cfg, f.name), getattr(default, f.name)
         if f.name in ("quiet", "cache_dir", "device", "nb_workers", "max_minutes") or value == base:
             continue
@@ -128,13 +130,90 @@ def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
     return dest
 
 
+def vocoder_card(run: Path, results: dict | None, best: dict) -> str:
+    """The vocoder's card: its config, budget and losses from the run folder, the SDR table if given."""
+    from hw2.vocoder import VocoderConfig
+    cfg = VocoderConfig.from_dict(json.loads((run / "config.json").read_text()))
+    history = json.loads((run / "history.json").read_text())
+    counts = _split_counts(cfg.musdb_root)
+    lines = [
+        "# Model card: vocoder (`checkpoints/vocoder.pt`)",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| model | Vocos-style (Siuzdak 2023): {cfg.nb_layers} ConvNeXt blocks of {cfg.dim} channels, kernel "
+        f"{cfg.kernel} frames, over the log magnitude of STFT {cfg.n_fft}/{cfg.n_hop} (Hann, {cfg.rate} Hz, the "
+        "separator's); a linear head gives one phase per bin and frame; output = inverse STFT of the input "
+        "magnitude with that phase; mono (each channel on its own) |",
+        f"| parameters | {best['nb_params']:,} |",
+        f"| initialisation | from scratch (random weights, seed {cfg.seed}); no pretrained weights, no extra data |",
+        f"| data | `{cfg.musdb_root}`: the vocals and accompaniment (drums + bass + other) stems of musdb's train "
+        f"split ({counts['train']} tracks), never a mixture; the test split was never read |",
+        f"| model selection | lowest loss on the full stems of musdb's valid split ({counts['valid']} tracks) |",
+        f"| an epoch | {cfg.samples_per_track} excerpts of {cfg.seq_dur:g} s per train track, random gain "
+        f"[{cfg.gain_low:g}, {cfg.gain_high:g}], batch {cfg.batch_size} excerpts (x 2 targets x 2 channels) |",
+        f"| loss | multi-resolution STFT (spectral convergence + log-magnitude L1), n_fft "
+        f"{', '.join(map(str, cfg.loss_ffts))}, hop n_fft / 4; no adversarial term |",
+        f"| optimiser | AdamW lr {cfg.lr:g}, betas (0.8, 0.9) |",
+        f"| epochs | {len(history)} trained; best (shipped) epoch {best['epoch']}, valid loss {best['valid_loss']:.4f} |",
+        f"| wall time | {sum(h['seconds'] for h in history) / 60:.1f} min of training and validation "
+        f"(sum of `vocoder-history.json` seconds) |",
+        f"| device | {best.get('device', 'unknown')}"
+        f"{f'; a budget of --max-minutes {cfg.max_minutes:g} (the run stops there, resumably)' if cfg.max_minutes else ''} |",
+        "",
+        "Training command (reproduces `checkpoints/vocoder-config.json`):",
+        "",
+        f"```bash\n{train_command(cfg, 'python -m hw2.vocoder')}"
+        f"{f' --max-minutes {cfg.max_minutes:g}' if cfg.max_minutes else ''}\n```",
+        "",
+        "| epoch | train loss | valid loss | seconds |",
+        "|---:|---:|---:|---:|",
+        *(f"| {h['epoch']} | {h['train_loss']:.4f} | {h['valid_loss']:.4f} | {h['seconds']:.0f} |" for h in history),
+        "",
+    ]
+    if results:
+        data = results["data"]
+        lines += [f"## SDR on musdb's {data.get('split') or data.get('subset')} split ({data.get('nb_tracks')} "
+                  "tracks)", "", "BSSEval v4, 1-second frames; median over frames per track, then over tracks; dB. "
+                  "`oracle-vocoder` vocodes the true stems' magnitudes (the vocoder alone).", "",
+                  markdown_table(results["rows"], METRICS), "", f"Produced by `{results['command']}` on "
+                  f"{results['created']}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def ship_vocoder(run: Path, dest: Path, results_path: Path | None) -> Path:
+    """best.pt -> vocoder.pt, with vocoder-config.json, vocoder-history.json and VOCODER_CARD.md."""
+    from hw2.vocoder import load_vocoder
+    for name in ("config.json", "history.json", "best.pt"):
+        if not (run / name).exists():
+            raise Hw2Error(f"{run}: no {name}; pass --run a vocoder run folder (python -m hw2.vocoder --out ...)")
+    load_vocoder(run / "best.pt")  # refuses anything but a vocoder checkpoint
+    import torch
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    results = json.loads(Path(results_path).read_text()) if results_path else None
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dest / "vocoder.pt") as tmp:
+        torch.save({k: best[k] for k in ("format", "hw2_version", "config", "model", "nb_params", "epoch",
+                                         "valid_loss", "device")}, tmp)
+    for name in ("config.json", "history.json"):
+        atomic_write_text(dest / f"vocoder-{name}", (run / name).read_text())
+    meta = {k: best.get(k) for k in ("nb_params", "epoch", "valid_loss", "device")}
+    atomic_write_text(dest / "VOCODER_CARD.md", vocoder_card(run, results, meta))
+    return dest
+
+
 def main(argv=None) -> int:
     p = OneLineParser(prog="python -m hw2.card", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="training run folder")
     p.add_argument("--results", default="", help="results JSON of the valid-split table (from hw2/infer.py)")
     p.add_argument("--dest", default=str(REPO / "checkpoints"))
+    p.add_argument("--vocoder", action="store_true", help="--run is a vocoder run (python -m hw2.vocoder)")
     a = p.parse_args(argv)
     def work():
+        if a.vocoder:
+            dest = ship_vocoder(Path(a.run), Path(a.dest), Path(a.results) if a.results else None)
+            print(f"shipped {a.run} to {dest} (vocoder.pt, vocoder-config.json, vocoder-history.json, VOCODER_CARD.md)")
+            return
         dest = ship(Path(a.run), Path(a.dest), Path(a.results) if a.results else None)
         print(f"shipped {a.run} to {dest} (vocals.pt, milestones, config, history, MODEL_CARD.md)")
 

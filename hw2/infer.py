@@ -31,6 +31,7 @@ from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
+DEFAULT_VOCODER = REPO / "checkpoints" / "vocoder.pt"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None,
                    help="scoring worker processes (default: the machine's CPU count; numbers identical to 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--vocoder", default=str(DEFAULT_VOCODER),
+                   help="vocoder checkpoint of the vocoder phase method (python -m hw2.vocoder)")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--max-tracks", type=int, default=0, help="only the first N tracks (0: all)")
     return p
@@ -117,6 +120,9 @@ def run(args, log=print) -> list[dict]:
                        "(or keep the default --scorer hw2, which gives museval's numbers)")
     device = resolve_device(args.device)
     separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters) for c in args.checkpoint]
+    if "vocoder" in args.phase:
+        for sep in separators:
+            sep.load_vocoder(args.vocoder)
     for sep, row_name in zip(separators, _row_names(args.checkpoint)):
         sep.name = row_name  # distinct, or two checkpoints named best.pt would merge into one row
     out = Path(args.out)
@@ -139,9 +145,10 @@ def run(args, log=print) -> list[dict]:
         log(f"{sep.name}: epoch {sep.epoch}, {sum(p.numel() for p in sep.model.parameters()):,} parameters")
 
     identities = [_identity(c, sep) for c, sep in zip(args.checkpoint, separators)]
+    ref_names = REFERENCE_ROWS + (("oracle-vocoder",) if "vocoder" in args.phase else ())
     evaluation = Evaluation(out, name, subset, args.jobs, {"scorer": args.scorer})
     rows_asked = [_row(sep, m, c) for sep, c in zip(separators, args.checkpoint) for m in args.phase] + \
-        [_reference_row(m) for m in (REFERENCE_ROWS if args.references else ())]
+        [_reference_row(m) for m in (ref_names if args.references else ())]
     for folder in {out, *(evaluation.path(row, "x").parent for row in rows_asked)}:
         if folder.is_dir():
             remove_stale_temporaries(folder)  # left by a run killed while writing
@@ -155,9 +162,10 @@ def run(args, log=print) -> list[dict]:
         todo = [(sep, ident, _row(sep, m, c), m) for sep, ident, c in zip(separators, identities, args.checkpoint)
                 for m in args.phase]
         todo = [(sep, ident, row, m) for sep, ident, row, m in todo
-                if not evaluation.resume(row, track.name, {**ident, "method": m})]
-        ref_rows = [_reference_row(m) for m in (REFERENCE_ROWS if args.references else ())]
-        ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name, {"method": row["method"]})]
+                if not evaluation.resume(row, track.name, _method_identity(ident, m))]
+        ref_rows = [_reference_row(m) for m in (ref_names if args.references else ())]
+        ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name,
+                                                                     _method_identity(identities[0], row["method"]))]
         if not todo and not ref_rows:
             resumed += 1
             bar.update(step)
@@ -170,7 +178,7 @@ def run(args, log=print) -> list[dict]:
         for sep, ident, row, method in todo:
             est = sep.separate(mixture, [method], key=track.name)[method]
             refs, n = _references(track, len(mixture))
-            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()}, {**ident, "method": method})
+            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()}, _method_identity(ident, method))
             del refs
             if i < args.samples:
                 for target, audio in est.items():
@@ -180,8 +188,8 @@ def run(args, log=print) -> list[dict]:
             refs, n = _references(track, len(mixture))
             mix = mixture[:n].astype(np.float32) / 32768
             for method, est in references(mix, refs["vocals"], refs["accompaniment"],
-                                          rows=[r["method"] for r in ref_rows]).items():
-                evaluation.add(_reference_row(method), track.name, refs, est, {"method": method})
+                                          rows=[r["method"] for r in ref_rows], vocoder=separators[0].vocoder).items():
+                evaluation.add(_reference_row(method), track.name, refs, est, _method_identity(identities[0], method))
             del mix, est, refs
         del mixture
         bar.update(step)
@@ -253,8 +261,20 @@ def _identity(path, sep) -> dict:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return {"checkpoint_sha1": h.hexdigest(), "gl_iters": sep.gl_iters, "seed": sep.seed,
-            "blocks": [sep.chunk_frames, sep.context_frames, sep.wiener_win]}
+    out = {"checkpoint_sha1": h.hexdigest(), "gl_iters": sep.gl_iters, "seed": sep.seed,
+           "blocks": [sep.chunk_frames, sep.context_frames, sep.wiener_win]}
+    if sep.vocoder is not None:  # the vocoder method's rows are reused only if made with the same vocoder
+        out["vocoder"] = hashlib.sha1(repr(sep.vocoder.cfg).encode() + b"".join(
+            v.cpu().numpy().tobytes() for v in sep.vocoder.state_dict().values())).hexdigest()
+    return out
+
+
+def _method_identity(ident: dict, method: str) -> dict:
+    """What one row's scores depend on: a reference row only on its method (and the oracle vocoder on the
+    vocoder), a method on the separation `ident` (and the vocoder method on the vocoder)."""
+    if method in REFERENCE_ROWS or method == "oracle-vocoder":
+        ident = {"vocoder": ident.get("vocoder")} if method == "oracle-vocoder" else {}
+    return {**{k: v for k, v in ident.items() if k != "vocoder" or "vocoder" in method}, "method": method}
 
 
 def _row_names(paths) -> list[str]:

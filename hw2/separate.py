@@ -7,6 +7,7 @@ A = max(|X| - V, 0). Each method then gives both magnitudes a phase:
     griffinlim      Griffin-Lim from a random phase (the assignment's Task 2)
     griffinlim-mix  Griffin-Lim started from the mixture's phase
     wiener          a multichannel Wiener post-filter over (V, A), one EM iteration in 300-frame windows, as Open-Unmix
+    vocoder         a phase from the magnitude alone, by a vocoder trained from scratch (`hw2.vocoder`), per channel
 
 and two reference rows need the true stems rather than a model:
 
@@ -34,7 +35,7 @@ from hw2 import Hw2Error
 from hw2.data import blocks
 from hw2.model import STFT, SpectrogramModel
 
-METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener")
+METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
 TARGETS = ("vocals", "accompaniment")
 
@@ -145,6 +146,13 @@ class Separator:
         self.context_frames = max(-(-n_fft // hop), round(context_dur * rate / hop))  # default 320
         self.gl_iters, self.seed, self.name, self.wiener_win = gl_iters, seed, name, wiener_win
         self.epoch = None
+        self.vocoder = None  # an hw2.vocoder.Vocoder for the "vocoder" method (`load_vocoder`)
+
+    def load_vocoder(self, path) -> None:
+        """Load the vocoder of the "vocoder" method; one trained with other STFT settings is refused."""
+        from hw2.vocoder import load_vocoder
+        cfg = self.model.cfg
+        self.vocoder = load_vocoder(path, cfg.n_fft, cfg.n_hop, cfg.rate).to(self.device)
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", **kw) -> "Separator":
@@ -180,6 +188,9 @@ class Separator:
         for m in methods:
             if m not in METHODS:
                 raise Hw2Error(f"unknown phase method {m!r}: use one or more of {', '.join(METHODS)}")
+        if "vocoder" in methods and self.vocoder is None:
+            raise Hw2Error("the vocoder method needs a vocoder: pass --vocoder PATH (train one with "
+                           "`python -m hw2.vocoder`)")
         length, nb_channels = mixture.shape
         hop = self.stft.n_hop
         out = {m: {t: np.empty((length, nb_channels), np.float32) for t in TARGETS} for m in methods}
@@ -221,6 +232,8 @@ class Separator:
                 for m in chans:
                     if m == "mixture":
                         wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)
+                    elif m == "vocoder":  # the magnitude alone: the vocoder never sees the mixture's phase
+                        wave = self.vocoder(S, length)
                     else:
                         wave = torch.zeros(length, device=S.device)
                         wave[f0 * hop:f0 * hop + gl_length] = griffinlim(
@@ -246,9 +259,15 @@ def _grid(first: int, nb_frames: int, size: int):
 
 
 def references(mixture: np.ndarray, vocals: np.ndarray, accompaniment: np.ndarray, stft: STFT | None = None,
-               rows=REFERENCES) -> dict:
-    """Reference rows from the true stems; arrays (nb_timesteps, nb_channels)."""
+               rows=REFERENCES, vocoder=None) -> dict:
+    """Reference rows from the true stems; arrays (nb_timesteps, nb_channels). With an `hw2.vocoder.Vocoder`, the
+    row "oracle-vocoder" is the vocoder alone: the true magnitudes vocoded, channel by channel, whole track."""
     out = {}
+    if "oracle-vocoder" in rows:
+        with torch.no_grad():
+            out["oracle-vocoder"] = {name: _to_numpy(vocoder(vocoder.stft(torch.as_tensor(
+                np.ascontiguousarray(a.T), dtype=torch.float32)).abs(), len(a))) for name, a in
+                (("vocals", vocals), ("accompaniment", accompaniment))}
     if "mix-as-estimate" in rows:
         out["mix-as-estimate"] = {"vocals": mixture.copy(), "accompaniment": mixture.copy()}
     if "oracle-irm" in rows:
