@@ -56,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
                    help="scoring worker processes (default: the machine's CPU count; numbers identical to 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--misi-iters", type=int, default=8, help="MISI iterations (--phase misi)")
+    p.add_argument("--misi-fixed", action="store_true",
+                   help="MISI returns the given magnitudes, not those refined to add up to the mixture")
+    p.add_argument("--n-mels", type=int, default=128, help="mel bands (--phase mel)")
+    p.add_argument("--mel-iters", type=int, default=32, help="Griffin-Lim iterations after the mel inversion")
     p.add_argument("--max-tracks", type=int, default=0, help="only the first N tracks (0: all)")
     return p
 
@@ -110,13 +115,17 @@ def run(args, log=print) -> list[dict]:
 
     if args.jobs is None:
         args.jobs = os.cpu_count() or 1
-    if args.jobs < 1 or args.samples < 0 or args.gl_iters < 0 or args.max_tracks < 0:
-        raise Hw2Error("--jobs must be at least 1; --samples, --gl-iters and --max-tracks at least 0")
+    if args.jobs < 1 or args.n_mels < 1 or min(args.samples, args.gl_iters, args.max_tracks, args.misi_iters,
+                                                args.mel_iters) < 0:
+        raise Hw2Error("--jobs and --n-mels must be at least 1; --samples, --gl-iters, --misi-iters, --mel-iters "
+                       "and --max-tracks at least 0")
     if args.scorer == "museval" and importlib.util.find_spec("museval") is None:
         raise Hw2Error("--scorer museval needs museval, which the TA's requirements leave out: pip install museval "
                        "(or keep the default --scorer hw2, which gives museval's numbers)")
     device = resolve_device(args.device)
-    separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters) for c in args.checkpoint]
+    separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters, misi_iters=args.misi_iters,
+                                            misi_refine=not args.misi_fixed, n_mels=args.n_mels,
+                                            mel_iters=args.mel_iters) for c in args.checkpoint]
     for sep, row_name in zip(separators, _row_names(args.checkpoint)):
         sep.name = row_name  # distinct, or two checkpoints named best.pt would merge into one row
     out = Path(args.out)
@@ -155,7 +164,7 @@ def run(args, log=print) -> list[dict]:
         todo = [(sep, ident, _row(sep, m, c), m) for sep, ident, c in zip(separators, identities, args.checkpoint)
                 for m in args.phase]
         todo = [(sep, ident, row, m) for sep, ident, row, m in todo
-                if not evaluation.resume(row, track.name, {**ident, "method": m})]
+                if not evaluation.resume(row, track.name, {**ident, **sep.settings(m), "method": m})]
         ref_rows = [_reference_row(m) for m in (REFERENCE_ROWS if args.references else ())]
         ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name, {"method": row["method"]})]
         if not todo and not ref_rows:
@@ -170,7 +179,8 @@ def run(args, log=print) -> list[dict]:
         for sep, ident, row, method in todo:
             est = sep.separate(mixture, [method], key=track.name)[method]
             refs, n = _references(track, len(mixture))
-            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()}, {**ident, "method": method})
+            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()},
+                           {**ident, **sep.settings(method), "method": method})
             del refs
             if i < args.samples:
                 for target, audio in est.items():

@@ -7,6 +7,11 @@ A = max(|X| - V, 0). Each method then gives both magnitudes a phase:
     griffinlim      Griffin-Lim from a random phase (the assignment's Task 2)
     griffinlim-mix  Griffin-Lim started from the mixture's phase
     wiener          a multichannel Wiener post-filter over (V, A), one EM iteration in 300-frame windows, as Open-Unmix
+    misi            multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005): Griffin-Lim over V and A
+                    jointly, from the mixture's phase, with the mixture's error shared equally between them, so
+                    that the estimates add up to the mixture
+    mel             each magnitude through a mel power spectrogram and back (librosa's mel_to_audio: pseudo-inverse
+                    of the mel filterbank, then Griffin-Lim from a random phase); what a mel vocoder has to start from
 
 and two reference rows need the true stems rather than a model:
 
@@ -34,7 +39,7 @@ from hw2 import Hw2Error
 from hw2.data import blocks
 from hw2.model import STFT, SpectrogramModel
 
-METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener")
+METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
 TARGETS = ("vocals", "accompaniment")
 
@@ -81,6 +86,61 @@ def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, mom
         angles = angles / (angles.abs() + 1e-16)
         tprev = rebuilt
     return stft.inverse(mag * angles, length)
+
+
+def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter: int = 8,
+         refine: bool = True) -> torch.Tensor:
+    """Multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005; Magron et al. 2015), from the mixture's
+    phase. Each iteration takes every source's waveform s_j = iSTFT(|S_j| e^{i phi_j}), shares the mixture's error
+    e = x - sum_k s_k equally (s_j + e / J), and keeps the phase of that signal's STFT under the magnitude |S_j|.
+
+    mags: (nb_sources, nb_bins, nb_frames) magnitudes; mix: complex (nb_bins, nb_frames), the mixture's STFT.
+    Returns the waveforms (nb_sources, length). refine=True returns s_j + e / J, whose magnitudes the last error
+    share has refined and which add up to iSTFT(mix) exactly; refine=False returns s_j, with the magnitudes as
+    given. n_iter=0 with refine=False is the mixture phase.
+    """
+    x = stft.inverse(mix, length)
+    angles = torch.exp(1j * mix.angle())
+    nb_sources = mags.shape[0]
+    for i in range(n_iter + 1):
+        s = stft.inverse(mags * angles, length)  # (J, length)
+        e = (x - s.sum(0)) / nb_sources
+        if i < n_iter:
+            rebuilt = stft(s + e)
+            angles = rebuilt / (rebuilt.abs() + 1e-16)
+    return s + e if refine else s
+
+
+# Slaney's mel scale, as librosa.filters.mel (htk=False): linear below 1 kHz, logarithmic above
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-10) / 1000) / (np.log(6.4) / 27), f / (200 / 3))
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return np.where(m >= 15, 1000 * np.exp(np.log(6.4) / 27 * (m - 15)), m * (200 / 3))
+
+
+def mel_filters(rate: int, n_fft: int, n_mels: int = 128) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters from 0 Hz to rate / 2, Slaney's scale and area normalisation:
+    librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels)."""
+    freqs = np.fft.rfftfreq(n_fft, 1 / rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(0)), _hz_to_mel(np.float64(rate / 2)), n_mels + 2))
+    ramps, width = edges[:, None] - freqs[None], np.diff(edges)[:, None]
+    fb = np.maximum(0, np.minimum(-ramps[:-2] / width[:-1], ramps[2:] / width[1:]))
+    return torch.from_numpy((fb * (2 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32))
+
+
+def mel_inverse(mag: torch.Tensor, stft: STFT, length: int, fb: torch.Tensor, n_iter: int = 32,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """librosa.feature.inverse.mel_to_audio of the mel power spectrogram fb @ mag**2, with our STFT.
+
+    mag: (nb_bins, nb_frames) magnitude; fb: (n_mels, nb_bins) from `mel_filters`. The mel power goes back to a
+    linear magnitude through the filterbank's pseudo-inverse clipped at 0 (the start of librosa's NNLS, which it
+    also returns at audio scales: tests/test_phase.py), then Griffin-Lim from a random phase. Returns (length,).
+    """
+    fb = fb.to(mag.device)
+    power = torch.linalg.pinv(fb.double()).float() @ (fb @ mag.square())
+    return griffinlim(power.clamp_min(0).sqrt(), stft, length, n_iter, generator=generator)
 
 
 def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: float = 1e-10,
@@ -135,7 +195,8 @@ class Separator:
     """
 
     def __init__(self, model: SpectrogramModel, device="cpu", chunk_dur: float = 27.86, context_dur: float = 7.43,
-                 gl_iters: int = 32, seed: int = 0, name: str = "model", wiener_win: int = 300):
+                 gl_iters: int = 32, seed: int = 0, name: str = "model", wiener_win: int = 300,
+                 misi_iters: int = 8, misi_refine: bool = True, n_mels: int = 128, mel_iters: int = 32):
         keep_freed_memory()
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -144,6 +205,7 @@ class Separator:
         # at least n_fft of context: the kept samples must not see the window's reflect padding
         self.context_frames = max(-(-n_fft // hop), round(context_dur * rate / hop))  # default 320
         self.gl_iters, self.seed, self.name, self.wiener_win = gl_iters, seed, name, wiener_win
+        self.misi_iters, self.misi_refine, self.n_mels, self.mel_iters = misi_iters, misi_refine, n_mels, mel_iters
         self.epoch = None
 
     @classmethod
@@ -161,6 +223,14 @@ class Separator:
         sep.epoch = ckpt.get("epoch")
         sep.config = cfg
         return sep
+
+    # the attribute holding each iterative method's number of iterations (`hw2.evaluate.iteration_sweep`)
+    ITERATIONS = {"griffinlim": "gl_iters", "griffinlim-mix": "gl_iters", "misi": "misi_iters", "mel": "mel_iters"}
+
+    def settings(self, method: str) -> dict:
+        """What a method's output depends on besides the checkpoint, the seed and the blocks."""
+        return {"misi": {"misi_iters": self.misi_iters, "misi_refine": self.misi_refine},
+                "mel": {"n_mels": self.n_mels, "mel_iters": self.mel_iters}}.get(method, {})
 
     @property
     def stft(self) -> STFT:
@@ -213,14 +283,27 @@ class Separator:
                                      X[..., s:e])
             out["wiener"] = {t: self.stft.inverse(y[j], length) for j, t in enumerate(TARGETS)}
             del y
+        if "misi" in methods:  # joint over targets, one channel at a time, on Griffin-Lim's frames
+            waves = torch.zeros((X.shape[0], 2, length), device=X.device)
+            for ch in range(X.shape[0]):
+                Xc, Vc = X[ch, :, f0:f1], V[ch, :, f0:f1]
+                waves[ch, :, f0 * hop:f0 * hop + gl_length] = misi(
+                    torch.stack([Vc, torch.relu(Xc.abs() - Vc)]), Xc, self.stft, gl_length, self.misi_iters,
+                    self.misi_refine)
+            out["misi"] = {t: waves[:, j] for j, t in enumerate(TARGETS)}
+        fb = mel_filters(self.model.cfg.rate, self.stft.n_fft, self.n_mels).to(X.device) if "mel" in methods else None
         # everything else one target and one channel at a time, so that few window-size arrays live at once
         for target in TARGETS:
-            chans = {m: [] for m in methods if m != "wiener"}
+            chans = {m: [] for m in methods if m not in ("wiener", "misi")}
             for ch in range(X.shape[0]):
                 S = V[ch] if target == "vocals" else torch.relu(X[ch].abs() - V[ch])
                 for m in chans:
                     if m == "mixture":
                         wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)
+                    elif m == "mel":
+                        wave = torch.zeros(length, device=S.device)
+                        wave[f0 * hop:f0 * hop + gl_length] = mel_inverse(
+                            S[:, f0:f1], self.stft, gl_length, fb, self.mel_iters, generator=gens[m, target])
                     else:
                         wave = torch.zeros(length, device=S.device)
                         wave[f0 * hop:f0 * hop + gl_length] = griffinlim(
