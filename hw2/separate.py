@@ -68,11 +68,13 @@ def keep_freed_memory() -> bool:
 
 
 def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, momentum: float = 0.99,
-               init: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               init: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               snapshots: dict | None = None) -> torch.Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013), as librosa.griffinlim.
 
     mag: magnitude (nb_bins, nb_frames), not power. init: complex (nb_bins, nb_frames) whose phase starts the
-    iterations, or None for a uniformly random phase. Returns the waveform (length,).
+    iterations, or None for a uniformly random phase. Returns the waveform (length,). snapshots: {iterations:
+    None}, filled with the waveform after that many iterations (one run gives a whole iteration sweep).
     """
     if init is None:
         phase = torch.rand(mag.shape, generator=generator, device="cpu").to(mag.device) * (2 * np.pi)
@@ -80,16 +82,21 @@ def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, mom
     else:
         angles = init / (init.abs() + 1e-16)
     tprev = None
-    for _ in range(n_iter):
+    for i in range(n_iter):
+        if snapshots is not None and i in snapshots:
+            snapshots[i] = stft.inverse(mag * angles, length)
         rebuilt = stft(stft.inverse(mag * angles, length))
         angles = rebuilt - (momentum / (1 + momentum)) * tprev if tprev is not None else rebuilt
         angles = angles / (angles.abs() + 1e-16)
         tprev = rebuilt
-    return stft.inverse(mag * angles, length)
+    wave = stft.inverse(mag * angles, length)
+    if snapshots is not None and n_iter in snapshots:
+        snapshots[n_iter] = wave
+    return wave
 
 
 def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter: int = 8,
-         refine: bool = True) -> torch.Tensor:
+         refine: bool = True, snapshots: dict | None = None) -> torch.Tensor:
     """Multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005; Magron et al. 2015), from the mixture's
     phase. Each iteration takes every source's waveform s_j = iSTFT(|S_j| e^{i phi_j}), shares the mixture's error
     e = x - sum_k s_k equally (s_j + e / J), and keeps the phase of that signal's STFT under the magnitude |S_j|.
@@ -97,7 +104,8 @@ def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter:
     mags: (nb_sources, nb_bins, nb_frames) magnitudes; mix: complex (nb_bins, nb_frames), the mixture's STFT.
     Returns the waveforms (nb_sources, length). refine=True returns s_j + e / J, whose magnitudes the last error
     share has refined and which add up to iSTFT(mix) exactly; refine=False returns s_j, with the magnitudes as
-    given. n_iter=0 with refine=False is the mixture phase.
+    given. n_iter=0 with refine=False is the mixture phase. snapshots: {iterations: None}, filled with the pair
+    (refined, fixed) of waveforms after that many iterations.
     """
     x = stft.inverse(mix, length)
     angles = torch.exp(1j * mix.angle())
@@ -105,6 +113,8 @@ def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter:
     for i in range(n_iter + 1):
         s = stft.inverse(mags * angles, length)  # (J, length)
         e = (x - s.sum(0)) / nb_sources
+        if snapshots is not None and i in snapshots:
+            snapshots[i] = (s + e, s)
         if i < n_iter:
             rebuilt = stft(s + e)
             angles = rebuilt / (rebuilt.abs() + 1e-16)
@@ -131,16 +141,17 @@ def mel_filters(rate: int, n_fft: int, n_mels: int = 128) -> torch.Tensor:
 
 
 def mel_inverse(mag: torch.Tensor, stft: STFT, length: int, fb: torch.Tensor, n_iter: int = 32,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, snapshots: dict | None = None) -> torch.Tensor:
     """librosa.feature.inverse.mel_to_audio of the mel power spectrogram fb @ mag**2, with our STFT.
 
     mag: (nb_bins, nb_frames) magnitude; fb: (n_mels, nb_bins) from `mel_filters`. The mel power goes back to a
     linear magnitude through the filterbank's pseudo-inverse clipped at 0 (the start of librosa's NNLS, which it
-    also returns at audio scales: tests/test_phase.py), then Griffin-Lim from a random phase. Returns (length,).
+    also returns at audio scales: tests/test_phase.py), then Griffin-Lim from a random phase. Returns (length,);
+    snapshots as `griffinlim`'s.
     """
     fb = fb.to(mag.device)
     power = torch.linalg.pinv(fb.double()).float() @ (fb @ mag.square())
-    return griffinlim(power.clamp_min(0).sqrt(), stft, length, n_iter, generator=generator)
+    return griffinlim(power.clamp_min(0).sqrt(), stft, length, n_iter, generator=generator, snapshots=snapshots)
 
 
 def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: float = 1e-10,
