@@ -68,11 +68,13 @@ def track_sweep(sep, mixture: np.ndarray, key: str, iterations=ITERATIONS, mel_b
                     put(method, n, j, ch, w)
     for n_mels in mel_bands:
         fb = mel_filters(sep.model.cfg.rate, stft.n_fft, n_mels)
+        pinv = torch.linalg.pinv(fb.double()).float()
         for j, target in enumerate(TARGETS):
             gen = sep._generator(f"{key}|{target}")
             for ch in range(X.shape[0]):
                 snaps = dict.fromkeys(mel_iterations)
-                mel_inverse(mags[ch, j], stft, length, fb, max(mel_iterations), generator=gen, snapshots=snaps)
+                mel_inverse(mags[ch, j], stft, length, fb, max(mel_iterations), generator=gen, snapshots=snaps,
+                            pinv=pinv)
                 for n, w in snaps.items():
                     put(f"mel-{n_mels}", n, j, ch, w)
     return {k: dict(zip(TARGETS, v)) for k, v in waves.items()}

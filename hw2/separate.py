@@ -140,7 +140,8 @@ def mel_filters(rate: int, n_fft: int, n_mels: int = 128) -> torch.Tensor:
     return torch.from_numpy((fb * (2 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32))
 
 
-def mel_to_magnitude(mel: torch.Tensor, fb: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
+def mel_to_magnitude(mel: torch.Tensor, fb: torch.Tensor, n_iter: int = 30,
+                     pinv: torch.Tensor | None = None) -> torch.Tensor:
     """librosa.feature.inverse.mel_to_stft: the magnitude (nb_bins, nb_frames) whose power best gives the mel power
     spectrogram mel (n_mels, nb_frames) through fb (n_mels, nb_bins), by non-negative least squares.
 
@@ -148,28 +149,37 @@ def mel_to_magnitude(mel: torch.Tensor, fb: torch.Tensor, n_iter: int = 30) -> t
     2049 corrections per frame at n_fft 4096: gigabytes for a few seconds of audio), and stops at its start when
     the spectrogram is quiet (its tolerance is absolute). Here: the same start, then n_iter steps of accelerated
     projected gradient (FISTA), which do not depend on the level and reach librosa's distance to the true
-    magnitude in about 30 steps (tests/test_phase.py)."""
-    x = (torch.linalg.pinv(fb.double()).float() @ mel).clamp_min(0)
-    step = 1 / float(torch.linalg.matrix_norm(fb.double(), 2)) ** 2
+    magnitude in about 30 steps (tests/test_phase.py). Each bin lies under at most two mel filters, so the
+    filterbank is applied as a sparse matrix. pinv: fb's pseudo-inverse, if already at hand.
+    """
+    pinv = torch.linalg.pinv(fb.double()).float() if pinv is None else pinv
+    A, At = fb.to_sparse(), fb.T.to_sparse()
+    v = torch.ones(fb.shape[1], 1, dtype=fb.dtype, device=fb.device)
+    for _ in range(30):  # power iteration: the step 1 / ||fb||_2^2 (an SVD of fb costs more than the NNLS)
+        v = At @ (A @ v)
+        v = v / v.norm()
+    step = 0.99 / float((A @ v).norm()) ** 2
+    x = (pinv @ mel).clamp_min(0)
     y, t = x, 1.0
     for _ in range(n_iter):
-        x_next = (y - step * (fb.T @ (fb @ y - mel))).clamp_min(0)
+        x_next = (y - step * (At @ (A @ y - mel))).clamp_min(0)
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         y, x, t = x_next + ((t - 1) / t_next) * (x_next - x), x_next, t_next
     return x.sqrt()
 
 
 def mel_inverse(mag: torch.Tensor, stft: STFT, length: int, fb: torch.Tensor, n_iter: int = 32,
-                generator: torch.Generator | None = None, snapshots: dict | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, snapshots: dict | None = None,
+                pinv: torch.Tensor | None = None) -> torch.Tensor:
     """librosa.feature.inverse.mel_to_audio of the mel power spectrogram fb @ mag**2, with our STFT: the magnitude
     back by `mel_to_magnitude`, then Griffin-Lim from a random phase (librosa's default init).
 
-    mag: (nb_bins, nb_frames) magnitude; fb: (n_mels, nb_bins) from `mel_filters`. Returns (length,); snapshots
-    as `griffinlim`'s.
+    mag: (nb_bins, nb_frames) magnitude; fb: (n_mels, nb_bins) from `mel_filters`, pinv its pseudo-inverse (or
+    None). Returns (length,); snapshots as `griffinlim`'s.
     """
     fb = fb.to(mag.device)
-    return griffinlim(mel_to_magnitude(fb @ mag.square(), fb), stft, length, n_iter, generator=generator,
-                      snapshots=snapshots)
+    return griffinlim(mel_to_magnitude(fb @ mag.square(), fb, pinv=pinv), stft, length, n_iter,
+                      generator=generator, snapshots=snapshots)
 
 
 def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: float = 1e-10,
@@ -320,7 +330,9 @@ class Separator:
                     torch.stack([Vc, torch.relu(Xc.abs() - Vc)]), Xc, self.stft, gl_length, self.misi_iters,
                     self.misi_refine)
             out["misi"] = {t: waves[:, j] for j, t in enumerate(TARGETS)}
-        fb = mel_filters(self.model.cfg.rate, self.stft.n_fft, self.n_mels).to(X.device) if "mel" in methods else None
+        if "mel" in methods:
+            fb = mel_filters(self.model.cfg.rate, self.stft.n_fft, self.n_mels).to(X.device)
+            fb_pinv = torch.linalg.pinv(fb.double()).float()
         # everything else one target and one channel at a time, so that few window-size arrays live at once
         for target in TARGETS:
             chans = {m: [] for m in methods if m not in ("wiener", "misi")}
@@ -332,7 +344,8 @@ class Separator:
                     elif m == "mel":
                         wave = torch.zeros(length, device=S.device)
                         wave[f0 * hop:f0 * hop + gl_length] = mel_inverse(
-                            S[:, f0:f1], self.stft, gl_length, fb, self.mel_iters, generator=gens[m, target])
+                            S[:, f0:f1], self.stft, gl_length, fb, self.mel_iters, generator=gens[m, target],
+                            pinv=fb_pinv)
                     else:
                         wave = torch.zeros(length, device=S.device)
                         wave[f0 * hop:f0 * hop + gl_length] = griffinlim(
