@@ -192,9 +192,10 @@ def test_infer_runs_the_new_methods_with_their_settings(wav_root, tmp_path):
                 "model": model.state_dict(), "epoch": 1}, ckpt)
     out = tmp_path / "out"
     args = ["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint", str(ckpt),
-            "--phase", "misi", "mel", "--misi-iters", "2", "--mel-iters", "2", "--n-mels", "64", "--samples", "1",
-            "--jobs", "1", "--out", str(out), "--name", "phase", "--max-tracks", "1"]
-    assert main(args) == 0
+            "--misi-iters", "2", "--mel-iters", "2", "--n-mels", "64", "--samples", "1",
+            "--jobs", "1", "--out", str(out), "--name", "phase", "--max-tracks", "1", "--phase"]
+    assert main(args + ["mel"]) == 0
+    assert main(args + ["misi", "mel"]) == 0  # mel resumed from the first run: the rows keep the order asked
     doc = json.loads((out / "phase.json").read_text())
     assert [r["method"] for r in doc["rows"]] == ["misi", "mel"]
     for r in doc["rows"]:
