@@ -1,11 +1,11 @@
 """museval scoring: BSSEval v4 on 1-second frames, median over frames per track, then median over tracks.
 
 `score_track` scores vocals and accompaniment jointly, as `museval.eval_mus_track` does for that pair, and returns
-the same JSON museval writes per track. `magnitude_distances` adds two phase-blind measures (spectral convergence and a
-multi-resolution STFT distance), which say how close the estimate's magnitudes are whatever its phase; `Evaluation`
-stores them per track beside museval's frames (key "magnitude"). `Evaluation` collects rows (a checkpoint and a phase method, or a
-reference row) over tracks, optionally in worker processes, and writes per-track JSON, a summary JSON and a
-markdown table. Results files are written atomically.
+the same JSON museval writes per track. `magnitude_distances` adds two phase-blind measures (spectral convergence and
+a multi-resolution STFT distance): how close the estimate's magnitudes are, whatever its phase. `Evaluation` collects
+rows (a checkpoint and a phase method, or a reference row) over tracks, optionally in worker processes, stores the
+phase-blind measures per track beside museval's frames (key "magnitude"), and writes per-track JSON, a summary JSON
+and a markdown table. Results files are written atomically.
 """
 from __future__ import annotations
 
@@ -130,7 +130,8 @@ def median_of_medians(per_track: list[dict]) -> dict:
     out = {}
     for target in TARGETS:
         extra = [m for m in MAGNITUDE_METRICS if any(m in t.get(target, {}) for t in per_track)]
-        out[target] = {m: _nanmedian([t[target].get(m) for t in per_track if target in t]) for m in METRICS + tuple(extra)}
+        out[target] = {m: _nanmedian([t[target].get(m) for t in per_track if target in t])
+                       for m in METRICS + tuple(extra)}
     return out
 
 

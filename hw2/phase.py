@@ -85,7 +85,7 @@ LABELS = {"griffinlim": "Griffin-Lim, random init", "griffinlim-mix": "Griffin-L
 
 
 def run(args, log=print) -> list[dict]:
-    from hw2.data import open_tracks, read_stem
+    from hw2.data import describe_dataset, open_tracks, read_stem
     from hw2.evaluate import TARGETS, magnitude_distances, median_of_medians, score_track, track_medians
     from hw2.infer import _references, write_wav
     from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
@@ -114,7 +114,8 @@ def run(args, log=print) -> list[dict]:
     rows = [{"method": label, "iterations": iters, "scores": median_of_medians(meds), "nb_tracks": len(meds)}
             for (label, iters), meds in sorted(per_track.items())]
     command = "python -m hw2.phase " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    data = f"{args.musdb_root}, subset {args.subset}, split {args.split}, {len(tracks)} tracks"
+    data = (f"{describe_dataset(args.musdb_root, tracks)} ({args.musdb_root}), {args.subset} subset, {args.split} "
+            f"split, {len(tracks)} tracks")
     out = Path(args.out)
     (out / "phase").mkdir(parents=True, exist_ok=True)
     from hw2.evaluate import atomic_write_text
@@ -149,7 +150,8 @@ def run(args, log=print) -> list[dict]:
     refs, _ = _references(track, len(mixture))
     fig = plot_phase_spectrograms({"true vocals": refs["vocals"], **{m: est[m]["vocals"] for m in methods}},
                                   start=1.0, dur=4.0, title=f"{track.name}: vocals by phase method")
-    save_figure(fig, "06_phase_spectrograms", f"{track.name} ({data.split(',')[0]}, {args.split} split), 1-5 s, "
+    save_figure(fig, "06_phase_spectrograms", f"{track.name} ({describe_dataset(args.musdb_root, tracks)}, "
+                f"{args.split} split), 1-5 s, "
                 f"vocals; shipped checkpoint, each method at its defaults. Command: {command}")
     for m in methods:
         write_wav(out / "phase" / "samples" / track.name / f"{m}_vocals.wav", est[m]["vocals"])
