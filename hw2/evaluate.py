@@ -1,9 +1,11 @@
 """museval scoring: BSSEval v4 on 1-second frames, median over frames per track, then median over tracks.
 
 `score_track` scores vocals and accompaniment jointly, as `museval.eval_mus_track` does for that pair, and returns
-the same JSON museval writes per track. `Evaluation` collects rows (a checkpoint and a phase method, or a
-reference row) over tracks, optionally in worker processes, and writes per-track JSON, a summary JSON and a
-markdown table. Results files are written atomically.
+the same JSON museval writes per track. `magnitude_distances` adds two phase-blind measures (spectral convergence and
+a multi-resolution STFT distance): how close the estimate's magnitudes are, whatever its phase. `Evaluation` collects
+rows (a checkpoint and a phase method, or a reference row) over tracks, optionally in worker processes, stores the
+phase-blind measures per track beside museval's frames (key "magnitude"), and writes per-track JSON, a summary JSON
+and a markdown table. Results files are written atomically.
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ import numpy as np
 from hw2 import Hw2Error, __version__, atomic_write
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
+MAGNITUDE_METRICS = ("SC", "MRSTFT")  # phase-blind, per track; lower is better, 0 for identical magnitudes
+RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # MRSTFT's (n_fft, hop), as Yamamoto et al. (2020)
+LOG_FLOOR = 1e-4  # magnitudes floored here before the log: about 16-bit quantisation noise in a 512-point bin
 TARGETS = ("vocals", "accompaniment")
 RATE = 44100
 
@@ -60,20 +65,73 @@ def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, 
     return {"targets": targets, "scorer": version}
 
 
+def magnitude_distances(reference: np.ndarray, estimate: np.ndarray, n_fft: int = 4096, n_hop: int = 1024,
+                        resolutions=RESOLUTIONS, block_frames: int = 4096) -> dict:
+    """Phase-blind distances between the STFT magnitudes of a reference and an estimate, (nb_timesteps,
+    nb_channels) arrays (the estimate zero-padded or cut to the reference's length, as museval does):
+
+        SC      spectral convergence at (n_fft, n_hop), the separation model's STFT: || |R| - |E| || / || |R| ||
+        MRSTFT  multi-resolution STFT distance (Yamamoto et al. 2020): the mean over `resolutions` of spectral
+                convergence plus the mean absolute difference of log magnitudes (floored at LOG_FLOOR)
+
+    Frames of n_fft samples every hop from sample 0 (no padding; a track shorter than n_fft is zero-padded to
+    one frame), periodic Hann window, all channels; computed a block of frames at a time, so memory does not
+    grow with the track. Scaling the estimate by a gives SC = |1 - a|.
+    Returns {"SC": float, "MRSTFT": float}; NaN where the reference is silent.
+    """
+    import torch
+
+    from hw2.data import blocks
+
+    ref = np.asarray(reference)
+    est = np.asarray(estimate)[: len(ref)]
+    n = len(ref)
+
+    def sums(nfft, hop):
+        """(sum (|R| - |E|)^2, sum |R|^2, sum |log |R| - log |E||, nb_values)."""
+        window = torch.hann_window(nfft, dtype=torch.float64)
+        nb_frames = max(1, (n - nfft) // hop + 1)
+        acc = np.zeros(4)
+        for _, a, b, _ in blocks(nb_frames, block_frames):
+            lo, hi = a * hop, (b - 1) * hop + nfft
+            seg = np.zeros((2, hi - lo, ref.shape[1]))
+            part = ref[lo:min(hi, n)]
+            seg[0, :len(part)] = part
+            part = est[lo:min(hi, len(est))]
+            seg[1, :len(part)] = part
+            x = torch.from_numpy(seg).permute(0, 2, 1).reshape(-1, hi - lo)
+            mag = torch.stft(x, nfft, hop, window=window, center=False, return_complex=True).abs()
+            r, e = mag.reshape(2, -1).unbind(0)
+            acc += [float((r - e).square().sum()), float(r.square().sum()),
+                    float((r.clamp_min(LOG_FLOOR).log() - e.clamp_min(LOG_FLOOR).log()).abs().sum()), r.numel()]
+        return acc
+
+    def sc(acc):
+        return float(np.sqrt(acc[0] / acc[1])) if acc[1] > 0 else float("nan")
+
+    multi = [sums(nfft, hop) for nfft, hop in resolutions]
+    return {"SC": sc(sums(n_fft, n_hop)), "MRSTFT": float(np.mean([sc(a) + a[2] / a[3] for a in multi]))}
+
+
 def track_medians(track_scores: dict) -> dict:
-    """{target: {metric: median over the track's 1-second frames}} (NaN frames, e.g. silent vocals, ignored)."""
+    """{target: {metric: median over the track's 1-second frames}} (NaN frames, e.g. silent vocals, ignored), plus
+    the track's phase-blind distances (MAGNITUDE_METRICS) where its scores hold them."""
     out = {}
     for target in track_scores["targets"]:
         values = {m: [f["metrics"][m] for f in target["frames"]] for m in METRICS}
         out[target["name"]] = {m: _nanmedian(v) for m, v in values.items()}
+        out[target["name"]].update(track_scores.get("magnitude", {}).get(target["name"], {}))
     return out
 
 
 def median_of_medians(per_track: list[dict]) -> dict:
-    """{target: {metric: median over tracks of the per-track frame medians}}: the assignment's number."""
+    """{target: {metric: median over tracks of the per-track frame medians}}: the assignment's number. The
+    phase-blind distances join where any track has them (median over the tracks that do)."""
     out = {}
     for target in TARGETS:
-        out[target] = {m: _nanmedian([t[target][m] for t in per_track if target in t]) for m in METRICS}
+        extra = [m for m in MAGNITUDE_METRICS if any(m in t.get(target, {}) for t in per_track)]
+        out[target] = {m: _nanmedian([t[target].get(m) for t in per_track if target in t])
+                       for m in METRICS + tuple(extra)}
     return out
 
 
@@ -97,6 +155,7 @@ def _score_job(name, references, estimates, json_path, identity=None, score_kw=N
         scores = {"name": name, "targets": [], "skipped": reason}
     else:
         scores = score_track(name, references, estimates, **(score_kw or {}))
+        scores["magnitude"] = {t: magnitude_distances(references[t], estimates[t]) for t in TARGETS}
     if identity is not None:
         scores["hw2"] = identity  # what produced these scores: a rerun reuses them only when it matches
     atomic_write_text(Path(json_path), json.dumps(scores, indent=2))
@@ -154,6 +213,8 @@ class Evaluation:
             return False
         if not isinstance(scores, dict) or scores.get("hw2") != json.loads(json.dumps(identity)):
             return False
+        if not scores.get("skipped") and "magnitude" not in scores:  # scored before the phase-blind measures
+            return False
         medians = {"skipped": scores["skipped"]} if scores.get("skipped") else track_medians(scores)
         self._register(row).append((track, medians))
         return True
@@ -194,14 +255,15 @@ def row_slug(row: dict) -> str:
 
 
 def markdown_table(rows: list[dict], metrics=("SDR",)) -> str:
-    """One line per row; columns: target x metric, in dB (median of medians)."""
+    """One line per row; columns: target x metric, in dB (median of medians); the phase-blind distances
+    (MAGNITUDE_METRICS, no unit) with three decimals."""
     cols = [(t, m) for t in TARGETS for m in metrics]
     head = "| row | epoch | " + " | ".join(f"{t} {m}" for t, m in cols) + " |"
     sep = "|---|---:|" + "---:|" * len(cols)
     lines = [head, sep]
     for r in rows:
-        vals = [r["scores"][t][m] for t, m in cols]
-        cells = ["n/a" if v is None else f"{v:.2f}" for v in vals]
+        vals = [(r["scores"][t].get(m), m) for t, m in cols]
+        cells = ["n/a" if v is None else f"{v:.3f}" if m in MAGNITUDE_METRICS else f"{v:.2f}" for v, m in vals]
         lines.append(f"| {r['label']} | {r.get('epoch') if r.get('epoch') is not None else '-'} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines + skipped_notes(rows))
@@ -228,11 +290,16 @@ def write_results(out: Path, name: str, rows: list[dict], data: dict, command: s
     json_path, md_path = out / f"{name}.json", out / f"{name}.md"
     try:
         atomic_write_text(json_path, json.dumps(summary, indent=2))
-        md = (f"# {summary['title']}\n\n{markdown_table(rows, METRICS)}\n\n"
+        shown = METRICS + tuple(m for m in MAGNITUDE_METRICS
+                                if any(r["scores"][t].get(m) is not None for r in rows for t in TARGETS))
+        md = (f"# {summary['title']}\n\n{markdown_table(rows, shown)}\n\n"
               f"Data: `{data.get('root')}`, subset `{data.get('subset')}`"
               + (f", split `{data['split']}`" if data.get("split") else "")
               + f", {data.get('nb_tracks')} tracks. {summary['aggregation']}.\n\n"
-              f"Command: `{command}`\n")
+              + (f"SC: spectral convergence of the STFT magnitudes at n_fft 4096, hop 1024; MRSTFT: spectral "
+                 f"convergence plus log-magnitude distance, mean over n_fft 512 / 1024 / 2048; both per track, "
+                 f"then median over tracks; lower is better, blind to phase.\n\n" if len(shown) > len(METRICS) else "")
+              + f"Command: `{command}`\n")
         atomic_write_text(md_path, md)
     except OSError as e:
         raise Hw2Error(f"{out}: cannot write results here ({e.strerror}); pass --out a writable folder") from None
@@ -241,19 +308,21 @@ def write_results(out: Path, name: str, rows: list[dict], data: dict, command: s
 
 def iteration_sweep(separator, mixture, references: dict, iterations=(0, 4, 8, 16, 32, 64),
                     method: str = "griffinlim", name: str = "track") -> list[dict]:
-    """Median-over-frames SDR of one track's Griffin-Lim estimates against the number of iterations.
+    """Median-over-frames SDR of one track's estimates by an iterative phase method (griffinlim, griffinlim-mix,
+    misi, mel) against the number of iterations.
 
     mixture and references as for `Separator.separate` and `score_track`. Returns
     [{"iterations": n, "vocals": sdr, "accompaniment": sdr}, ...]; 0 iterations is the initial phase alone.
     """
-    saved = separator.gl_iters
+    attr = separator.ITERATIONS.get(method, "gl_iters")
+    saved = getattr(separator, attr)
     out = []
     try:
         for n in iterations:
-            separator.gl_iters = n
+            setattr(separator, attr, n)
             est = separator.separate(mixture, (method,), key=name)[method]
             medians = track_medians(score_track(name, references, est))
             out.append({"iterations": n, **{t: medians[t]["SDR"] for t in TARGETS}})
     finally:
-        separator.gl_iters = saved
+        setattr(separator, attr, saved)
     return out

@@ -59,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder", default=str(DEFAULT_VOCODER),
                    help="vocoder checkpoint of the vocoder phase method (python -m hw2.vocoder)")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--misi-iters", type=int, default=8, help="MISI iterations (--phase misi)")
+    p.add_argument("--misi-fixed", action="store_true",
+                   help="MISI returns the given magnitudes, not those refined to add up to the mixture")
+    p.add_argument("--n-mels", type=int, default=128, help="mel bands (--phase mel)")
+    p.add_argument("--mel-iters", type=int, default=32, help="Griffin-Lim iterations after the mel inversion")
     p.add_argument("--max-tracks", type=int, default=0, help="only the first N tracks (0: all)")
     return p
 
@@ -113,13 +118,17 @@ def run(args, log=print) -> list[dict]:
 
     if args.jobs is None:
         args.jobs = os.cpu_count() or 1
-    if args.jobs < 1 or args.samples < 0 or args.gl_iters < 0 or args.max_tracks < 0:
-        raise Hw2Error("--jobs must be at least 1; --samples, --gl-iters and --max-tracks at least 0")
+    if args.jobs < 1 or args.n_mels < 1 or min(args.samples, args.gl_iters, args.max_tracks, args.misi_iters,
+                                                args.mel_iters) < 0:
+        raise Hw2Error("--jobs and --n-mels must be at least 1; --samples, --gl-iters, --misi-iters, --mel-iters "
+                       "and --max-tracks at least 0")
     if args.scorer == "museval" and importlib.util.find_spec("museval") is None:
         raise Hw2Error("--scorer museval needs museval, which the TA's requirements leave out: pip install museval "
                        "(or keep the default --scorer hw2, which gives museval's numbers)")
     device = resolve_device(args.device)
-    separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters) for c in args.checkpoint]
+    separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters, misi_iters=args.misi_iters,
+                                            misi_refine=not args.misi_fixed, n_mels=args.n_mels,
+                                            mel_iters=args.mel_iters) for c in args.checkpoint]
     if "vocoder" in args.phase:
         for sep in separators:
             sep.load_vocoder(args.vocoder)
@@ -149,6 +158,8 @@ def run(args, log=print) -> list[dict]:
     evaluation = Evaluation(out, name, subset, args.jobs, {"scorer": args.scorer})
     rows_asked = [_row(sep, m, c) for sep, c in zip(separators, args.checkpoint) for m in args.phase] + \
         [_reference_row(m) for m in (ref_names if args.references else ())]
+    for row in rows_asked:  # the table's rows in the order asked, whichever were scored by an earlier run
+        evaluation._register(row)
     for folder in {out, *(evaluation.path(row, "x").parent for row in rows_asked)}:
         if folder.is_dir():
             remove_stale_temporaries(folder)  # left by a run killed while writing
@@ -162,7 +173,7 @@ def run(args, log=print) -> list[dict]:
         todo = [(sep, ident, _row(sep, m, c), m) for sep, ident, c in zip(separators, identities, args.checkpoint)
                 for m in args.phase]
         todo = [(sep, ident, row, m) for sep, ident, row, m in todo
-                if not evaluation.resume(row, track.name, _method_identity(ident, m))]
+                if not evaluation.resume(row, track.name, _method_identity({**ident, **sep.settings(m)}, m))]
         ref_rows = [_reference_row(m) for m in (ref_names if args.references else ())]
         ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name,
                                                                      _method_identity(identities[0], row["method"]))]
@@ -178,7 +189,8 @@ def run(args, log=print) -> list[dict]:
         for sep, ident, row, method in todo:
             est = sep.separate(mixture, [method], key=track.name)[method]
             refs, n = _references(track, len(mixture))
-            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()}, _method_identity(ident, method))
+            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()},
+                           _method_identity({**ident, **sep.settings(method)}, method))
             del refs
             if i < args.samples:
                 for target, audio in est.items():

@@ -28,7 +28,9 @@ from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
 ROOT = Path(hw2.__file__).resolve().parents[1]
 METHOD_NAMES = {"mixture": "mixture phase", "griffinlim": "Griffin-Lim, random init",
                 "griffinlim-mix": "Griffin-Lim, mixture-phase init", "wiener": "Wiener post-filter",
-                "mix-as-estimate": "reference: mixture as estimate", "oracle-irm": "reference: oracle ratio mask"}
+                "mix-as-estimate": "reference: mixture as estimate", "oracle-irm": "reference: oracle ratio mask",
+                "misi": "MISI, mixture-phase init",
+                "mel": "mel inversion (mel_to_audio)"}
 OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", "vocoder": "results/phase.json"}
 STUDENT_KEYS = ("name", "id", "drive")
 

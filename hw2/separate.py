@@ -7,6 +7,11 @@ A = max(|X| - V, 0). Each method then gives both magnitudes a phase:
     griffinlim      Griffin-Lim from a random phase (the assignment's Task 2)
     griffinlim-mix  Griffin-Lim started from the mixture's phase
     wiener          a multichannel Wiener post-filter over (V, A), one EM iteration in 300-frame windows, as Open-Unmix
+    misi            multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005): Griffin-Lim over V and A
+                    jointly, from the mixture's phase, with the mixture's error shared equally between them, so
+                    that the estimates add up to the mixture
+    mel             each magnitude through a mel power spectrogram and back (librosa's mel_to_audio: non-negative
+                    least squares through the mel filterbank, then Griffin-Lim from a random phase), in torch
     vocoder         a phase from the magnitude alone, by a vocoder trained from scratch (`hw2.vocoder`), per channel
 
 and two reference rows need the true stems rather than a model:
@@ -35,7 +40,7 @@ from hw2 import Hw2Error
 from hw2.data import blocks
 from hw2.model import STFT, SpectrogramModel
 
-METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "vocoder")
+METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
 TARGETS = ("vocals", "accompaniment")
 
@@ -64,11 +69,13 @@ def keep_freed_memory() -> bool:
 
 
 def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, momentum: float = 0.99,
-               init: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               init: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               snapshots: dict | None = None) -> torch.Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013), as librosa.griffinlim.
 
     mag: magnitude (nb_bins, nb_frames), not power. init: complex (nb_bins, nb_frames) whose phase starts the
-    iterations, or None for a uniformly random phase. Returns the waveform (length,).
+    iterations, or None for a uniformly random phase. Returns the waveform (length,). snapshots: {iterations:
+    None}, filled with the waveform after that many iterations (one run gives a whole iteration sweep).
     """
     if init is None:
         phase = torch.rand(mag.shape, generator=generator, device="cpu").to(mag.device) * (2 * np.pi)
@@ -76,12 +83,104 @@ def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, mom
     else:
         angles = init / (init.abs() + 1e-16)
     tprev = None
-    for _ in range(n_iter):
+    for i in range(n_iter):
+        if snapshots is not None and i in snapshots:
+            snapshots[i] = stft.inverse(mag * angles, length)
         rebuilt = stft(stft.inverse(mag * angles, length))
         angles = rebuilt - (momentum / (1 + momentum)) * tprev if tprev is not None else rebuilt
         angles = angles / (angles.abs() + 1e-16)
         tprev = rebuilt
-    return stft.inverse(mag * angles, length)
+    wave = stft.inverse(mag * angles, length)
+    if snapshots is not None and n_iter in snapshots:
+        snapshots[n_iter] = wave
+    return wave
+
+
+def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter: int = 8,
+         refine: bool = True, snapshots: dict | None = None) -> torch.Tensor:
+    """Multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005; Magron et al. 2015), from the mixture's
+    phase. Each iteration takes every source's waveform s_j = iSTFT(|S_j| e^{i phi_j}), shares the mixture's error
+    e = x - sum_k s_k equally (s_j + e / J), and keeps the phase of that signal's STFT under the magnitude |S_j|.
+
+    mags: (nb_sources, nb_bins, nb_frames) magnitudes; mix: complex (nb_bins, nb_frames), the mixture's STFT.
+    Returns the waveforms (nb_sources, length). refine=True returns s_j + e / J, whose magnitudes the last error
+    share has refined and which add up to iSTFT(mix) exactly; refine=False returns s_j, with the magnitudes as
+    given. n_iter=0 with refine=False is the mixture phase. snapshots: {iterations: None}, filled with the pair
+    (refined, fixed) of waveforms after that many iterations.
+    """
+    x = stft.inverse(mix, length)
+    angles = torch.exp(1j * mix.angle())
+    nb_sources = mags.shape[0]
+    for i in range(n_iter + 1):
+        s = stft.inverse(mags * angles, length)  # (J, length)
+        e = (x - s.sum(0)) / nb_sources
+        if snapshots is not None and i in snapshots:
+            snapshots[i] = (s + e, s)
+        if i < n_iter:
+            rebuilt = stft(s + e)
+            angles = rebuilt / (rebuilt.abs() + 1e-16)
+    return s + e if refine else s
+
+
+# Slaney's mel scale, as librosa.filters.mel (htk=False): linear below 1 kHz, logarithmic above
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    return np.where(f >= 1000, 15 + np.log(np.maximum(f, 1e-10) / 1000) / (np.log(6.4) / 27), f / (200 / 3))
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return np.where(m >= 15, 1000 * np.exp(np.log(6.4) / 27 * (m - 15)), m * (200 / 3))
+
+
+def mel_filters(rate: int, n_fft: int, n_mels: int = 128) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters from 0 Hz to rate / 2, Slaney's scale and area normalisation:
+    librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels)."""
+    freqs = np.fft.rfftfreq(n_fft, 1 / rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.float64(0)), _hz_to_mel(np.float64(rate / 2)), n_mels + 2))
+    ramps, width = edges[:, None] - freqs[None], np.diff(edges)[:, None]
+    fb = np.maximum(0, np.minimum(-ramps[:-2] / width[:-1], ramps[2:] / width[1:]))
+    return torch.from_numpy((fb * (2 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32))
+
+
+def mel_to_magnitude(mel: torch.Tensor, fb: torch.Tensor, n_iter: int = 30,
+                     pinv: torch.Tensor | None = None) -> torch.Tensor:
+    """librosa.feature.inverse.mel_to_stft: the magnitude (nb_bins, nb_frames) whose power best gives the mel power
+    spectrogram mel (n_mels, nb_frames) through fb (n_mels, nb_bins), by non-negative least squares.
+
+    librosa starts from the filterbank's pseudo-inverse clipped at 0 and refines it with L-BFGS-B (a memory of
+    2049 corrections per frame at n_fft 4096: gigabytes for a few seconds of audio), and stops at its start when
+    the spectrogram is quiet (its tolerance is absolute). Here: the same start, then n_iter steps of accelerated
+    projected gradient (FISTA), which do not depend on the level and reach librosa's distance to the true
+    magnitude in about 30 steps (tests/test_phase.py). Each bin lies under at most two mel filters, so the
+    filterbank is applied as a sparse matrix. pinv: fb's pseudo-inverse, if already at hand.
+    """
+    pinv = torch.linalg.pinv(fb.double()).float() if pinv is None else pinv
+    A, At = fb.to_sparse(), fb.T.to_sparse()
+    v = torch.ones(fb.shape[1], 1, dtype=fb.dtype, device=fb.device)
+    for _ in range(30):  # power iteration: the step 1 / ||fb||_2^2 (an SVD of fb costs more than the NNLS)
+        v = At @ (A @ v)
+        v = v / v.norm()
+    step = 0.99 / float((A @ v).norm()) ** 2
+    x = (pinv @ mel).clamp_min(0)
+    y, t = x, 1.0
+    for _ in range(n_iter):
+        x_next = (y - step * (At @ (A @ y - mel))).clamp_min(0)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        y, x, t = x_next + ((t - 1) / t_next) * (x_next - x), x_next, t_next
+    return x.sqrt()
+
+
+def mel_inverse(mag: torch.Tensor, stft: STFT, length: int, fb: torch.Tensor, n_iter: int = 32,
+                generator: torch.Generator | None = None, snapshots: dict | None = None,
+                pinv: torch.Tensor | None = None) -> torch.Tensor:
+    """librosa.feature.inverse.mel_to_audio of the mel power spectrogram fb @ mag**2, with our STFT: the magnitude
+    back by `mel_to_magnitude`, then Griffin-Lim from a random phase (librosa's default init).
+
+    mag: (nb_bins, nb_frames) magnitude; fb: (n_mels, nb_bins) from `mel_filters`, pinv its pseudo-inverse (or
+    None). Returns (length,); snapshots as `griffinlim`'s.
+    """
+    fb = fb.to(mag.device)
+    return griffinlim(mel_to_magnitude(fb @ mag.square(), fb, pinv=pinv), stft, length, n_iter,
+                      generator=generator, snapshots=snapshots)
 
 
 def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: float = 1e-10,
@@ -136,7 +235,8 @@ class Separator:
     """
 
     def __init__(self, model: SpectrogramModel, device="cpu", chunk_dur: float = 27.86, context_dur: float = 7.43,
-                 gl_iters: int = 32, seed: int = 0, name: str = "model", wiener_win: int = 300):
+                 gl_iters: int = 32, seed: int = 0, name: str = "model", wiener_win: int = 300,
+                 misi_iters: int = 8, misi_refine: bool = True, n_mels: int = 128, mel_iters: int = 32):
         keep_freed_memory()
         self.model = model.to(device).eval()
         self.device = torch.device(device)
@@ -145,6 +245,7 @@ class Separator:
         # at least n_fft of context: the kept samples must not see the window's reflect padding
         self.context_frames = max(-(-n_fft // hop), round(context_dur * rate / hop))  # default 320
         self.gl_iters, self.seed, self.name, self.wiener_win = gl_iters, seed, name, wiener_win
+        self.misi_iters, self.misi_refine, self.n_mels, self.mel_iters = misi_iters, misi_refine, n_mels, mel_iters
         self.epoch = None
         self.vocoder = None  # an hw2.vocoder.Vocoder for the "vocoder" method (`load_vocoder`)
 
@@ -169,6 +270,14 @@ class Separator:
         sep.epoch = ckpt.get("epoch")
         sep.config = cfg
         return sep
+
+    # the attribute holding each iterative method's number of iterations (`hw2.evaluate.iteration_sweep`)
+    ITERATIONS = {"griffinlim": "gl_iters", "griffinlim-mix": "gl_iters", "misi": "misi_iters", "mel": "mel_iters"}
+
+    def settings(self, method: str) -> dict:
+        """What a method's output depends on besides the checkpoint, the seed and the blocks."""
+        return {"misi": {"misi_iters": self.misi_iters, "misi_refine": self.misi_refine},
+                "mel": {"n_mels": self.n_mels, "mel_iters": self.mel_iters}}.get(method, {})
 
     @property
     def stft(self) -> STFT:
@@ -224,9 +333,20 @@ class Separator:
                                      X[..., s:e])
             out["wiener"] = {t: self.stft.inverse(y[j], length) for j, t in enumerate(TARGETS)}
             del y
+        if "misi" in methods:  # joint over targets, one channel at a time, on Griffin-Lim's frames
+            waves = torch.zeros((X.shape[0], 2, length), device=X.device)
+            for ch in range(X.shape[0]):
+                Xc, Vc = X[ch, :, f0:f1], V[ch, :, f0:f1]
+                waves[ch, :, f0 * hop:f0 * hop + gl_length] = misi(
+                    torch.stack([Vc, torch.relu(Xc.abs() - Vc)]), Xc, self.stft, gl_length, self.misi_iters,
+                    self.misi_refine)
+            out["misi"] = {t: waves[:, j] for j, t in enumerate(TARGETS)}
+        if "mel" in methods:
+            fb = mel_filters(self.model.cfg.rate, self.stft.n_fft, self.n_mels).to(X.device)
+            fb_pinv = torch.linalg.pinv(fb.double()).float()
         # everything else one target and one channel at a time, so that few window-size arrays live at once
         for target in TARGETS:
-            chans = {m: [] for m in methods if m != "wiener"}
+            chans = {m: [] for m in methods if m not in ("wiener", "misi")}
             for ch in range(X.shape[0]):
                 S = V[ch] if target == "vocals" else torch.relu(X[ch].abs() - V[ch])
                 for m in chans:
@@ -234,6 +354,11 @@ class Separator:
                         wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)
                     elif m == "vocoder":  # the magnitude alone: the vocoder never sees the mixture's phase
                         wave = self.vocoder(S, length)
+                    elif m == "mel":
+                        wave = torch.zeros(length, device=S.device)
+                        wave[f0 * hop:f0 * hop + gl_length] = mel_inverse(
+                            S[:, f0:f1], self.stft, gl_length, fb, self.mel_iters, generator=gens[m, target],
+                            pinv=fb_pinv)
                     else:
                         wave = torch.zeros(length, device=S.device)
                         wave[f0 * hop:f0 * hop + gl_length] = griffinlim(
