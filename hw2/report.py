@@ -95,7 +95,9 @@ def sections(results: dict) -> dict:
     optional = {k: Path(v).stem for k, v in OPTIONAL.items()}
     core = {k: v for k, v in results.items() if k not in optional.values()}
     phase = pick(core, lambda r: sum(x.get("method", "").startswith("griffinlim") for x in r["rows"]))
-    epochs = pick(core, lambda r: len({x.get("epoch") for x in r["rows"] if x.get("method") == "mixture"}) - 1)
+    # the shipped run's epochs (checkpoints/): a table of another run's epochs is not the shipped model's curve
+    epochs = pick(core, lambda r: len({x.get("epoch") for x in r["rows"] if x.get("method") == "mixture"
+                                       and str(x.get("checkpoint", "")).startswith("checkpoints/")}) - 1)
     out = {"phase": phase, "epochs": epochs}
     out.update({k: (stem if stem in results else None) for k, stem in optional.items()})
     same = lambda s: json.dumps([(r.get("method"), r.get("epoch"), r.get("scores")) for r in results[s]["rows"]])  # noqa: E731

@@ -219,3 +219,13 @@ def test_test_set_results_win_and_compare_one_checkpoint(repo):
     assert "MUSDB18, test set, 50 tracks" in flat
     assert "gives −1.23 dB vocals SDR against 6.66 dB with the mixture phase" in flat  # not epoch 25's 1.11
     assert "not test-set results" not in flat
+
+
+def test_epochs_section_shows_the_shipped_runs_epochs(tmp_path):
+    """Another run's epoch table (more epochs, say a U-Net's milestones) must not replace the shipped model's."""
+    results_file(tmp_path / "valid-epochs.json", [row(f"checkpoints/epoch{e:03d}.pt", e, "mixture", 1.0, 2.0)
+                                                  for e in (25, 50)])
+    results_file(tmp_path / "unet-150.json", [row(f"runs/unet-150/epoch{e:03d}.pt", e, "mixture", 1.0, 2.0)
+                                              for e in (25, 50, 75, 100)])
+    picked = report.sections(report.load_results(tmp_path, tmp_path))
+    assert picked["epochs"] == "valid-epochs" and "unet-150" in picked["other"]
