@@ -30,7 +30,8 @@ METHOD_NAMES = {"mixture": "mixture phase", "griffinlim": "Griffin-Lim, random i
                 "griffinlim-mix": "Griffin-Lim, mixture-phase init", "wiener": "Wiener post-filter",
                 "mix-as-estimate": "reference: mixture as estimate", "oracle-irm": "reference: oracle ratio mask",
                 "misi": "MISI, mixture-phase init",
-                "mel": "mel inversion (mel_to_audio)"}
+                "mel": "mel inversion (mel_to_audio)", "vocoder": "vocoder (ours, from scratch)",
+                "oracle-vocoder": "reference: vocoder on the true magnitudes"}
 OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", "vocoder": "results/phase.json"}
 STUDENT_KEYS = ("name", "id", "drive")
 
@@ -72,7 +73,7 @@ def load_results(folder: Path, root: Path) -> dict:
             raise Hw2Error(f"{path}: not an hw2 results file (no \"rows\" list); {fix}")
         data = doc.get("data") or {}
         rows = [dict(r, method_name=METHOD_NAMES.get(r.get("method"), r.get("method") or r.get("label", "?")),
-                     reference=r.get("method") in ("mix-as-estimate", "oracle-irm"))
+                     reference=r.get("method") in ("mix-as-estimate", "oracle-irm", "oracle-vocoder"))
                 for r in doc["rows"] if isinstance(r, dict)]
         dataset, split = dataset_label(data), split_label(data)
         out[path.stem] = {
