@@ -50,6 +50,16 @@ GRIDS = {
                      OPEN_UNMIX),
         "all-off": ({"gain_low": 1.0, "gain_high": 1.0, "swap": False, "mixing": "coherent"},
                     "no augmentation", OPEN_UNMIX),
+        "no-offsets": ({"offsets": "fixed"}, "no random excerpt offsets: every excerpt at its track's start",
+                       OPEN_UNMIX),
+        # additions, each on top of the default; +-1 semitone and +-10 % are the mean sizes of Scaper's
+        # uniform(-2, 2) semitones and uniform(0.8, 1.2) (seed 001)
+        "pitch": ({"pitch_shift": 1.0}, "+ per-source pitch shift by -1 / 0 / +1 semitone (cached copies)",
+                  OPEN_UNMIX),
+        "stretch": ({"time_stretch": 0.1}, "+ per-source time stretch to 0.9 / 1 / 1.1 times (cached copies)",
+                    OPEN_UNMIX),
+        "sign-flip": ({"sign_flip": True}, "+ random per-source sign flip (Demucs, Défossez et al. 2019)",
+                      OPEN_UNMIX),
     },
 }
 TITLES = {"models": "Model comparison", "augment": "Augmentation ablation"}
@@ -66,9 +76,11 @@ def variant_config(grid: str, name: str, musdb_root: str, epochs: int, runs: Pat
 
 def comparable(cfg) -> dict:
     """The config fields that decide what is trained (not where it runs or where it is written)."""
-    from hw2.train import RESUMABLE
+    from hw2.train import ADDED_LATER, RESUMABLE
 
-    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in RESUMABLE | {"epochs"}}
+    # fields added after rows were trained are left out at their defaults, so that those rows still match
+    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items()
+            if k not in RESUMABLE | {"epochs"} and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=print) -> dict:
