@@ -62,6 +62,8 @@ GRIDS = {
                   OPEN_UNMIX),
         "stretch": ({"time_stretch": 0.1}, "+ per-source time stretch to 0.9 / 1 / 1.1 times (cached copies)",
                     OPEN_UNMIX),
+        "pitch-stretch": ({"pitch_shift": 1.0, "time_stretch": 0.1},
+                          "+ both: each source excerpt the original or one of the four copies", OPEN_UNMIX),
         "sign-flip": ({"sign_flip": True}, "+ random per-source sign flip (Demucs, Défossez et al. 2019)",
                       OPEN_UNMIX),
     },

@@ -578,6 +578,10 @@ def test_pitch_and_stretch_variants_in_the_cache(wav_root, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
     np.testing.assert_array_equal(again[0].variants["pitch+1"]["bass"], make_variant(cached[0].stems["bass"], "pitch+1"))
     assert load_cached(tracks, tmp_path, False, SOURCES)[0].nb_samples == cached[0].nb_samples  # stems untouched
+    # a stem decoded again beside stretched copies more than a second longer: they are not taken for stems
+    load_cached(tracks, tmp_path, False, SOURCES, variants=("stretch1.3",))
+    (entries(tmp_path)[0] / "drums.npy").unlink()
+    assert load_cached(tracks, tmp_path, False, SOURCES)[0].nb_samples == cached[0].nb_samples
     s = ExcerptSampler(again, 1.0, ("vocals",), "balanced", 8, 8, seed=0, variants=names)
     assert set(np.concatenate([s.draw(0, k)["variants"].ravel() for k in range(s.nb_batches(0))])) == set(range(5))
     mix, tgt = s.batch(0, 0)
