@@ -82,18 +82,19 @@ def augmentations(cached, a) -> list[tuple[str, float, float]]:
     return [(k, v, v / med["default"]) for k, v in med.items()]
 
 
-def preparation(cached, nb_tracks: int) -> list[tuple[str, float, float]]:
-    """(variant, seconds of one core per hour of audio for the four sources, GB per hour) of making each
-    pitch / stretch variant, timed on the first `nb_tracks` tracks."""
+def preparation(cached, nb_tracks: int) -> list[tuple[str, float, float, float]]:
+    """(variant, wall seconds and CPU seconds per hour of audio for the four sources, GB per hour) of making
+    each pitch / stretch variant, timed on the first `nb_tracks` tracks. CPU time is what an idle core would
+    take (with OMP_NUM_THREADS=1), whatever else the machine runs."""
     rows = []
     tracks = cached[:nb_tracks]
     hours = sum(t.nb_samples for t in tracks) / RATE / 3600
     for name in variant_names(1.0, 0.1):
-        t0, size = time.perf_counter(), 0
+        t0, c0, size = time.perf_counter(), time.process_time(), 0
         for t in tracks:
             for s in SOURCES:
                 size += make_variant(t.stems[s], name).nbytes
-        rows.append((name, (time.perf_counter() - t0) / hours, size / hours / 1e9))
+        rows.append((name, (time.perf_counter() - t0) / hours, (time.process_time() - c0) / hours, size / hours / 1e9))
     return rows
 
 
@@ -185,9 +186,9 @@ def report_augment(a, tracks, cached) -> int:
         print(f"{name:<28}{rate:>12.1f}{ratio:>11.2f}x")
     print(f"\nmaking one variant of the four sources (librosa, one thread), on {a.prep_tracks} tracks; an hour of "
           f"the four int16 sources is {4 * BYTES_PER_SECOND * 3600 / 1e9:.2f} GB")
-    print(f"{'variant':<16}{'s per hour of audio':>22}{'GB per hour':>14}")
-    for name, sec, gb in prep:
-        print(f"{name:<16}{sec:>22.0f}{gb:>14.2f}")
+    print(f"{'variant':<16}{'wall s per hour of audio':>26}{'CPU s per hour':>16}{'GB per hour':>14}")
+    for name, sec, cpu, gb in prep:
+        print(f"{name:<16}{sec:>26.0f}{cpu:>16.0f}{gb:>14.2f}")
     return 0
 
 
