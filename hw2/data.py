@@ -553,6 +553,11 @@ def make_variant(pcm: np.ndarray, name: str) -> np.ndarray:
         y = librosa.effects.time_stretch(x, rate=1.0 / float(name[7:]))
     else:
         raise Hw2Error(f"unknown variant {name!r}: use variant_names(pitch_shift, time_stretch)")
+    # the phase vocoder loses about 3 dB on noisy and transient sources (overlap-added frames whose phases no
+    # longer agree): the copy keeps the original's level, so that it changes the pitch or tempo, not the loudness
+    level = np.sqrt(np.mean(np.square(y), dtype=np.float64))
+    if level > 0:
+        y *= np.float32(np.sqrt(np.mean(np.square(x), dtype=np.float64)) / level)
     return np.ascontiguousarray(np.clip(np.round(y.T * 32768.0), -32768, 32767).astype(np.int16))
 
 

@@ -567,6 +567,8 @@ def test_pitch_and_stretch_variants_in_the_cache(wav_root, tmp_path):
         for name, f in zip(names, (1, 1, 0.9, 1.1)):
             v = c.variants[name]["vocals"]
             assert v.dtype == np.int16 and v.shape[1] == 2 and abs(len(v) - f * n) <= 1024
+            level = [np.sqrt(np.mean(np.square(np.asarray(a, np.float64)))) for a in (v, c.stems["vocals"])]
+            assert abs(20 * np.log10(level[0] / level[1])) < 0.1  # same loudness (the vocoder alone loses ~3 dB)
         # a shift moves the spectrum: the vocals' spectral centroid rises a semitone up, falls a semitone down
         cent = {k: _centroid(np.asarray(c.variants[k]["vocals"] if k else c.stems["vocals"])) for k in
                 ("pitch-1", None, "pitch+1")}
