@@ -12,6 +12,12 @@ tracks, in one run:
              through stempeg/ffmpeg every time, then augment and sum.
 
     python bench/loader.py --musdb-root PATH [--seconds 6 --batches 20 --naive-excerpts 24 --cache-dir DIR]
+    python bench/loader.py --musdb-root PATH --augment   # each augmentation on, against the default side by side
+
+With `--augment`, (a) in process is timed again with each of the loader's optional augmentations on (fixed
+offsets, cached pitch / stretch variants, sign flip), in turns (`--rounds`, medians), as ratios against the
+default; the variants are made in the cache first (once), and their preparation (librosa, one thread) is timed
+on `--prep-tracks` tracks and given per hour of audio, with their disk size.
 """
 from __future__ import annotations
 
@@ -24,13 +30,20 @@ import warnings
 import torch
 
 from hw2 import Hw2Error
-from hw2.data import SOURCES, ExcerptSampler, load_cached, open_tracks
+from hw2.data import (BYTES_PER_SECOND, RATE, SOURCES, ExcerptSampler, load_cached, make_variant, open_tracks,
+                      variant_names)
+
+# name -> ExcerptSampler options on top of the default (the rows of the augment grid that change the loader)
+AUGMENTATIONS = {"default": {}, "fixed offsets": {"offsets": "fixed"},
+                 "pitch +-1 semitone": {"variants": variant_names(1.0, 0.0)},
+                 "stretch 0.9 / 1.1": {"variants": variant_names(0.0, 0.1)},
+                 "pitch + stretch": {"variants": variant_names(1.0, 0.1)}, "sign flip": {"sign_flip": True}}
 
 
-def ours(cached, seconds: float, batch_size: int, batches: int, workers: int, seed: int):
+def ours(cached, seconds: float, batch_size: int, batches: int, workers: int, seed: int, **options):
     """(excerpts, seconds) in process, and through a DataLoader (None when workers == 0)."""
     sampler = ExcerptSampler(cached, seconds, ("vocals",), "balanced", batch_size, samples_per_track=64,
-                             mixing="incoherent", gain=(0.25, 1.25), swap=True, seed=seed)
+                             mixing="incoherent", gain=(0.25, 1.25), swap=True, seed=seed, **options)
     batches = min(batches, sampler.nb_batches(0) - 1)
     batches_0 = sampler.epoch(0)
     batches_0[0]  # warm-up
@@ -53,6 +66,36 @@ def ours(cached, seconds: float, batch_size: int, batches: int, workers: int, se
     with_workers = (n, time.perf_counter() - t)
     del it
     return in_process, with_workers
+
+
+def augmentations(cached, a) -> list[tuple[str, float, float]]:
+    """(name, median excerpts/s, ratio to the default) of the in-process loader with each augmentation on, timed
+    in turns so that a change of machine load hits them all alike."""
+    rates = {name: [] for name in AUGMENTATIONS}
+    names = list(AUGMENTATIONS)
+    for k in range(a.rounds + 1):  # the first turn warms the page cache and is not counted
+        for name in names[k % len(names):] + names[:k % len(names)]:  # each turn starts elsewhere
+            (n, t), _ = ours(cached, a.seconds, a.batch_size, a.batches, 0, a.seed, **AUGMENTATIONS[name])
+            if k:
+                rates[name].append(n / t)
+    med = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    return [(k, v, v / med["default"]) for k, v in med.items()]
+
+
+def preparation(cached, nb_tracks: int) -> list[tuple[str, float, float, float]]:
+    """(variant, wall seconds and CPU seconds per hour of audio for the four sources, GB per hour) of making
+    each pitch / stretch variant, timed on the first `nb_tracks` tracks. CPU time is what an idle core would
+    take (with OMP_NUM_THREADS=1), whatever else the machine runs."""
+    rows = []
+    tracks = cached[:nb_tracks]
+    hours = sum(t.nb_samples for t in tracks) / RATE / 3600
+    for name in variant_names(1.0, 0.1):
+        t0, c0, size = time.perf_counter(), time.process_time(), 0
+        for t in tracks:
+            for s in SOURCES:
+                size += make_variant(t.stems[s], name).nbytes
+        rows.append((name, (time.perf_counter() - t0) / hours, (time.process_time() - c0) / hours, size / hours / 1e9))
+    return rows
 
 
 def _augment(audio: torch.Tensor) -> torch.Tensor:
@@ -96,6 +139,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the second measure (0: skip)")
     p.add_argument("--naive-excerpts", type=int, default=24, help="excerpts timed for the naive loader (slow)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", action="store_true", help="time each optional augmentation against the default")
+    p.add_argument("--rounds", type=int, default=5, help="--augment: turns of timing each augmentation")
+    p.add_argument("--prep-tracks", type=int, default=8, help="--augment: tracks whose variants are timed")
     a = p.parse_args(argv)
     try:
         if a.seconds <= 0 or a.batches < 1 or a.naive_excerpts < 1 or a.batch_size < 1:
@@ -105,6 +151,9 @@ def main(argv=None) -> int:
         if short:
             raise Hw2Error(f"{len(short)} tracks (e.g. {short[0]!r}) are shorter than {a.seconds:g} s; "
                            "lower --seconds")
+        if a.augment:
+            cached = load_cached(tracks, a.cache_dir, stems=SOURCES, variants=variant_names(1.0, 0.1))
+            return report_augment(a, tracks, cached)
         cached = load_cached(tracks, a.cache_dir, stems=SOURCES)
         (n_in, t_in), dl = ours(cached, a.seconds, a.batch_size, a.batches, a.workers, a.seed)
         n_nv, t_nv = naive(tracks, a.seconds, a.naive_excerpts, a.seed)
@@ -124,6 +173,22 @@ def main(argv=None) -> int:
     for name, n, t in rows:
         rate = n / t
         print(f"{name:<46}{n:>9d}{t:>10.2f}{rate:>12.1f}{rate / naive_rate:>11.0f}x")
+    return 0
+
+
+def report_augment(a, tracks, cached) -> int:
+    rows = augmentations(cached, a)
+    prep = preparation(cached, a.prep_tracks)
+    print(f"\n{len(tracks)} train tracks from {a.musdb_root}; {a.seconds:g} s stereo excerpts, incoherent mixing, "
+          f"gain + swap, in process (two prefetching threads); median of {a.rounds} turns of {a.batches} batches")
+    print(f"{'loader':<28}{'excerpts/s':>12}{'vs default':>12}")
+    for name, rate, ratio in rows:
+        print(f"{name:<28}{rate:>12.1f}{ratio:>11.2f}x")
+    print(f"\nmaking one variant of the four sources (librosa, one thread), on {a.prep_tracks} tracks; an hour of "
+          f"the four int16 sources is {4 * BYTES_PER_SECOND * 3600 / 1e9:.2f} GB")
+    print(f"{'variant':<16}{'wall s per hour of audio':>26}{'CPU s per hour':>16}{'GB per hour':>14}")
+    for name, sec, cpu, gb in prep:
+        print(f"{name:<16}{sec:>26.0f}{cpu:>16.0f}{gb:>14.2f}")
     return 0
 
 

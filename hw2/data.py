@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -35,6 +35,7 @@ TARGETS = {"vocals": ("vocals",), "accompaniment": ("drums", "bass", "other"),
            "drums": ("drums",), "bass": ("bass",), "other": ("other",)}
 STRATEGIES = ("balanced", "random", "exhaustive", "roundrobin", "sequential")
 MIXING = ("incoherent", "coherent")
+OFFSETS = ("random", "fixed")
 CACHE_VERSION = 2  # bump when the cache layout changes: entries live in <cache dir>/v<CACHE_VERSION>/
 _SCALE = 1.0 / 32768.0
 
@@ -263,6 +264,7 @@ class CachedTrack:
     name: str
     stems: dict
     rate: int = RATE
+    variants: dict = field(default_factory=dict)  # {variant name: {stem: int16 (nb_samples_v, 2)}} (`load_variants`)
 
     def __post_init__(self):
         if isinstance(self.stems, np.ndarray):
@@ -441,13 +443,14 @@ def _old_layouts(root: Path) -> list[Path]:
 
 
 def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                stems: Sequence[str] = STEMS, jobs: int = 2) -> list[CachedTrack]:
+                stems: Sequence[str] = STEMS, jobs: int = 2, variants: Sequence[str] = ()) -> list[CachedTrack]:
     """Decode every stem not yet in the cache, then memory-map them all: a `CachedTrack` per track with `stems`.
 
     An entry is the folder `<cache_dir>/v<CACHE_VERSION>/<track>.<key>/` holding one `<stem>.npy` per decoded
     stem, each written atomically, so an interrupted build leaves whole files only and the next run decodes what
     is missing. Stems are decoded one at a time (peak memory: two copies of one stem, about 0.2 GB for a
-    10-minute track), `jobs` tracks at once (ffmpeg decodes on one core)."""
+    10-minute track), `jobs` tracks at once (ffmpeg decodes on one core). `variants` (`variant_names`): pitch-shifted
+    / time-stretched copies of `stems`, made once from the decoded stems (`add_variants`)."""
     folder = cache_folder(cache_dir)
     entries = [folder / f"{_safe(t.name)}.{cache_key(t)}" for t in tracks]
     todo = [(t, e, [s for s in stems if not (e / f"{s}.npy").is_file()]) for t, e in zip(tracks, entries)]
@@ -465,7 +468,10 @@ def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, pr
             for _ in tqdm(done, total=len(todo), desc=f"decoding into {folder}", unit="track",
                           disable=not progress):
                 pass
-    return [_open_entry(t, e, stems) for t, e in zip(tracks, entries)]
+    cached = [_open_entry(t, e, stems) for t, e in zip(tracks, entries)]
+    if variants:
+        add_variants(cached, entries, variants, stems, progress, jobs)
+    return cached
 
 
 def _build_entry(track, entry: Path, stems: Sequence[str]) -> None:
@@ -480,7 +486,8 @@ def _build_entry(track, entry: Path, stems: Sequence[str]) -> None:
                 raise _disk_full(entry.parent, pcm.nbytes, shutil.disk_usage(entry.parent).free) from None
             raise
     try:  # stems of different lengths are not one track: keep no entry that every later run would refuse
-        common_length(track, {p.stem: n for p in entry.glob("*.npy") if (n := _npy_len(p)) is not None})
+        common_length(track, {p.stem: n for p in entry.glob("*.npy") if p.stem in STEMS and
+                              (n := _npy_len(p)) is not None})
     except Hw2Error:
         shutil.rmtree(entry, ignore_errors=True)
         raise
@@ -521,6 +528,61 @@ def open_cached(root, subset: str = "train", split: str | None = None, cache_dir
                 progress: bool = True, stems: Sequence[str] = STEMS) -> list[CachedTrack]:
     """`open_tracks` then `load_cached`: the usual way in. Training needs only `stems=SOURCES`."""
     return load_cached(open_tracks(root, subset, split), cache_dir, progress, stems)
+
+
+# ------------------------------------------------------------------------------------ pitch / stretch variants
+def variant_names(pitch_shift: float = 0.0, time_stretch: float = 0.0) -> tuple[str, ...]:
+    """The cached variants of each source for Scaper's per-source pitch shift and time stretch (seed 001): a shift
+    of -x and +x semitones, a stretch to 1 - x and 1 + x times the duration. Fixed points instead of Scaper's
+    distributions, so that each is computed once (`add_variants`) and an excerpt costs one read as before."""
+    x, y = abs(pitch_shift), abs(time_stretch)
+    return ((f"pitch{-x:+g}", f"pitch{x:+g}") if x else ()) + ((f"stretch{1 - y:g}", f"stretch{1 + y:g}") if y else ())
+
+
+def make_variant(pcm: np.ndarray, name: str) -> np.ndarray:
+    """int16 (nb_samples_v, 2) of one variant (`variant_names`) of an int16 (nb_samples, 2) stem: librosa's phase
+    vocoder (a dev package: only training with variants needs it); pitch shifts keep the length."""
+    try:
+        import librosa
+    except ImportError:
+        raise Hw2Error("pitch shift / time stretch variants need librosa: pip install -r requirements-dev.txt") from None
+    x = pcm.T.astype(np.float32) * np.float32(_SCALE)
+    if name.startswith("pitch"):
+        y = librosa.effects.pitch_shift(x, sr=RATE, n_steps=float(name[5:]), res_type="soxr_hq")
+    elif name.startswith("stretch") and 0 < float(name[7:]):
+        y = librosa.effects.time_stretch(x, rate=1.0 / float(name[7:]))
+    else:
+        raise Hw2Error(f"unknown variant {name!r}: use variant_names(pitch_shift, time_stretch)")
+    # the phase vocoder loses about 3 dB on noisy and transient sources (overlap-added frames whose phases no
+    # longer agree): the copy keeps the original's level, so that it changes the pitch or tempo, not the loudness
+    level = np.sqrt(np.mean(np.square(y), dtype=np.float64))
+    if level > 0:
+        y *= np.float32(np.sqrt(np.mean(np.square(x), dtype=np.float64)) / level)
+    return np.ascontiguousarray(np.clip(np.round(y.T * 32768.0), -32768, 32767).astype(np.int16))
+
+
+def add_variants(cached: Sequence[CachedTrack], entries: Sequence[Path], variants: Sequence[str],
+                 stems: Sequence[str] = SOURCES, progress: bool = True, jobs: int = 2) -> None:
+    """Make the missing `<stem>.<variant>.npy` files of each cache entry (atomically, like the stems), then
+    memory-map them into each track's `variants`. Disk: one stem's size per variant and stem (x the stretch)."""
+    todo = [(c, e, v, s) for c, e in zip(cached, entries) for v in variants for s in stems
+            if not (e / f"{s}.{v}.npy").is_file()]
+    if todo:
+        need = sum(c.nb_samples * 4 * max(1.0, float(v[7:]) if v.startswith("stretch") else 1.0)
+                   for c, _, v, _ in todo)
+        free = shutil.disk_usage(entries[0]).free
+        if need > free:
+            raise _disk_full(entries[0].parent, need, free)
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+        build = lambda x: atomic_save_npy(x[1] / f"{x[3]}.{x[2]}.npy", make_variant(x[0].stems[x[3]], x[2]))  # noqa
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            for _ in tqdm(pool.map(build, todo), total=len(todo), desc="pitch / stretch variants", unit="stem",
+                          disable=not progress):
+                pass
+    for c, e in zip(cached, entries):
+        c.variants = {v: {s: np.load(e / f"{s}.{v}.npy", mmap_mode="r") for s in stems} for v in variants}
 
 
 def _safe(name: str) -> str:
@@ -592,14 +654,26 @@ class ExcerptSampler:
                  track mixing). "coherent": all sources from the planned track and offset.
     gain         (low, high) per-source random gain, or None
     swap         randomly swap left / right per source
+    offsets      "random": excerpts start where the plan says (random for balanced / random sampling), other
+                 sources at random offsets; "fixed": every source excerpt starts at its track's start (Open-Unmix's
+                 `random_chunks=False`)
+    variants     names of cached pitch / stretch variants (`variant_names`, `load_cached(variants=...)`): each
+                 source excerpt is read from the original or one variant, uniformly at random, at the same
+                 relative position
+    sign_flip    randomly multiply each source by -1 (Demucs's FlipSign: Défossez et al., arXiv:1911.13254, 2019;
+                 github.com/facebookresearch/demucs, demucs/augment.py): changes how the sources interfere in the
+                 mixture while each source's magnitude stays the same
     """
 
     def __init__(self, tracks: Sequence[CachedTrack], seq_dur: float = 6.0, targets: Sequence[str] = ("vocals",),
                  strategy: str = "balanced", batch_size: int = 16, samples_per_track: int = 64,
                  hop_dur: float | None = None, mixing: str = "incoherent",
-                 gain: tuple[float, float] | None = (0.25, 1.25), swap: bool = True, seed: int = 42):
+                 gain: tuple[float, float] | None = (0.25, 1.25), swap: bool = True, seed: int = 42,
+                 offsets: str = "random", variants: Sequence[str] = (), sign_flip: bool = False):
         if mixing not in MIXING:
             raise Hw2Error(f"unknown mixing {mixing!r}: use incoherent or coherent")
+        if offsets not in OFFSETS:
+            raise Hw2Error(f"unknown offsets {offsets!r}: use random or fixed")
         for t in targets:
             if t not in TARGETS:
                 raise Hw2Error(f"unknown target {t!r}: use one of {', '.join(TARGETS)}")
@@ -611,7 +685,15 @@ class ExcerptSampler:
         self.strategy, self.batch_size, self.samples_per_track = strategy, batch_size, samples_per_track
         self.hop = int(round(hop_dur * RATE)) if hop_dur else None
         self.mixing, self.gain, self.swap, self.seed = mixing, gain, swap, seed
+        self.offsets, self.variants, self.sign_flip = offsets, tuple(variants), sign_flip
         self.lengths = np.array([t.nb_samples for t in self.tracks])
+        # (track, 1 + variant, source) -> length: index 0 is the original
+        self._vlengths = np.array([[[t.nb_samples] * len(SOURCES)] + [[_variant(t, v, s).shape[0] for s in SOURCES]
+                                                                      for v in self.variants] for t in self.tracks])
+        if (self._vlengths < self.excerpt_len).any():
+            t = self.tracks[int(np.argwhere(self._vlengths < self.excerpt_len)[0, 0])]
+            raise Hw2Error(f"track {t.name!r}: a time-stretched variant is shorter than the {seq_dur:g} s excerpt; "
+                           "lower --seq-dur or --time-stretch")
         short = np.flatnonzero(self.lengths < self.excerpt_len)
         if len(short):
             t = self.tracks[short[0]]
@@ -642,6 +724,8 @@ class ExcerptSampler:
         rand_pos = rng.random((b, ns))
         gains = rng.random((b, ns))
         swaps = rng.random((b, ns)) < 0.5
+        picks = rng.random((b, ns))  # drawn after the others: settings from before these options draw as they did
+        signs = rng.random((b, ns)) < 0.5
         if self.mixing == "coherent":
             tracks = np.repeat(pairs[:, :1], ns, 1)
             starts = np.repeat(pairs[:, 1:], ns, 1)
@@ -649,9 +733,17 @@ class ExcerptSampler:
             tracks = rand_tracks
             starts = (rand_pos * (self.lengths[tracks] - self.excerpt_len + 1)).astype(np.int64)
             tracks[:, self._anchor], starts[:, self._anchor] = pairs[:, 0], pairs[:, 1]
+        if self.offsets == "fixed":
+            starts = np.zeros_like(starts)
+        variant = (picks * (1 + len(self.variants))).astype(np.int64)  # 0: the original
+        if self.variants:  # the same relative position in the variant, whose length may differ (a stretch)
+            room = self.lengths[tracks] - self.excerpt_len + 1
+            room_v = self._vlengths[tracks, variant, np.arange(ns)] - self.excerpt_len + 1
+            starts = starts * room_v // room
         lo, hi = self.gain if self.gain else (1.0, 1.0)
-        return {"tracks": tracks, "starts": starts, "gains": (lo + (hi - lo) * gains).astype(np.float32),
-                "swaps": swaps & self.swap}
+        sign = np.where(signs & self.sign_flip, -1.0, 1.0)
+        return {"tracks": tracks, "starts": starts, "gains": (sign * (lo + (hi - lo) * gains)).astype(np.float32),
+                "swaps": swaps & self.swap, "variants": variant}
 
     def batch(self, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.draw(epoch, step)
@@ -662,7 +754,9 @@ class ExcerptSampler:
         pcm = np.empty((n, 2), np.int16)
         for i in range(b):
             for j, source in enumerate(SOURCES):
-                read_excerpt(self.tracks[d["tracks"][i, j]].stems[source], d["starts"][i, j], pcm)
+                track, k = self.tracks[d["tracks"][i, j]], d["variants"][i, j]
+                read_excerpt(track.stems[source] if k == 0 else _variant(track, self.variants[k - 1], source),
+                             d["starts"][i, j], pcm)
                 np.multiply(pcm[:, ::-1].T if d["swaps"][i, j] else pcm.T, d["gains"][i, j] * _SCALE, out=tmp,
                             dtype=np.float32)
                 mix[i] += tmp
@@ -673,6 +767,13 @@ class ExcerptSampler:
 
     def epoch(self, epoch: int, start_step: int = 0) -> "EpochBatches":
         return EpochBatches(self, epoch, start_step)
+
+
+def _variant(track: CachedTrack, name: str, source: str) -> np.ndarray:
+    if name not in track.variants:
+        raise Hw2Error(f"track {track.name!r}: no cached {name} variant; open the tracks with "
+                       f"load_cached(..., variants=variant_names(...))")
+    return track.variants[name][source]
 
 
 def read_excerpt(stem: np.ndarray, start: int, out: np.ndarray) -> None:

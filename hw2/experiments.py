@@ -3,12 +3,15 @@
     python -m hw2.experiments --musdb-root PATH                      # every variant of the model grid
     python -m hw2.experiments --musdb-root PATH --only unet no-lstm  # some rows
     python -m hw2.experiments --list                                 # the variants and what they change
+    python -m hw2.experiments --musdb-root PATH --grid augment --only all-on coherent --set seed=43  # a repeat
 
 Each variant is the shipped model's training config with a few fields changed, trained from scratch with the
 same data, seed, augmentation and number of epochs (the budget), in `runs/experiments/<grid>/<variant>`; its best
 checkpoint (lowest valid loss) is separated with the mixture phase and scored by `hw2/infer.py` on the valid
 split. A row already in the table with the same config is not trained again, and an interrupted run resumes, so
-the same command finishes an interrupted grid. Writes `results/<grid>.json` and `results/<grid>.md`.
+the same command finishes an interrupted grid. Writes `results/<grid>.json` and `results/<grid>.md`. A
+`--set seed=N` other than the base seed (42) writes rows `<variant>-seedN` beside the others; the augment grid's
+table gives each row's difference to `all-on` at its seed, and the means over seeds.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from hw2.evaluate import atomic_write_text
 
 # The base: the shipped model's settings (checkpoints/config.json), with a budget of epochs instead of 150.
 BASE = dict(hidden_size=256, seq_dur=4.0, samples_per_track=2, lr_decay_patience=20, patience=150, quiet=True)
+BASE_SEED = 42  # TrainConfig's default seed
 OURS = "ours (hw2.model)"
 OPEN_UNMIX = "ours, after Open-Unmix (Stöter et al., JOSS 2019; github.com/sigsep/open-unmix-pytorch)"
 
@@ -42,7 +46,7 @@ GRIDS = {
     },
     # optional task 2: the shipped model with the loader's augmentations taken away one at a time
     "augment": {
-        "all-on": ({}, "every augmentation on (the default): random gain, channel swap, random track mixing",
+        "all-on": ({}, "the default: random gain, channel swap, random track mixing, random offsets",
                    OPEN_UNMIX),
         "no-gain": ({"gain_low": 1.0, "gain_high": 1.0}, "no random source gain", OPEN_UNMIX),
         "no-swap": ({"swap": False}, "no random left/right swap", OPEN_UNMIX),
@@ -50,6 +54,18 @@ GRIDS = {
                      OPEN_UNMIX),
         "all-off": ({"gain_low": 1.0, "gain_high": 1.0, "swap": False, "mixing": "coherent"},
                     "no augmentation", OPEN_UNMIX),
+        "no-offsets": ({"offsets": "fixed"}, "no random excerpt offsets: every excerpt at its track's start",
+                       OPEN_UNMIX),
+        # additions, each on top of the default; +-1 semitone and +-10 % are the mean sizes of Scaper's
+        # uniform(-2, 2) semitones and uniform(0.8, 1.2) (seed 001)
+        "pitch": ({"pitch_shift": 1.0}, "+ per-source pitch shift by -1 / 0 / +1 semitone (cached copies)",
+                  OPEN_UNMIX),
+        "stretch": ({"time_stretch": 0.1}, "+ per-source time stretch to 0.9 / 1 / 1.1 times (cached copies)",
+                    OPEN_UNMIX),
+        "pitch-stretch": ({"pitch_shift": 1.0, "time_stretch": 0.1},
+                          "+ both: each source excerpt the original or one of the four copies", OPEN_UNMIX),
+        "sign-flip": ({"sign_flip": True}, "+ random per-source sign flip (Demucs, Défossez et al. 2019)",
+                      OPEN_UNMIX),
     },
 }
 TITLES = {"models": "Model comparison", "augment": "Augmentation ablation"}
@@ -59,41 +75,51 @@ def variant_config(grid: str, name: str, musdb_root: str, epochs: int, runs: Pat
     from hw2.train import TrainConfig
 
     changes = GRIDS[grid][name][0]
+    seed = base.get("seed", BASE_SEED)
     cfg = TrainConfig(**{**BASE, **base, **changes, "musdb_root": musdb_root, "epochs": epochs,
-                         "milestones": (epochs,), "out": str(runs / grid / name)})
+                         "milestones": (epochs,), "out": str(runs / grid / row_name(name, seed))})
     return cfg
 
 
 def comparable(cfg) -> dict:
     """The config fields that decide what is trained (not where it runs or where it is written)."""
-    from hw2.train import RESUMABLE
+    from hw2.train import ADDED_LATER, RESUMABLE
 
-    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in RESUMABLE | {"epochs"}}
+    # fields added after rows were trained are left out at their defaults, so that those rows still match
+    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items()
+            if k not in RESUMABLE | {"epochs"} and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+
+
+def row_name(name: str, seed: int) -> str:
+    """A variant's row at the base seed is named as the variant; at another seed, `<variant>-seed<N>` (its own
+    run folder and row, so that repeats at other seeds sit in the same table)."""
+    return name if seed == BASE_SEED else f"{name}-seed{seed}"
 
 
 def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=print) -> dict:
     """Train one variant (or resume it), score its best checkpoint on the valid split, return its table row."""
+    row = row_name(name, cfg.seed)
     from hw2 import infer
     from hw2.train import load_checkpoint, train
 
-    log(f"[{name}] training {cfg.epochs} epochs in {cfg.out}")
-    summary = train(cfg, log=lambda m: log(f"[{name}] {m}"))
+    log(f"[{row}] training {cfg.epochs} epochs in {cfg.out}")
+    summary = train(cfg, log=lambda m: log(f"[{row}] {m}"))
     if summary["stopped"] == "time-limit":
-        raise Hw2Error(f"{name}: stopped at its time limit; run the same command to continue")
+        raise Hw2Error(f"{row}: stopped at its time limit; run the same command to continue")
     run = Path(cfg.out)
     history = json.loads((run / "history.json").read_text())
     best = load_checkpoint(run / "best.pt")
-    scored = f"{grid}-{name}"
+    scored = f"{grid}-{row}"
     argv = ["--musdb-root", cfg.musdb_root, "--subset", "train", "--split", "valid", "--checkpoint",
             str(run / "best.pt"), "--samples", "0", "--out", str(results_dir), "--name", scored,
             "--jobs", str(jobs)]
     code = infer.main(argv)
     if code:
-        raise Hw2Error(f"{name}: scoring on the valid split failed (exit {code}); see the line above")
+        raise Hw2Error(f"{row}: scoring on the valid split failed (exit {code}); see the line above")
     table = json.loads((results_dir / f"{scored}.json").read_text())
     scored_row = table["rows"][0]
     # a results row like infer.py's (label, method, epoch, scores: every metric), plus the comparison's columns
-    return {"label": name, "variant": name, "method": "mixture", "checkpoint": str(run / "best.pt"),
+    return {"label": row, "variant": row, "base": name, "seed": cfg.seed, "method": "mixture", "checkpoint": str(run / "best.pt"),
             "epoch": best["epoch"], "scores": scored_row["scores"], "nb_tracks": scored_row.get("nb_tracks"),
             "description": GRIDS[grid][name][1], "code": GRIDS[grid][name][2], "pretrained": False,
             "params": best["nb_params"], "epochs": len(history),
@@ -113,11 +139,16 @@ def save_row(path: Path, args, base: dict, row: dict) -> dict:
         rows = {r["variant"]: r for r in (json.loads(path.read_text())["rows"] if path.exists() else [])}
         rows[row["variant"]] = row
         data = next(iter(rows.values()))["data"]
+        order = sorted((r for r in rows.values() if r.get("base", r["variant"]) in grid),
+                       key=lambda r: (list(grid).index(r.get("base", r["variant"])), r["config"]["seed"] != BASE_SEED,
+                                      r["config"]["seed"]))
+        if args.grid == "augment":
+            add_deltas(order)
         table = {"title": f"{TITLES[args.grid]} ({args.grid} grid) on the valid split", "grid": args.grid, "data": data,
                  "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
                            f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
-                 "musdb_root": args.musdb_root, "command": command_line(args), "commit": git_commit(),
-                 "rows": [rows[n] for n in grid if n in rows]}
+                 "musdb_root": args.musdb_root, "command": command_line(args, seed=False), "commit": git_commit(),
+                 "rows": order}
         atomic_write_text(path, json.dumps(table, indent=2))
         atomic_write_text(path.with_suffix(".md"), markdown(table))
     return table
@@ -134,6 +165,48 @@ def git_commit() -> str | None:
         return None
 
 
+def add_deltas(rows: list[dict], default: str = "all-on") -> None:
+    """Each row's `delta`: its valid SDR minus the default's at the same seed (dB; None without that row)."""
+    ref = {r["config"]["seed"]: r for r in rows if r.get("base", r["variant"]) == default}
+    for r in rows:
+        d = ref.get(r["config"]["seed"])
+        r["delta"] = {t: None if d is None or None in (r["scores"][t]["SDR"], d["scores"][t]["SDR"]) else
+                      round(r["scores"][t]["SDR"] - d["scores"][t]["SDR"], 2) for t in ("vocals", "accompaniment")}
+
+
+def seed_means(table: dict) -> list[dict]:
+    """Per variant with rows at several seeds: the mean SDR and mean difference to the default over those seeds."""
+    groups: dict[str, list[dict]] = {}
+    for r in table["rows"]:
+        groups.setdefault(r.get("base", r["variant"]), []).append(r)
+    mean = lambda v: None if not v or None in v else round(sum(v) / len(v), 2)  # noqa: E731
+    return [{"variant": name, "seeds": [r["config"]["seed"] for r in rs],
+             **{f"{t} SDR": mean([r["scores"][t]["SDR"] for r in rs]) for t in ("vocals", "accompaniment")},
+             **{f"{t} delta": mean([r.get("delta", {}).get(t) for r in rs]) for t in ("vocals", "accompaniment")}}
+            for name, rs in groups.items() if len(rs) > 1]
+
+
+def augment_markdown(table: dict) -> list[str]:
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    sign = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    lines = ["| variant | what changes | seed | training min | best epoch | vocals SDR | accompaniment SDR | "
+             "Δ vocals | Δ accompaniment |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in table["rows"]:
+        sdr = [fmt(r["scores"][t]["SDR"]) for t in ("vocals", "accompaniment")]
+        delta = [sign(r.get("delta", {}).get(t)) for t in ("vocals", "accompaniment")]
+        lines.append(f"| {r['variant']} | {r['description']} | {r['config']['seed']} | {r['train_minutes']} | "
+                     f"{r['epoch']} / {r['epochs']} | {sdr[0]} | {sdr[1]} | {delta[0]} | {delta[1]} |")
+    means = seed_means(table)
+    if means:
+        lines += ["", "Mean over seeds (Δ: to the default at the same seed):", "",
+                  "| variant | seeds | vocals SDR | accompaniment SDR | Δ vocals | Δ accompaniment |",
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {m['variant']} | {', '.join(map(str, m['seeds']))} | {fmt(m['vocals SDR'])} | "
+                  f"{fmt(m['accompaniment SDR'])} | {sign(m['vocals delta'])} | {sign(m['accompaniment delta'])} |"
+                  for m in means]
+    return lines
+
+
 def markdown(table: dict) -> str:
     lines = [f"# {table['title']}", "",
              "| variant | parameters | pretrained | code | training min | best epoch | vocals SDR | accompaniment SDR |",
@@ -143,6 +216,9 @@ def markdown(table: dict) -> str:
         sdr = [fmt(r["scores"][t]["SDR"]) for t in ("vocals", "accompaniment")]
         lines.append(f"| {r['variant']} | {r['params']:,} | no | {r['code']} | {r['train_minutes']} | "
                      f"{r['epoch']} / {r['epochs']} | {sdr[0]} | {sdr[1]} |")
+    if table.get("grid") == "augment":  # one model: its size and code once, the differences to the default instead
+        r = table["rows"][0]
+        lines[2:] = augment_markdown(table) + ["", f"Model: {r['code']}, {r['params']:,} parameters, not pretrained."]
     data = table["data"]
     lines += ["", f"Budget: {table['budget']}. Data: {data.get('dataset', '')} (`{table['musdb_root']}`), trained on "
               f"musdb's train split, scored on its valid split ({data.get('nb_tracks')} tracks; SDR in dB, BSSEval "
@@ -166,20 +242,24 @@ def run_grid(args, log=print) -> dict:
     done = {r["variant"]: r for r in table["rows"]}
     for name in names:
         cfg = variant_config(args.grid, name, args.musdb_root, args.epochs, runs, base)
-        if name in done and done[name]["config"] == comparable(cfg) and done[name]["epochs"] == args.epochs:
-            log(f"[{name}] already in {path}: skipped")
+        row = row_name(name, cfg.seed)
+        if row in done and done[row]["config"] == comparable(cfg) and done[row]["epochs"] == args.epochs:
+            log(f"[{row}] already in {path}: skipped")
             continue
         t0 = time.monotonic()
-        done[name] = run_variant(args.grid, name, cfg, results_dir / "experiments", args.jobs, log)
-        sdr = {t: done[name]["scores"][t]["SDR"] for t in ("vocals", "accompaniment")}
-        log(f"[{name}] vocals SDR {sdr['vocals']}, accompaniment SDR {sdr['accompaniment']} "
+        done[row] = run_variant(args.grid, name, cfg, results_dir / "experiments", args.jobs, log)
+        sdr = {t: done[row]["scores"][t]["SDR"] for t in ("vocals", "accompaniment")}
+        log(f"[{row}] vocals SDR {sdr['vocals']}, accompaniment SDR {sdr['accompaniment']} "
             f"({(time.monotonic() - t0) / 60:.1f} min)")
-        table = save_row(path, args, base, done[name])
+        table = save_row(path, args, base, done[row])
     if table["rows"]:
-        if args.grid == "models":  # SDR against size and time; the ablation's rows all have one size
-            from hw2.plots import models_note, plot_models, save_figure
+        from hw2.plots import augment_note, models_note, plot_augment, plot_models, save_figure
 
+        if args.grid == "models":  # SDR against size and time; the ablation's rows all have one size
             save_figure(plot_models(table), "05_models", note=models_note(table))
+        elif any(r.get("base", r["variant"]) != "all-on" and r.get("delta", {}).get("vocals") is not None
+                 for r in table["rows"]):  # the difference each augmentation makes to the default
+            save_figure(plot_augment(table), "06_augment", note=augment_note(table))
         log(markdown(table))
     return table
 
@@ -198,9 +278,11 @@ def parse_set(items) -> dict:
     return out
 
 
-def command_line(args) -> str:
+def command_line(args, seed: bool = True) -> str:
+    """The command of a run; without `seed`, less a `--set seed=N` (the table's command, for its base seed rows)."""
     cmd = f"python -m hw2.experiments --musdb-root {args.musdb_root} --grid {args.grid} --epochs {args.epochs}"
-    return cmd + (f" --set {' '.join(args.set)}" if args.set else "")
+    sets = [x for x in args.set or [] if seed or not x.startswith("seed=")]
+    return cmd + (f" --set {' '.join(sets)}" if sets else "")
 
 
 def main(argv=None) -> int:

@@ -567,6 +567,42 @@ def models_note(table: dict) -> str:
             f"phase; from results/{table['grid']}.json: {table['command']}")
 
 
+def plot_augment(table: dict) -> Figure:
+    """The augmentation ablation (`results/augment.json`): each variant's valid SDR minus the default's (`all-on`)
+    at the same seed, vocals and accompaniment; bars are the means over the seeds run, dots the single seeds."""
+    groups: dict[str, list[dict]] = {}
+    for r in table["rows"]:
+        if r.get("base", r["variant"]) != "all-on":
+            groups.setdefault(r.get("base", r["variant"]), []).append(r)
+    names = list(groups)[::-1]  # the grid's order, top down
+    fig = _figure(9, 0.45 * len(names) + 1.4)
+    ax = fig.subplots()
+    y = np.arange(len(names))
+    for k, (target, color) in enumerate((("vocals", "#1F3A5F"), ("accompaniment", "#D08C2E"))):
+        off = (0.5 - k) * 0.38
+        for i, name in enumerate(names):
+            d = [r["delta"][target] for r in groups[name] if r.get("delta", {}).get(target) is not None]
+            if d:
+                ax.barh(y[i] + off, np.mean(d), height=0.36, color=color, label=target if i == 0 else None)
+                if len(d) > 1:
+                    ax.scatter(d, [y[i] + off] * len(d), color="black", s=10, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, names)
+    ax.set_xlabel("valid SDR minus the default's (dB; dots: single seeds where several were run)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def augment_note(table: dict) -> str:
+    data = table.get("data", {})
+    seeds = sorted({r["config"]["seed"] for r in table["rows"]})
+    return (f"Difference to the default (all-on: random gain, swap, track mixing, random offsets) of each "
+            f"augmentation variant, trained from scratch at one budget ({table['budget']}), seeds "
+            f"{', '.join(map(str, seeds))}, scored on {data.get('dataset', table.get('musdb_root'))}, valid split "
+            f"({data.get('nb_tracks')} tracks), mixture phase; from results/{table['grid']}.json: {table['command']}")
+
+
 # ---------------------------------------------------------------------------------------------------- listening
 def audio_player(audio, rate: int = RATE, start: float = 0.0, dur: float | None = None, mono: bool = False,
                  normalize: bool = True):

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, remove_stale_temporaries, run_cli
-from hw2.data import (MIXING, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
-                      open_tracks, read_stem)
+from hw2.data import (MIXING, OFFSETS, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
+                      open_tracks, read_stem, variant_names)
 from hw2.model import ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
@@ -57,6 +57,13 @@ class TrainConfig:
     gain_low: float = _f(0.25, "lowest random source gain (gain augmentation)")
     gain_high: float = _f(1.25, "highest random source gain (gain_low = gain_high = 1 disables it)")
     swap: bool = _f(True, "random left/right swap per source")
+    offsets: str = _f("random", "random: excerpts at random offsets; fixed: every excerpt at its track's start",
+                      choices=OFFSETS)
+    pitch_shift: float = _f(0.0, "semitones: sources also read from copies shifted by -x and +x, made once in the "
+                                 "cache (librosa, dev install); 0: off")
+    time_stretch: float = _f(0.0, "sources also read from copies stretched to 1-x and 1+x times the duration, made "
+                                  "once in the cache (librosa, dev install); 0: off")
+    sign_flip: bool = _f(False, "random sign flip per source (Demucs)")
     # optimisation
     lr: float = _f(1e-3, "Adam learning rate")
     weight_decay: float = _f(1e-5, "Adam weight decay")
@@ -91,6 +98,9 @@ class TrainConfig:
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(asdict(self))
 
+
+# fields added after runs were made: their values for those runs (the loader did neither then)
+ADDED_LATER = {"offsets": "random", "pitch_shift": 0.0, "time_stretch": 0.0, "sign_flip": False}
 
 # fields that may change between a run and its resumption without changing what is trained
 RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "milestones", "device", "nb_workers", "max_minutes", "quiet",
@@ -144,8 +154,9 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 
 def _upgrade(d: dict) -> dict:
-    """A config dict with older spellings replaced: `amp` was a bool (true: float16 on CUDA only)."""
-    d = dict(d)
+    """A config dict with older spellings replaced: `amp` was a bool (true: float16 on CUDA only). Augmentation
+    fields added later take their defaults (the behaviour runs had before them), so older runs still resume."""
+    d = {**ADDED_LATER, **d}
     if isinstance(d.get("amp"), bool):
         d["amp"] = "auto" if d["amp"] else "off"
     return d
@@ -268,7 +279,8 @@ def make_sampler(cfg: TrainConfig, tracks: list[CachedTrack]) -> ExcerptSampler:
     """The training excerpts a config describes."""
     gain = None if cfg.gain_low == cfg.gain_high == 1.0 else (cfg.gain_low, cfg.gain_high)
     return ExcerptSampler(tracks, cfg.seq_dur, (cfg.target,), cfg.sampler, cfg.batch_size, cfg.samples_per_track,
-                          cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed)
+                          cfg.hop_dur or None, cfg.mixing, gain, cfg.swap, cfg.seed, cfg.offsets,
+                          variant_names(cfg.pitch_shift, cfg.time_stretch), cfg.sign_flip)
 
 
 def train_step(model: SpectrogramModel, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device,
@@ -302,6 +314,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             raise Hw2Error(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(cfg, name)}")
     if not 0 < cfg.gain_low <= cfg.gain_high:
         raise Hw2Error(f"gain range [{cfg.gain_low}, {cfg.gain_high}] is empty: need 0 < --gain-low <= --gain-high")
+    if not (0 <= cfg.time_stretch < 1 and 0 <= cfg.pitch_shift <= 12):
+        raise Hw2Error(f"--time-stretch {cfg.time_stretch} / --pitch-shift {cfg.pitch_shift}: use 0 <= x < 1 "
+                       "(a fraction of the duration) and 0 <= semitones <= 12")
     if cfg.sdr_every < 0 or cfg.select_by == "sdr" and cfg.sdr_every == 0:
         raise Hw2Error("--select-by sdr needs --sdr-every N, N >= 1 (epochs between two valid SDRs)")
     if cfg.sdr_every and cfg.target != "vocals":
@@ -327,7 +342,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                        "lower --hidden-size or --nb-layers")
 
     train_files = open_tracks(cfg.musdb_root, "train", "train")
-    train_tracks = load_cached(train_files, cfg.cache_dir or None, not cfg.quiet, SOURCES)
+    train_tracks = load_cached(train_files, cfg.cache_dir or None, not cfg.quiet, SOURCES,
+                               variants=variant_names(cfg.pitch_shift, cfg.time_stretch))
     valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir or None, not cfg.quiet)
     sampler = make_sampler(cfg, train_tracks)
     dtype, scaler = precision(cfg.amp, device)

@@ -422,8 +422,10 @@ def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
     from hw2.data import TARGETS
     for i in range(b):
         for j, source in enumerate(SOURCES):
-            t, s = d["tracks"][i, j], d["starts"][i, j]
-            x = sampler.tracks[t].stems[source][s:s + N].T.astype(np.float64) / 32768.0
+            t, s, k = d["tracks"][i, j], d["starts"][i, j], d["variants"][i, j]
+            track = sampler.tracks[t]
+            pcm = track.stems[source] if k == 0 else track.variants[sampler.variants[k - 1]][source]
+            x = pcm[s:s + N].T.astype(np.float64) / 32768.0
             if d["swaps"][i, j]:
                 x = x[::-1]
             x = x * d["gains"][i, j]
@@ -474,6 +476,123 @@ def test_augmentation_ranges():
     mix, _ = off.batch(0, 0)
     exp, _ = expected_batch(off, 0, 0)
     np.testing.assert_allclose(mix.numpy(), exp, atol=1e-5)
+
+
+def test_new_options_leave_the_other_draws_alone():
+    """Fixed offsets and sign flips change only their own part of a draw: the default's stream stays as it was."""
+    base = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 8, 8, seed=5)
+    fixed = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 8, 8, seed=5, offsets="fixed")
+    flip = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 8, 8, seed=5, sign_flip=True)
+    for step in range(base.nb_batches(0)):
+        d, f, g = base.draw(0, step), fixed.draw(0, step), flip.draw(0, step)
+        assert (d["gains"] > 0).all() and (d["variants"] == 0).all()
+        assert (f["starts"] == 0).all() and (f["starts"] != d["starts"]).any()
+        for k in ("tracks", "gains", "swaps"):
+            np.testing.assert_array_equal(f[k], d[k])
+        for k in ("tracks", "starts", "swaps"):
+            np.testing.assert_array_equal(g[k], d[k])
+        np.testing.assert_array_equal(np.abs(g["gains"]), d["gains"])
+    with pytest.raises(Hw2Error, match="unknown offsets 'middle'"):
+        ExcerptSampler(fake_tracks(), SEQ, offsets="middle")
+
+
+@pytest.mark.parametrize("mixing", ["incoherent", "coherent"])
+def test_fixed_offsets_read_every_track_from_its_start(mixing):
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals", "accompaniment"), "balanced", 4, 3, mixing=mixing, seed=7,
+                       offsets="fixed")
+    for step in range(s.nb_batches(0)):
+        mix, tgt = s.batch(0, step)
+        exp_mix, exp_tgt = expected_batch(s, 0, step)
+        np.testing.assert_allclose(mix.numpy(), exp_mix, atol=1e-5)
+        np.testing.assert_allclose(tgt.numpy(), exp_tgt, atol=1e-5)
+    # the same plan twice: identical excerpts, where random offsets would differ
+    one = ExcerptSampler(fake_tracks(), SEQ, ("vocals",), "balanced", 5, 2, mixing="coherent", gain=None,
+                         swap=False, offsets="fixed", seed=1)
+    mix = torch.cat([one.batch(0, k)[0] for k in range(one.nb_batches(0))])
+    tracks = np.concatenate(one.plan(0))[:, 0]
+    for t in range(5):
+        same = mix[torch.from_numpy(tracks == t)]
+        assert len(same) == 2 and torch.equal(same[0], same[1])
+
+
+def test_sign_flip_mixes_signed_sources():
+    s = ExcerptSampler(fake_tracks(), SEQ, ("vocals", "accompaniment"), "balanced", 16, 16, seed=4, sign_flip=True)
+    draws = [s.draw(0, k) for k in range(s.nb_batches(0))]
+    negative = np.concatenate([d["gains"].ravel() < 0 for d in draws])
+    assert 0.4 < negative.mean() < 0.6
+    for step in (0, 1):
+        mix, tgt = s.batch(0, step)
+        exp_mix, exp_tgt = expected_batch(s, 0, step)
+        np.testing.assert_allclose(mix.numpy(), exp_mix, atol=1e-5)
+        np.testing.assert_allclose(tgt.numpy(), exp_tgt, atol=1e-5)
+        torch.testing.assert_close(tgt.sum(1), mix, atol=1e-6, rtol=0)
+
+
+def test_variants_are_drawn_at_the_same_relative_position():
+    """Variants (here stand-ins of other lengths, like a stretch) are picked uniformly with the original; the
+    batch reads each at its own scaled start and stays the sum of its draw."""
+    tracks = fake_tracks()
+    rng = np.random.default_rng(9)
+    for t in tracks:
+        t.variants = {v: {s: rng.integers(-9000, 9000, (int(t.nb_samples * f), 2), dtype=np.int16) for s in SOURCES}
+                      for v, f in (("stretch0.9", 0.9), ("stretch1.1", 1.1))}
+    s = ExcerptSampler(tracks, SEQ, ("vocals",), "balanced", 16, 16, seed=2, variants=("stretch0.9", "stretch1.1"))
+    picks = np.concatenate([s.draw(0, k)["variants"].ravel() for k in range(s.nb_batches(0))])
+    assert set(picks) == {0, 1, 2} and all(0.27 < (picks == k).mean() < 0.4 for k in range(3))
+    for step in range(s.nb_batches(0)):
+        d = s.draw(0, step)
+        lengths = s._vlengths[d["tracks"], d["variants"], np.arange(len(SOURCES))]
+        assert (d["starts"] >= 0).all() and (d["starts"] + N <= lengths).all()
+    mix, _ = s.batch(0, 0)
+    np.testing.assert_allclose(mix.numpy(), expected_batch(s, 0, 0)[0], atol=1e-5)
+    plain = ExcerptSampler(tracks, SEQ, ("vocals",), "balanced", 16, 16, seed=2)
+    np.testing.assert_array_equal(s.draw(0, 0)["tracks"], plain.draw(0, 0)["tracks"])
+    with pytest.raises(Hw2Error, match="no cached pitch\\+1 variant"):
+        ExcerptSampler(tracks, SEQ, variants=("pitch+1",))
+    with pytest.raises(Hw2Error, match="stretched variant is shorter"):
+        ExcerptSampler(tracks, 2.9 / 3 * 2500 / RATE, variants=("stretch0.9",))
+
+
+def test_pitch_and_stretch_variants_in_the_cache(wav_root, tmp_path):
+    """Made once per source from the decoded stems, deterministic, beside the stems without disturbing them."""
+    from hw2.data import make_variant, variant_names
+
+    names = variant_names(1.0, 0.1)
+    assert names == ("pitch-1", "pitch+1", "stretch0.9", "stretch1.1") and variant_names() == ()
+    tracks = open_tracks(wav_root, "train", "train")[:2]
+    cached = load_cached(tracks, tmp_path, False, SOURCES, variants=names)
+    for c in cached:
+        n = c.nb_samples
+        assert set(c.variants) == set(names) and all(set(v) == set(SOURCES) for v in c.variants.values())
+        for name, f in zip(names, (1, 1, 0.9, 1.1)):
+            v = c.variants[name]["vocals"]
+            assert v.dtype == np.int16 and v.shape[1] == 2 and abs(len(v) - f * n) <= 1024
+            level = [np.sqrt(np.mean(np.square(np.asarray(a, np.float64)))) for a in (v, c.stems["vocals"])]
+            assert abs(20 * np.log10(level[0] / level[1])) < 0.1  # same loudness (the vocoder alone loses ~3 dB)
+        # a shift moves the spectrum: the vocals' spectral centroid rises a semitone up, falls a semitone down
+        cent = {k: _centroid(np.asarray(c.variants[k]["vocals"] if k else c.stems["vocals"])) for k in
+                ("pitch-1", None, "pitch+1")}
+        assert cent["pitch-1"] < cent[None] < cent["pitch+1"]
+    files = sorted((e.name, p.name) for e in entries(tmp_path) for p in e.glob("*.npy"))
+    assert len(files) == 2 * 4 * 5 and not leftovers(tmp_path)
+    stamp = {p: p.stat().st_mtime_ns for e in entries(tmp_path) for p in e.glob("*.*.npy")}
+    again = load_cached(tracks, tmp_path, False, SOURCES, variants=names)  # made once: nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    np.testing.assert_array_equal(again[0].variants["pitch+1"]["bass"], make_variant(cached[0].stems["bass"], "pitch+1"))
+    assert load_cached(tracks, tmp_path, False, SOURCES)[0].nb_samples == cached[0].nb_samples  # stems untouched
+    # a stem decoded again beside stretched copies more than a second longer: they are not taken for stems
+    load_cached(tracks, tmp_path, False, SOURCES, variants=("stretch1.3",))
+    (entries(tmp_path)[0] / "drums.npy").unlink()
+    assert load_cached(tracks, tmp_path, False, SOURCES)[0].nb_samples == cached[0].nb_samples
+    s = ExcerptSampler(again, 1.0, ("vocals",), "balanced", 8, 8, seed=0, variants=names)
+    assert set(np.concatenate([s.draw(0, k)["variants"].ravel() for k in range(s.nb_batches(0))])) == set(range(5))
+    mix, tgt = s.batch(0, 0)
+    assert mix.shape == (8, 2, RATE) and torch.isfinite(mix).all() and tgt.abs().max() > 0
+
+
+def _centroid(pcm: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(pcm[:, 0].astype(np.float64)))
+    return float((spec * np.arange(len(spec))).sum() / spec.sum())
 
 
 def test_coherent_uses_one_track_and_start():
