@@ -117,19 +117,22 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read and check an hw2 checkpoint; every failure is one `Hw2Error` line naming the file and the fix."""
+def load_checkpoint(path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT, kind: str = "Open-Unmix",
+                    flag: str = "--checkpoint", writer: str = "python -m hw2.train",
+                    example: str = "for example checkpoints/vocals.pt") -> dict:
+    """Read and check an hw2 checkpoint of format `fmt` (the separator's, or the vocoder's with its own words);
+    every failure is one `Hw2Error` line naming the file and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise Hw2Error(f"{path}: no such checkpoint; pass --checkpoint the .pt file of a run "
-                       "(for example checkpoints/vocals.pt)")
+        raise Hw2Error(f"{path}: no such {'' if kind == 'Open-Unmix' else kind + ' '}checkpoint; pass {flag} the "
+                       f".pt file written by `{writer}` ({example})")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:
         raise Hw2Error(f"{path}: not a readable checkpoint (corrupt or truncated); train again or restore it "
                        "with `git checkout -- <file>`") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt:
-        raise Hw2Error(f"{path}: not an hw2 Open-Unmix checkpoint; use one written by `python -m hw2.train`")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt or "config" not in ckpt:
+        raise Hw2Error(f"{path}: not an hw2 {kind} checkpoint; pass {flag} a file written by `{writer}`")
     return ckpt
 
 

@@ -170,17 +170,10 @@ def load_vocoder(path, n_fft: int | None = None, n_hop: int | None = None, rate:
                  map_location="cpu") -> Vocoder:
     """The vocoder a checkpoint holds, in eval mode. With n_fft / n_hop / rate (the separator's), a vocoder trained
     with other STFT settings is refused: its frames would not line up with the separator's."""
-    path = Path(path)
-    if not path.is_file():
-        raise Hw2Error(f"{path}: no such vocoder checkpoint; pass --vocoder the .pt file written by "
-                       "`python -m hw2.vocoder` (checkpoints/vocoder.pt ships with the repository)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:
-        raise Hw2Error(f"{path}: not a readable checkpoint (corrupt or truncated); train the vocoder again or "
-                       "restore it with `git checkout -- <file>`") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "config" not in ckpt:
-        raise Hw2Error(f"{path}: not an hw2 vocoder checkpoint; pass --vocoder a file written by `python -m hw2.vocoder`")
+    from hw2.train import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location, fmt=CHECKPOINT_FORMAT, kind="vocoder", flag="--vocoder",
+                           writer="python -m hw2.vocoder", example="checkpoints/vocoder.pt ships with the repository")
     cfg = VocoderConfig.from_dict(ckpt["config"])
     want = {"n_fft": n_fft, "n_hop": n_hop, "rate": rate}
     diff = [f"{k} {getattr(cfg, k)} there, {v} in the separator" for k, v in want.items()

@@ -83,3 +83,24 @@ def musdb_root() -> Path:
 def real_cache_dir(tmp_path_factory) -> Path:
     """The caller's $HW2_CACHE when set (reuses a decoded cache of the real data), else a temporary folder."""
     return Path(USER_CACHE) if USER_CACHE else tmp_path_factory.mktemp("cache_real")
+
+
+def separation_track(seed: int, duration: float, length: int) -> dict:
+    """A generated track of `duration` seconds (hw2.synth.make_stems) cut to `length` samples: mixture, vocals, accompaniment, each float32
+    (nb_timesteps, 2), mixture == vocals + accompaniment (the phase and separation tests' input)."""
+    from hw2.synth import make_stems
+
+    stems = make_stems(seed=seed, duration=duration)[:, :length]
+    vocals, accompaniment = stems[4], stems[1] + stems[2] + stems[3]
+    return {"mixture": vocals + accompaniment, "vocals": vocals, "accompaniment": accompaniment}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """An untrained tiny Open-Unmix (hidden 16, one LSTM layer), the same weights in every module."""
+    import torch
+
+    from hw2.model import ModelConfig, OpenUnmix
+
+    torch.manual_seed(0)
+    return OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()

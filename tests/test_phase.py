@@ -12,7 +12,7 @@ import torch
 from hw2.evaluate import (MAGNITUDE_METRICS, _score_job, magnitude_distances, median_of_medians, track_medians)
 from hw2.model import STFT, ModelConfig, OpenUnmix
 from hw2.separate import Separator, mel_filters, mel_inverse, mel_to_magnitude, misi
-from hw2.synth import make_stems
+from conftest import separation_track
 
 RATE = 44100
 
@@ -25,15 +25,7 @@ def sdr(ref, est) -> float:
 @pytest.fixture(scope="module")
 def track() -> dict:
     """2.5 s of a generated stereo track, not a whole number of hops: float32 (nb_timesteps, 2) each."""
-    stems = make_stems(seed=11, duration=3.0)[:, : int(2.5 * RATE) - 123]
-    vocals, accompaniment = stems[4], stems[1] + stems[2] + stems[3]
-    return {"mixture": vocals + accompaniment, "vocals": vocals, "accompaniment": accompaniment}
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> OpenUnmix:
-    torch.manual_seed(0)
-    return OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()
+    return separation_track(seed=11, duration=3.0, length=int(2.5 * RATE) - 123)
 
 
 def mono(a: np.ndarray) -> torch.Tensor:

@@ -7,7 +7,6 @@ training and no MUSDB is needed here; the checkpoint -> CLI path is tested in te
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 
 import numpy as np
@@ -19,9 +18,10 @@ from hw2 import Hw2Error
 from hw2.evaluate import (METRICS, markdown_table, median_of_medians, score_track, track_medians,
                           write_results)
 from hw2.data import blocks
-from hw2.model import STFT, ModelConfig, OpenUnmix
+from hw2.model import STFT, ModelConfig
 from hw2.separate import METHODS, REFERENCES, Separator, griffinlim, references, wiener
 from hw2.synth import make_stems
+from conftest import separation_track
 from hw2.train import CHECKPOINT_FORMAT, TrainConfig
 from hw2.vocoder import Vocoder, VocoderConfig
 
@@ -65,15 +65,7 @@ class Passthrough(nn.Module):
 def track() -> dict:
     """A 3 s generated stereo track whose length is not a whole number of hops: mixture, vocals, accompaniment,
     each float32 (nb_timesteps, 2), mixture == vocals + accompaniment."""
-    stems = make_stems(seed=7, duration=3.0)[:, : 3 * RATE - 333]
-    vocals, accompaniment = stems[4], stems[1] + stems[2] + stems[3]
-    return {"mixture": vocals + accompaniment, "vocals": vocals, "accompaniment": accompaniment}
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> OpenUnmix:
-    torch.manual_seed(0)
-    return OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()
+    return separation_track(seed=7, duration=3.0, length=3 * RATE - 333)
 
 
 # ------------------------------------------------------------------------------------------------ mixture phase
