@@ -117,6 +117,19 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def time_limit_reached(state: dict, deadline: float, nb_batches: int, t_epoch: float, max_minutes: float,
+                       epoch: int, save_last: Callable[[], None], last: Path, log: Callable[[str], None]) -> bool:
+    """After a step: past `deadline` with steps of the epoch left, save everything a resume needs (`save_last`,
+    with this epoch's seconds so far in `state`) and say so. The separator's and the vocoder's training share it."""
+    if time.monotonic() <= deadline or state["step"] >= nb_batches:
+        return False
+    state["seconds"] += time.monotonic() - t_epoch
+    save_last()
+    log(f"time limit of {max_minutes:g} min reached in epoch {epoch + 1} at step {state['step']}; saved {last}: "
+        "run the same command to resume")
+    return True
+
+
 def load_checkpoint(path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT, kind: str = "Open-Unmix",
                     flag: str = "--checkpoint", writer: str = "python -m hw2.train",
                     example: str = "for example checkpoints/vocals.pt") -> dict:
@@ -410,11 +423,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             state["loss_sum"] += loss.item() * len(mix)
             state["loss_count"] += len(mix)
             bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
-            if time.monotonic() > deadline and state["step"] < sampler.nb_batches(epoch):
-                state["seconds"] += time.monotonic() - t_epoch
-                save(run / "last.pt", full=True)
-                log(f"time limit of {cfg.max_minutes:g} min reached in epoch {epoch + 1} at step "
-                    f"{state['step']}; saved {run / 'last.pt'}: run the same command to resume")
+            if time_limit_reached(state, deadline, sampler.nb_batches(epoch), t_epoch, cfg.max_minutes, epoch,
+                                  lambda: save(run / "last.pt", full=True), run / "last.pt", log):
                 return _summary(run, state, "time-limit")
         bar.close()
 

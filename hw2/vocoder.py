@@ -224,7 +224,7 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
 
     from hw2.data import SOURCES, ExcerptSampler, open_cached
     from hw2.evaluate import atomic_write_text
-    from hw2.train import atomic_torch_save, resolve_device
+    from hw2.train import atomic_torch_save, resolve_device, time_limit_reached
 
     t_start = time.monotonic()
     if not cfg.musdb_root:
@@ -289,11 +289,8 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
             state["loss_sum"] += loss.item()
             state["loss_count"] += 1
             bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
-            if time.monotonic() > deadline and state["step"] < nb_batches:
-                state["seconds"] += time.monotonic() - t_epoch
-                save(run / "last.pt", full=True)
-                log(f"time limit of {cfg.max_minutes:g} min reached in epoch {epoch + 1} at step {state['step']}; "
-                    f"saved {run / 'last.pt'}: run the same command to resume")
+            if time_limit_reached(state, deadline, nb_batches, t_epoch, cfg.max_minutes, epoch,
+                                  lambda: save(run / "last.pt", full=True), run / "last.pt", log):
                 return _summary(run, state, "time-limit")
         bar.close()
         valid = validation_loss(model, valid_tracks, device)
