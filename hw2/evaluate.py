@@ -198,7 +198,8 @@ class Evaluation:
     def path(self, row: dict, track: str) -> Path:
         return self.dir / row_slug(row) / self.subset / f"{track}.json"
 
-    def _register(self, row: dict) -> list:
+    def register(self, row: dict) -> list:
+        """Give `row` its place in the table (rows come out in the order first registered); its pending scores."""
         slug = row_slug(row)
         if slug not in self.pending:
             self.rows.append(row)
@@ -216,11 +217,11 @@ class Evaluation:
         if not scores.get("skipped") and "magnitude" not in scores:  # scored before the phase-blind measures
             return False
         medians = {"skipped": scores["skipped"]} if scores.get("skipped") else track_medians(scores)
-        self._register(row).append((track, medians))
+        self.register(row).append((track, medians))
         return True
 
     def add(self, row: dict, track: str, references: dict, estimates: dict, identity: dict | None = None) -> None:
-        pending = self._register(row)
+        pending = self.register(row)
         args = (track, references, estimates, self.path(row, track), identity, self.score_kw)
         if self.pool:
             # bound the work in flight: each job holds a track's references and estimates

@@ -159,7 +159,7 @@ def run(args, log=print) -> list[dict]:
     rows_asked = [_row(sep, m, c) for sep, c in zip(separators, args.checkpoint) for m in args.phase] + \
         [_reference_row(m) for m in (ref_names if args.references else ())]
     for row in rows_asked:  # the table's rows in the order asked, whichever were scored by an earlier run
-        evaluation._register(row)
+        evaluation.register(row)
     for folder in {out, *(evaluation.path(row, "x").parent for row in rows_asked)}:
         if folder.is_dir():
             remove_stale_temporaries(folder)  # left by a run killed while writing
