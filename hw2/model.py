@@ -83,6 +83,13 @@ class SpectrogramModel(nn.Module):
         self.input_mean.copy_(-mean[: self.nb_bins])
         self.input_scale.copy_(1.0 / std[: self.nb_bins].clamp_min(1e-8))
 
+    def targets(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture magnitude (nb_samples, nb_channels, nb_bins, nb_frames) -> (vocals, accompaniment) magnitudes of
+        the same shape. A vocals model leaves the accompaniment as what is left of the mixture, max(|X| - V, 0);
+        `hw2.blend.Blend` overrides this with a network's own accompaniment estimate."""
+        vocals = self(mag)
+        return vocals, torch.relu(mag - vocals)
+
     def magnitude(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(nb_samples, nb_channels, nb_timesteps) -> (complex spectrogram, its magnitude), both
         (nb_samples, nb_channels, nb_bins, nb_frames)."""

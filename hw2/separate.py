@@ -1,7 +1,8 @@
 """Checkpoint to estimates: vocals and accompaniment (non-vocals) of a full track, with a choice of phase.
 
 The model estimates the vocals magnitude V. The accompaniment magnitude is what is left of the mixture,
-A = max(|X| - V, 0). Each method then gives both magnitudes a phase:
+A = max(|X| - V, 0), or a network's own estimate in a blend with an accompaniment member (`hw2.blend`). Each
+method then gives both magnitudes a phase:
 
     mixture         the mixture's phase (Open-Unmix's default)
     griffinlim      Griffin-Lim from a random phase (the assignment's Task 2)
@@ -319,7 +320,7 @@ class Separator:
         the samples in `keep` (a range of the window) are used."""
         length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        V = self.model(X.abs()[None])[0]
+        V, A = (e[0] for e in self.model.targets(X.abs()[None]))
         # Griffin-Lim needs no context (the model had it): it runs on the kept frames plus a margin beyond n_fft,
         # not on the whole window (1.5 times the work); the output lands at sample f0 * hop of the window
         margin = self.stft.n_fft // hop + 1
@@ -329,17 +330,15 @@ class Separator:
         if "wiener" in methods:  # joint over channels and targets
             y = torch.empty((2, *X.shape), dtype=X.dtype, device=X.device)
             for s, e in _grid(first_frame, X.shape[-1], self.wiener_win):
-                y[..., s:e] = wiener(torch.stack([V[..., s:e], torch.relu(X[..., s:e].abs() - V[..., s:e])]),
-                                     X[..., s:e])
+                y[..., s:e] = wiener(torch.stack([V[..., s:e], A[..., s:e]]), X[..., s:e])
             out["wiener"] = {t: self.stft.inverse(y[j], length) for j, t in enumerate(TARGETS)}
             del y
         if "misi" in methods:  # joint over targets, one channel at a time, on Griffin-Lim's frames
             waves = torch.zeros((X.shape[0], 2, length), device=X.device)
             for ch in range(X.shape[0]):
-                Xc, Vc = X[ch, :, f0:f1], V[ch, :, f0:f1]
                 waves[ch, :, f0 * hop:f0 * hop + gl_length] = misi(
-                    torch.stack([Vc, torch.relu(Xc.abs() - Vc)]), Xc, self.stft, gl_length, self.misi_iters,
-                    self.misi_refine)
+                    torch.stack([V[ch, :, f0:f1], A[ch, :, f0:f1]]), X[ch, :, f0:f1], self.stft, gl_length,
+                    self.misi_iters, self.misi_refine)
             out["misi"] = {t: waves[:, j] for j, t in enumerate(TARGETS)}
         if "mel" in methods:
             fb = mel_filters(self.model.cfg.rate, self.stft.n_fft, self.n_mels).to(X.device)
@@ -348,7 +347,7 @@ class Separator:
         for target in TARGETS:
             chans = {m: [] for m in methods if m not in ("wiener", "misi")}
             for ch in range(X.shape[0]):
-                S = V[ch] if target == "vocals" else torch.relu(X[ch].abs() - V[ch])
+                S = V[ch] if target == "vocals" else A[ch]
                 for m in chans:
                     if m == "mixture":
                         wave = self.stft.inverse(torch.polar(S, X[ch].angle()), length)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, remove_stale_temporaries, run_cli
+from hw2.blend import blend_from_entry
 from hw2.data import (MIXING, OFFSETS, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
                       open_tracks, read_stem, variant_names)
 from hw2.model import ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters
@@ -152,6 +153,8 @@ def load_checkpoint(path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT, kind
 def model_from_checkpoint(ckpt: dict, path="checkpoint") -> tuple[SpectrogramModel, TrainConfig]:
     """Rebuild the model from the config saved in the checkpoint and load its weights."""
     cfg = config_from_dict(ckpt["config"])
+    if "blend" in ckpt:  # several networks as one model (`python -m hw2.blend`); the config is the first's
+        return blend_from_entry(ckpt["blend"], path), cfg
     model = build_model(cfg.model_config())
     try:
         model.load_state_dict(ckpt["model"])
@@ -263,22 +266,12 @@ def validation_loss(model: SpectrogramModel, tracks: list[CachedTrack], target: 
 def validation_sdr(model: SpectrogramModel, tracks: list[CachedTrack], device, chunk_dur: float) -> float | None:
     """Median over the valid tracks of the median over 1-s frames of the vocals SDR, as infer.py scores a
     checkpoint (mixture phase, hw2.bsseval); None when no track can be scored (a silent estimate everywhere)."""
-    from hw2.evaluate import median_of_medians, score_track, track_medians
-    from hw2.separate import Separator
+    from hw2.evaluate import score_model
 
-    sep = Separator(model, device, chunk_dur=chunk_dur)
-    medians = []
     try:
-        for track in tracks:
-            est = sep.separate(track.stem("mixture").T, ("mixture",), key=track.name)["mixture"]
-            refs = {"vocals": track.target("vocals").T, "accompaniment": track.target("accompaniment").T}
-            try:
-                medians.append(track_medians(score_track(track.name, refs, est, device=device)))
-            except Hw2Error:  # an all-silent estimate (an early model): BSSEval is undefined for that track
-                continue
+        return score_model(model, tracks, device, chunk_dur)["vocals"]
     finally:
         model.train()
-    return median_of_medians(medians)["vocals"]["SDR"]
 
 
 def _rng_state() -> dict:

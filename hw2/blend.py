@@ -1,0 +1,201 @@
+"""Blending networks (Uhlich et al., ICASSP 2017): several trained separators as one checkpoint.
+
+    python -m hw2.blend --members runs/a/best.pt runs/b/best.pt --musdb-root PATH --out checkpoints/vocals.pt
+    python -m hw2.blend --members runs/a/best.pt runs/b/best.pt --accompaniment runs/acc/best.pt --swap ...
+    python -m hw2.blend --members runs/a/epoch025.pt runs/b/epoch025.pt --weights 0.6 --out blend-epoch025.pt
+
+The vocals magnitude is a weighted average of the members' vocals magnitudes, V = w V_1 + (1 - w) V_2 (a mask
+model's output is its mask times the mixture, so this is also the average of their masks). With an accompaniment
+member (a model trained with `--target accompaniment`) the accompaniment magnitude is
+A = u A_net + (1 - u) max(|X| - V, 0): u = 0 keeps the single-model rule, u = 1 trusts the network alone. `--swap`
+averages each network's estimate of the mixture with its estimate of the left/right swapped mixture (test-time
+augmentation; it doubles the network's work). The weights w and u are chosen on musdb's valid split, one after the
+other, by the median vocals SDR and the median accompaniment SDR (mixture phase), unless `--weights` fixes them.
+
+A blend checkpoint is an ordinary hw2 checkpoint (`load_checkpoint`, `model_from_checkpoint`, `hw2/infer.py
+--checkpoint`) whose "blend" entry holds each member's config and weights; its "config" is the first member's.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2.evaluate import score_model
+from hw2.model import ModelConfig, SpectrogramModel, build_model
+
+WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
+
+
+class Blend(nn.Module):
+    """Members' magnitudes in, one estimate out; the interface of a `SpectrogramModel` (`cfg`, `stft`, `forward`,
+    `targets`), so the `Separator` and every phase method run it unchanged.
+
+    members        vocals models sharing one STFT and sample rate, weighted by `weights` (summing to 1)
+    accompaniment  an optional accompaniment model, blended with the residual by `accompaniment_weight`
+    swap           average each network over the mixture and its left/right swapped copy
+    """
+
+    def __init__(self, members: list[SpectrogramModel], weights, accompaniment: SpectrogramModel | None = None,
+                 accompaniment_weight: float = 0.0, swap: bool = False):
+        super().__init__()
+        nets = members + ([accompaniment] if accompaniment is not None else [])
+        stfts = {(m.cfg.n_fft, m.cfg.n_hop, m.cfg.rate) for m in nets}
+        if len(stfts) > 1:
+            raise Hw2Error(f"blend members use different STFTs {sorted(stfts)}: blend only models trained with the "
+                           "same --n-fft and --n-hop")
+        if len(weights) != len(members) or abs(sum(weights) - 1) > 1e-6 or min(weights) < 0:
+            raise Hw2Error(f"blend weights {list(weights)} must be one per member, non-negative, summing to 1")
+        self.members = nn.ModuleList(members)
+        self.accompaniment = accompaniment
+        self.weights = [float(w) for w in weights]
+        self.accompaniment_weight = float(accompaniment_weight)
+        self.swap = swap
+        self.cfg: ModelConfig = members[0].cfg
+        self.stft = members[0].stft
+
+    def _run(self, net: nn.Module, mag: torch.Tensor) -> torch.Tensor:
+        out = net(mag)
+        if self.swap and mag.shape[1] == 2:
+            out = 0.5 * (out + net(mag.flip(1)).flip(1))
+        return out
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        """Mixture magnitude (nb_samples, nb_channels, nb_bins, nb_frames) -> vocals magnitude, same shape."""
+        return sum(w * self._run(m, mag) for w, m in zip(self.weights, self.members) if w > 0)
+
+    def targets(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vocals, accompaniment) magnitudes, each (nb_samples, nb_channels, nb_bins, nb_frames)."""
+        vocals = self(mag)
+        rest = torch.relu(mag - vocals)
+        u = self.accompaniment_weight
+        if self.accompaniment is None or u == 0:
+            return vocals, rest
+        return vocals, u * self._run(self.accompaniment, mag) + (1 - u) * rest
+
+    def checkpoint_entry(self, entries: list[dict], accompaniment_entry: dict | None) -> dict:
+        """The "blend" entry of a checkpoint: the members' saved {config, model, epoch} and the weights."""
+        return {"members": entries, "weights": self.weights, "accompaniment": accompaniment_entry,
+                "accompaniment_weight": self.accompaniment_weight, "swap": self.swap}
+
+
+def _member(entry: dict, path) -> SpectrogramModel:
+    model = build_model(ModelConfig.from_dict(entry["config"]))
+    try:
+        model.load_state_dict(entry["model"])
+    except RuntimeError:
+        raise Hw2Error(f"{path}: a blend member's weights do not fit its config; rebuild the blend with "
+                       "`python -m hw2.blend`") from None
+    return model.eval()
+
+
+def blend_from_entry(entry: dict, path="checkpoint") -> Blend:
+    """The `Blend` a checkpoint's "blend" entry describes."""
+    acc = entry.get("accompaniment")
+    return Blend([_member(m, path) for m in entry["members"]], entry["weights"],
+                 _member(acc, path) if acc else None, entry.get("accompaniment_weight", 0.0),
+                 entry.get("swap", False))
+
+
+def blend_epoch(entry: dict):
+    """The epoch column of a blend's rows: the members' epochs joined by '+' (one number when they agree)."""
+    epochs = [m.get("epoch") for m in entry["members"]] + \
+        ([entry["accompaniment"].get("epoch")] if entry.get("accompaniment") else [])
+    return epochs[0] if len(set(epochs)) == 1 else "+".join(str(e) for e in epochs)
+
+
+def choose_weights(blend: Blend, tracks, device="cpu", log=print) -> list[dict]:
+    """Set `blend`'s weights by a grid search on `tracks` (two vocals members: w on WEIGHT_GRID by vocals SDR;
+    then, with an accompaniment member, u on WEIGHT_GRID by accompaniment SDR). Returns every point scored."""
+    scored = []
+    if len(blend.members) == 2:
+        blend.accompaniment_weight = 0.0
+        for w in WEIGHT_GRID:
+            blend.weights = [float(w), float(1 - w)]
+            scored.append({"w": float(w), "u": 0.0, **score_model(blend, tracks, device)})
+            log(f"w {w:.1f}: vocals {scored[-1]['vocals']:.2f} dB, accompaniment {scored[-1]['accompaniment']:.2f} dB")
+        best = max(scored, key=lambda r: r["vocals"])
+        blend.weights = [best["w"], 1 - best["w"]]
+    if blend.accompaniment is not None:
+        for u in WEIGHT_GRID:
+            blend.accompaniment_weight = float(u)
+            scored.append({"w": blend.weights[0], "u": float(u), **score_model(blend, tracks, device)})
+            log(f"u {u:.1f}: vocals {scored[-1]['vocals']:.2f} dB, accompaniment {scored[-1]['accompaniment']:.2f} dB")
+        blend.accompaniment_weight = max((r for r in scored if r["w"] == blend.weights[0]),
+                                         key=lambda r: r["accompaniment"])["u"]
+    return scored
+
+
+def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None, weights=None,
+          swap: bool = False, cache_dir=None, log=print) -> Path:
+    """Read the member checkpoints, choose the weights on the valid split (or take `weights`), write `out`."""
+    from hw2.train import (CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, config_from_dict, load_checkpoint,
+                           model_from_checkpoint)
+
+    ckpts = [load_checkpoint(p) for p in member_paths]
+    for p, c in zip(member_paths, ckpts):
+        if "blend" in c:
+            raise Hw2Error(f"{p}: already a blend; pass the member checkpoints themselves")
+        if c["config"].get("target", "vocals") != "vocals":
+            raise Hw2Error(f"{p}: a {c['config']['target']} model; --members takes vocals models "
+                           "(an accompaniment model goes to --accompaniment)")
+    acc_ckpt = load_checkpoint(accompaniment_path) if accompaniment_path else None
+    if acc_ckpt is not None and acc_ckpt["config"].get("target") != "accompaniment":
+        raise Hw2Error(f"{accompaniment_path}: a {acc_ckpt['config'].get('target')} model; --accompaniment takes "
+                       "a model trained with --target accompaniment")
+    members = [model_from_checkpoint(c, p)[0].eval() for p, c in zip(member_paths, ckpts)]
+    acc = model_from_checkpoint(acc_ckpt, accompaniment_path)[0].eval() if acc_ckpt else None
+    fixed = list(weights or [])
+    w = fixed[:1] if fixed else [1.0]
+    blend = Blend(members, [w[0], 1 - w[0]] if len(members) == 2 else [1.0] * len(members),
+                  acc, fixed[1] if len(fixed) > 1 else 0.0, swap)
+    nb_params = sum(p.numel() for p in blend.parameters())
+    if nb_params > MAX_PARAMS:
+        raise Hw2Error(f"the blend has {nb_params:,} parameters, over the assignment's {MAX_PARAMS:,}: blend "
+                       "smaller members")
+    scored = []
+    if not fixed and (len(members) == 2 or acc is not None):
+        if not musdb_root:
+            raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
+                           "--weights)")
+        from hw2.data import open_cached
+        tracks = open_cached(musdb_root, "train", "valid", cache_dir or None)
+        scored = choose_weights(blend, tracks, "cpu", log)
+    entry = blend.checkpoint_entry(
+        [{"config": c["config"], "model": c["model"], "epoch": c.get("epoch"), "source": str(p)}
+         for p, c in zip(member_paths, ckpts)],
+        {"config": acc_ckpt["config"], "model": acc_ckpt["model"], "epoch": acc_ckpt.get("epoch"),
+         "source": str(accompaniment_path)} if acc_ckpt else None)
+    entry["scored"] = scored
+    config_from_dict(ckpts[0]["config"])  # the first member's config must load: it describes the blend's STFT
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": ckpts[0]["config"], "blend": entry,
+                       "epoch": blend_epoch(entry)}, out)
+    log(f"wrote {out}: {len(members)} member(s) weighted {blend.weights}"
+        + (f", accompaniment weight {blend.accompaniment_weight}" if acc is not None else "")
+        + (", left/right swap averaging" if swap else "") + f", {nb_params:,} parameters")
+    return out
+
+
+def main(argv=None) -> int:
+    p = OneLineParser(prog="python -m hw2.blend", description=__doc__.split("\n\n")[0])
+    p.add_argument("--members", nargs="+", required=True, help="vocals checkpoints (one or two)")
+    p.add_argument("--accompaniment", default="", help="an accompaniment checkpoint (--target accompaniment)")
+    p.add_argument("--weights", nargs="+", type=float, default=None,
+                   help="fix w (the first member's weight) and, with --accompaniment, u; default: chosen on valid")
+    p.add_argument("--swap", action="store_true", help="average over the left/right swapped mixture too")
+    p.add_argument("--musdb-root", default="", help="MUSDB root whose valid split chooses the weights")
+    p.add_argument("--cache-dir", default="", help="decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
+    p.add_argument("--out", required=True, help="the blend checkpoint to write")
+    args = p.parse_args(argv)
+    if len(args.members) > 2:
+        p.error("--members takes one or two checkpoints")
+    return run_cli(lambda: build(args.members, Path(args.out), args.musdb_root, args.accompaniment or None,
+                                 args.weights, args.swap, args.cache_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

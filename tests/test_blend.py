@@ -1,0 +1,128 @@
+"""hw2.blend: several networks as one checkpoint that every command loads like a single model."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hw2 import Hw2Error
+from hw2.blend import Blend, blend_from_entry, build, choose_weights
+from hw2.model import ModelConfig, OpenUnmix, UNet
+from hw2.separate import Separator
+from hw2.train import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint, model_from_checkpoint
+
+from conftest import separation_track
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _models():
+    torch.manual_seed(0)
+    a = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()
+    b = UNet(ModelConfig(arch="unet", hidden_size=16, nb_layers=2)).eval()
+    acc = UNet(ModelConfig(arch="unet", hidden_size=16, nb_layers=2)).eval()
+    return a, b, acc
+
+
+def _save(path: Path, model, target="vocals", epoch=3, **cfg) -> Path:
+    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(TrainConfig(target=target, **cfg)),
+                "model": model.state_dict(), "epoch": epoch}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mag():
+    track = separation_track(seed=3, duration=3.0, length=3 * 44100)
+    stft = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).stft
+    return stft(torch.from_numpy(track["mixture"].T.copy()))[None].abs()
+
+
+def test_blend_is_the_weighted_average_of_its_members(mag):
+    a, b, _ = _models()
+    with torch.no_grad():
+        va, vb = a(mag), b(mag)
+        assert torch.allclose(Blend([a, b], [1.0, 0.0])(mag), va)
+        assert torch.allclose(Blend([a, b], [0.3, 0.7])(mag), 0.3 * va + 0.7 * vb, atol=1e-6)
+        vocals, rest = Blend([a, b], [0.5, 0.5]).targets(mag)
+        assert torch.allclose(rest, torch.relu(mag - vocals))
+
+
+def test_accompaniment_member_is_blended_with_the_residual(mag):
+    a, _, acc = _models()
+    with torch.no_grad():
+        v = a(mag)
+        for u in (0.0, 0.4, 1.0):
+            vocals, accomp = Blend([a], [1.0], acc, u).targets(mag)
+            assert torch.allclose(vocals, v)
+            assert torch.allclose(accomp, u * acc(mag) + (1 - u) * torch.relu(mag - v), atol=1e-6)
+
+
+def test_swap_averages_the_swapped_mixture(mag):
+    a, _, _ = _models()
+    with torch.no_grad():
+        swapped = Blend([a], [1.0], swap=True)(mag)
+        assert torch.allclose(swapped, 0.5 * (a(mag) + a(mag.flip(1)).flip(1)), atol=1e-6)
+        assert not torch.allclose(swapped, a(mag))
+        # a left/right mirrored mixture gives the mirrored estimate: the average is symmetric by construction
+        assert torch.allclose(Blend([a], [1.0], swap=True)(mag.flip(1)), swapped.flip(1), atol=1e-5)
+
+
+def test_bad_blends_are_refused():
+    a, b, _ = _models()
+    other = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1, n_fft=2048, n_hop=512))
+    with pytest.raises(Hw2Error, match="different STFTs"):
+        Blend([a, other], [0.5, 0.5])
+    with pytest.raises(Hw2Error, match="summing to 1"):
+        Blend([a, b], [0.5, 0.6])
+
+
+def test_blend_checkpoint_loads_like_any_checkpoint(tmp_path):
+    a, b, acc = _models()
+    pa = _save(tmp_path / "a.pt", a, hidden_size=16, nb_layers=1, epoch=25)
+    pb = _save(tmp_path / "b.pt", b, arch="unet", hidden_size=16, nb_layers=2, epoch=25)
+    pc = _save(tmp_path / "acc.pt", acc, target="accompaniment", arch="unet", hidden_size=16, nb_layers=2, epoch=20)
+    out = build([pa, pb], tmp_path / "blend.pt", accompaniment_path=pc, weights=[0.25, 0.5], swap=True,
+                log=lambda s: None)
+    ckpt = load_checkpoint(out)
+    model, cfg = model_from_checkpoint(ckpt, out)
+    assert isinstance(model, Blend) and cfg.target == "vocals"
+    assert (model.weights, model.accompaniment_weight, model.swap) == ([0.25, 0.75], 0.5, True)
+    assert ckpt["epoch"] == "25+25+20"
+    sep = Separator.from_checkpoint(out)
+    track = separation_track(seed=4, duration=2.0, length=2 * 44100)
+    est = sep.separate(track["mixture"], ("mixture", "wiener"))
+    ref = Blend([a, b], [0.25, 0.75], acc, 0.5, swap=True)
+    direct = Separator(ref).separate(track["mixture"], ("mixture", "wiener"))
+    for m in ("mixture", "wiener"):
+        for t in ("vocals", "accompaniment"):
+            assert est[m][t].shape == track["mixture"].shape
+            np.testing.assert_allclose(est[m][t], direct[m][t], atol=1e-5)
+    with pytest.raises(Hw2Error, match="already a blend"):
+        build([out, pb], tmp_path / "again.pt", weights=[0.5], log=lambda s: None)
+    with pytest.raises(Hw2Error, match="--members takes vocals models"):
+        build([pc, pb], tmp_path / "again.pt", weights=[0.5], log=lambda s: None)
+
+
+def test_choose_weights_picks_the_best_scored_point(synth):
+    """On generated tracks: the chosen weight is the grid point with the highest vocals SDR."""
+    from hw2.data import open_cached
+
+    _, root, cache = synth
+    tracks = open_cached(root, "train", "valid", cache, progress=False)
+    a, b, _ = _models()
+    blend = Blend([a, b], [0.5, 0.5])
+    scored = choose_weights(blend, tracks, log=lambda s: None)
+    assert len(scored) == 11
+    best = max(scored, key=lambda r: r["vocals"])
+    assert blend.weights == [best["w"], 1 - best["w"]]
+
+
+def test_blend_cli_error_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hw2.blend", "--members", str(tmp_path / "missing.pt"), "--out",
+                        str(tmp_path / "b.pt")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such checkpoint" in r.stderr
