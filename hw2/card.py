@@ -45,6 +45,7 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
     cfg = config_from_dict(json.loads((run / "config.json").read_text()))
     history = json.loads((run / "history.json").read_text())
     wall = sum(h["seconds"] for h in history)
+    sdr = next((h.get("valid_sdr") for h in history if h["epoch"] == best["epoch"]), None)
     excerpts = f"{cfg.samples_per_track} excerpts of {cfg.seq_dur:g} s per train track"
     counts = _split_counts(cfg.musdb_root)
     lines = [
@@ -57,13 +58,14 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
         "| initialisation | from scratch (random weights, seed {}); no pretrained weights, no extra data |".format(cfg.seed),
         f"| data | `{cfg.musdb_root}`, its train folder, with musdb's standard train / valid split |",
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
-        f"| model selection | lowest validation loss on musdb's valid split ({counts['valid']} tracks, full length) |",
+        f"| model selection | {_selection(cfg)} on musdb's valid split ({counts['valid']} tracks, full length) |",
         f"| an epoch | {excerpts} (balanced sampling: each track {cfg.samples_per_track}x), "
         f"{cfg.sampler} sampling, {cfg.mixing} random track mixing, gain [{cfg.gain_low:g}, {cfg.gain_high:g}]"
         f"{', left/right swap' if cfg.swap else ''}; batch {cfg.batch_size} |",
         f"| optimiser | Adam lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}; ReduceLROnPlateau x{cfg.lr_decay_gamma:g} "
         f"after {cfg.lr_decay_patience} epochs; early-stopping patience {cfg.patience} |",
-        f"| epochs | {len(history)} trained; best (shipped) epoch {best['epoch']}, valid loss {best['valid_loss']:.4g} |",
+        f"| epochs | {len(history)} trained; best (shipped) epoch {best['epoch']}, valid loss {best['valid_loss']:.4g}"
+        + (f", valid vocals SDR {sdr:.2f} dB" if sdr is not None else "") + " |",
         f"| wall time | {wall / 60:.1f} min of training and validation (sum of `history.json` seconds) |",
         f"| device | {best.get('device', 'unknown')} |",
         "",
@@ -93,6 +95,12 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
                   "pass its JSON with --results.", ""]
     lines += ["Files: `vocals.pt` (the best epoch), `epochNNN.pt` (milestones), `config.json`, `history.json`."]
     return "\n".join(lines) + "\n"
+
+
+def _selection(cfg) -> str:
+    if cfg.select_by == "sdr":
+        return (f"highest median vocals SDR (mixture phase), computed every {cfg.sdr_every} epochs,")
+    return "lowest validation loss"
 
 
 def _split_counts(root: str) -> dict:
