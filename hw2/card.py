@@ -20,6 +20,8 @@ from hw2.model import describe
 from hw2.train import TrainConfig, config_from_dict, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+MIXING_WORDS = {"coherent": "coherent mixing (each excerpt's sources from one track)",
+                "incoherent": "incoherent random track mixing"}
 
 
 def train_command(cfg, prog: str = "python -m hw2.train") -> str:
@@ -60,7 +62,7 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
         f"| model selection | {_selection(cfg)} on musdb's valid split ({counts['valid']} tracks, full length) |",
         f"| an epoch | {excerpts} (balanced sampling: each track {cfg.samples_per_track}x), "
-        f"{cfg.sampler} sampling, {'coherent mixing (each excerpt from one track)' if cfg.mixing == 'coherent' else 'incoherent random track mixing'}, gain [{cfg.gain_low:g}, {cfg.gain_high:g}]"
+        f"{cfg.sampler} sampling, {MIXING_WORDS[cfg.mixing]}, gain [{cfg.gain_low:g}, {cfg.gain_high:g}]"
         f"{', left/right swap' if cfg.swap else ''}; batch {cfg.batch_size} |",
         f"| optimiser | Adam lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}; ReduceLROnPlateau x{cfg.lr_decay_gamma:g} "
         f"after {cfg.lr_decay_patience} epochs; early-stopping patience {cfg.patience} |",
