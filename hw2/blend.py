@@ -52,7 +52,7 @@ class Blend(nn.Module):
             raise Hw2Error(f"blend weights {list(weights)} must be one per member, non-negative, summing to 1")
         self.members = nn.ModuleList(members)
         self.accompaniment = accompaniment
-        self.weights = [float(w) for w in weights]
+        self.weights = [round(float(w), 6) for w in weights]  # 1 - 0.7 prints as 0.30000000000000004
         self.accompaniment_weight = float(accompaniment_weight)
         self.swap = swap
         self.cfg: ModelConfig = members[0].cfg
@@ -115,11 +115,11 @@ def choose_weights(blend: Blend, tracks, device="cpu", log=print) -> list[dict]:
     if len(blend.members) == 2:
         blend.accompaniment_weight = 0.0
         for w in WEIGHT_GRID:
-            blend.weights = [float(w), float(1 - w)]
+            blend.weights = [round(float(w), 6), round(float(1 - w), 6)]
             scored.append({"w": float(w), "u": 0.0, **score_model(blend, tracks, device)})
             log(f"w {w:.1f}: vocals {scored[-1]['vocals']:.2f} dB, accompaniment {scored[-1]['accompaniment']:.2f} dB")
         best = max(scored, key=lambda r: r["vocals"])
-        blend.weights = [best["w"], 1 - best["w"]]
+        blend.weights = [best["w"], round(1 - best["w"], 6)]
     if blend.accompaniment is not None:
         for u in WEIGHT_GRID:
             blend.accompaniment_weight = float(u)

@@ -119,7 +119,7 @@ def test_choose_weights_picks_the_best_scored_point(synth):
     scored = choose_weights(blend, tracks, log=lambda s: None)
     assert len(scored) == 11
     best = max(scored, key=lambda r: r["vocals"])
-    assert blend.weights == [best["w"], 1 - best["w"]]
+    assert blend.weights == [best["w"], round(1 - best["w"], 6)]
 
 
 def test_blend_cli_error_is_one_line(tmp_path):
