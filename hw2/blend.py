@@ -3,6 +3,7 @@
     python -m hw2.blend --members runs/a/best.pt runs/b/best.pt --musdb-root PATH --out checkpoints/vocals.pt
     python -m hw2.blend --members runs/a/best.pt runs/b/best.pt --accompaniment runs/acc/best.pt --swap ...
     python -m hw2.blend --members runs/a/epoch025.pt runs/b/epoch025.pt --weights 0.6 --out blend-epoch025.pt
+    python -m hw2.blend ... --out runs/blend/best.pt --milestones   # + runs/blend/epochNNN.pt, same weights
 
 The vocals magnitude is a weighted average of the members' vocals magnitudes, V = w V_1 + (1 - w) V_2 (a mask
 model's output is its mask times the mixture, so this is also the average of their masks). With an accompaniment
@@ -190,11 +191,39 @@ def main(argv=None) -> int:
     p.add_argument("--musdb-root", default="", help="MUSDB root whose valid split chooses the weights")
     p.add_argument("--cache-dir", default="", help="decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
     p.add_argument("--out", required=True, help="the blend checkpoint to write")
+    p.add_argument("--milestones", action="store_true",
+                   help="also write epochNNN.pt beside --out for every milestone all members' run folders hold, "
+                        "with the weights chosen for --out (the epoch table of a blend)")
     args = p.parse_args(argv)
     if len(args.members) > 2:
         p.error("--members takes one or two checkpoints")
-    return run_cli(lambda: build(args.members, Path(args.out), args.musdb_root, args.accompaniment or None,
-                                 args.weights, args.swap, args.cache_dir))
+
+    def work():
+        out = build(args.members, Path(args.out), args.musdb_root, args.accompaniment or None, args.weights,
+                    args.swap, args.cache_dir)
+        if args.milestones:
+            blend_milestones(out, log=print)
+
+    return run_cli(work)
+
+
+def blend_milestones(path: Path, log=print) -> list[Path]:
+    """For each epochNNN.pt that every member's run folder holds, the blend of those milestones with `path`'s
+    weights, written beside `path`: a blend's 25 / 50 / ... epoch rows."""
+    from hw2.train import load_checkpoint
+
+    entry = load_checkpoint(path)["blend"]
+    sources = [Path(e["source"]) for e in entry["members"]] + \
+        ([Path(entry["accompaniment"]["source"])] if entry.get("accompaniment") else [])
+    common = set.intersection(*({f.name for f in s.parent.glob("epoch[0-9][0-9][0-9].pt")} for s in sources))
+    written = []
+    for name in sorted(common):
+        milestone = [s.parent / name for s in sources]
+        written.append(build(milestone[:len(entry["members"])], path.parent / name,
+                             accompaniment_path=milestone[-1] if entry.get("accompaniment") else None,
+                             weights=[entry["weights"][0], entry["accompaniment_weight"]], swap=entry["swap"],
+                             log=log))
+    return written
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hw2 import Hw2Error
-from hw2.blend import Blend, blend_from_entry, build, choose_weights
+from hw2.blend import Blend, blend_milestones, build, choose_weights
 from hw2.model import ModelConfig, OpenUnmix, UNet
 from hw2.separate import Separator
 from hw2.train import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint, model_from_checkpoint
@@ -126,3 +126,21 @@ def test_blend_cli_error_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hw2.blend", "--members", str(tmp_path / "missing.pt"), "--out",
                         str(tmp_path / "b.pt")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such checkpoint" in r.stderr
+
+
+def test_milestone_blends_take_the_best_blends_weights(tmp_path):
+    a, b, _ = _models()
+    for run, model, kw in (("ra", a, dict(hidden_size=16, nb_layers=1)),
+                           ("rb", b, dict(arch="unet", hidden_size=16, nb_layers=2))):
+        (tmp_path / run).mkdir()
+        _save(tmp_path / run / "best.pt", model, epoch=30, **kw)
+        for epoch in (25, 50):
+            _save(tmp_path / run / f"epoch{epoch:03d}.pt", model, epoch=epoch, **kw)
+    (tmp_path / "ra" / "epoch050.pt").unlink()  # only 25 is common to both runs
+    (tmp_path / "blend").mkdir()
+    best = build([tmp_path / "ra" / "best.pt", tmp_path / "rb" / "best.pt"], tmp_path / "blend" / "best.pt",
+                 weights=[0.3], swap=True, log=lambda s: None)
+    written = blend_milestones(best, log=lambda s: None)
+    assert [p.name for p in written] == ["epoch025.pt"]
+    ckpt = load_checkpoint(written[0])
+    assert ckpt["epoch"] == 25 and ckpt["blend"]["weights"] == [0.3, 0.7] and ckpt["blend"]["swap"]
