@@ -1,14 +1,16 @@
 """Build the graded 16:9 report and README.pdf with Typst: Python gathers the numbers, the student writes the text.
 
     python -m hw2.report                     # report/<student id>_report.pdf (report/report.pdf before an id
-                                             # is set in report/student.toml) and README.pdf
+                                             # is set in report/student.toml) and README.pdf (the TA's
+                                             # guide, from docs/ta-guide.md)
 
 The report's text lives in `report/report.typ` (Typst markup, close to Markdown): edit it like a slide deck. Its
 numbers, tables and figures come from `report/data.json`, which this module writes on every build from
   results/*.json               written by `python hw2/infer.py ...`: museval "median of medians" rows, each file
                                naming its data (dataset, subset/split, tracks), command and checkpoints
   checkpoints/config.json, history.json, MODEL_CARD.md   the shipped run: settings, losses, time per epoch
-  report/figures/*.png, *.txt  figures and the notes the code that drew them wrote beside them
+  report/figures/*.png, *.txt  figures (`python -m hw2.figures` draws the report's) and their notes
+  report/references.bib        the references, cited with @key
   report/student.toml          name, student ID and cloud-drive link for the cover
 After one build, `typst watch report/report.typ --root .` previews edits live (pip install typst gives the
 Python binding; the `typst` CLI is optional).
@@ -388,7 +390,7 @@ def build_report(root: Path, student: dict, out: Path | None = None, log=print) 
     return out or default
 
 
-# ---------------------------------------------------------------------------------------- README.md -> Typst
+# ------------------------------------------------------------------------------ the TA's guide (Markdown) -> Typst
 _INLINE = re.compile(r"\[!\[(?P<balt>[^\]]*)\]\([^)]*\)\]\((?P<blink>[^)\s]+)\)"  # [![alt](img)](link)
                      r"|!\[(?P<ialt>[^\]]*)\]\([^)]*\)"  # ![alt](img)
                      r"|\[(?P<text>[^\]]+)\]\((?P<link>[^)\s]+)\)"  # [text](link)
@@ -430,18 +432,18 @@ def _cells(line: str) -> list[str]:
 CODE_WIDTH = 140  # characters: the template shrinks a block to fit its widest line, down to about 6 pt here
 
 
-def wrap_code(line: str) -> list[str]:
-    """A code line longer than CODE_WIDTH, cut at spaces into lines ending in a shell continuation (` \\`), so
+def wrap_code(line: str, width: int = CODE_WIDTH) -> list[str]:
+    """A code line longer than `width`, cut at spaces into lines ending in a shell continuation (` \\`), so
     that what is copied still runs; shorter lines stay whole."""
     out = []
-    while len(line) > CODE_WIDTH and (cut := line.rfind(" ", 0, CODE_WIDTH - 2)) > len(line) - len(line.lstrip()):
+    while len(line) > width and (cut := line.rfind(" ", 0, width - 2)) > len(line) - len(line.lstrip()):
         out.append(line[:cut] + " \\")
         line = "    " + line[cut + 1:]
     return out + [line]
 
 
-def markdown_to_typst(md: str) -> str:
-    """README.md as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
+def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
+    """Markdown (the TA's guide) as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
     every line whole: the README template scales a block's font down until its widest line fits."""
     out, lines, i = [], md.splitlines(), 0
     while i < len(lines):
@@ -452,7 +454,7 @@ def markdown_to_typst(md: str) -> str:
             while i < len(lines) and not lines[i].startswith("```"):
                 body.append(lines[i])
                 i += 1
-            body = [w for line_ in body for w in wrap_code(line_)]
+            body = [w for line_ in body for w in wrap_code(line_, code_width)]
             out.append(f"#code-block({json.dumps(chr(10).join(body))}, lang: {json.dumps(lang or 'text')})")
         elif m := re.match(r"(#{1,6})\s+(.*)", line):
             out.append("=" * len(m.group(1)) + " " + inline(m.group(2)))
@@ -494,13 +496,19 @@ README_TEMPLATE = """#set page(paper: "a4", margin: (x: 16mm, y: 16mm), numberin
 """
 
 
-def build_readme(readme: Path, out: Path) -> Path:
+GUIDE = Path("docs") / "ta-guide.md"  # README.pdf's source: the TA's guide, two A4 pages
+GUIDE_CODE_WIDTH = 96  # characters: a command cut here (with ` \\`) keeps the code font at 8.5 pt on A4
+
+
+def build_readme(root: Path, out: Path) -> Path:
+    """README.pdf from the TA's guide (docs/ta-guide.md), converted to Typst."""
+    guide = root / GUIDE
     try:
-        md = readme.read_text(encoding="utf-8")
+        md = guide.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise Hw2Error(f"{readme}: cannot read the README ({type(e).__name__}); write README.md as UTF-8 text or "
-                       "pass --no-readme") from None
-    compile_typst((README_TEMPLATE + markdown_to_typst(md)).encode(), readme.parent, out)
+        raise Hw2Error(f"{guide}: cannot read the TA's guide ({type(e).__name__}); restore it with `git checkout "
+                       f"{GUIDE.as_posix()}` or pass --no-readme") from None
+    compile_typst((README_TEMPLATE + markdown_to_typst(md, GUIDE_CODE_WIDTH)).encode(), root, out)
     return out
 
 
@@ -528,7 +536,7 @@ def main(argv=None) -> int:
         out = build_report(root, student, Path(args.out) if args.out else None)
         print(f"wrote {out}")
         if not args.no_readme:
-            print(f"wrote {build_readme(root / 'README.md', root / 'README.pdf')}")
+            print(f"wrote {build_readme(root, root / 'README.pdf')}")
 
     return run_cli(work)
 
