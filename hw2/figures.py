@@ -27,7 +27,7 @@ CM = 1 / 2.54
 DPI = 150
 # slot sizes (cm) on the 33.9 x 19.1 cm slide; report.typ prints each at this size
 SLOTS = {"r_loss": (15.5, 7.2), "r_iterations": (17.0, 8.6), "r_models": (16.5, 9.6), "r_augment": (16.5, 9.6),
-         "r_listening": (19.0, 10.8)}
+         "r_listening": (20.0, 12.6)}
 STYLE = {"font.size": 13, "axes.titlesize": 13, "axes.labelsize": 13, "xtick.labelsize": 12,
          "ytick.labelsize": 12, "legend.fontsize": 12, "font.family": "DejaVu Sans"}
 NAVY, ORANGE, GREY = "#1F3A5F", "#E07A2D", "0.55"

@@ -363,3 +363,12 @@ def test_recorded_commands_lose_the_machine_paths():
            "--out /work/main/results --name x")
     assert report.public_command(cmd) == ("python hw2/infer.py --musdb-root MUSDB_ROOT --checkpoint "
                                           "checkpoints/vocals.pt --out results --name x")
+
+
+def test_report_figures_are_drawn_at_their_slot_size(repo):
+    from hw2 import figures
+
+    w, h = report.png_size_cm(repo / "report" / "figures" / "r_loss.png")
+    assert (abs(w - figures.SLOTS["r_loss"][0]) < 0.1) and (abs(h - figures.SLOTS["r_loss"][1]) < 0.1)
+    assert report.gather(repo, {})["figures"]["r_loss"]["width_cm"] == pytest.approx(w)
+
