@@ -288,7 +288,8 @@ def gather(root: Path, student: dict) -> dict:
     results = load_results(root / "results", root) if (root / "results").is_dir() else {}
     tr = training(root)
     secs = sections(results)
-    shown = sorted({v for k, v in secs.items() if k != "other" and v})
+    # every results file but a copy of a shown one (a notebook's) gets its command on the Reproduce slide
+    shown = sorted({v for k, v in secs.items() if k != "other" and v} | set(secs["other"]))
     return {"student": student, "built": dt.date.today().isoformat(), "hw2_version": __version__,
             "results": results, "sections": secs, "training": tr,
             "findings": findings(results), "separation": separation_defaults(), "figures": figures(root),
