@@ -7,7 +7,8 @@
 
 Prints the SDR table (median over 1-second frames, then over tracks) and writes, under --out:
 `<name>.json` and `<name>.md` (the table), `<name>/<row>/<subset>/<track>.json` (museval's per-track scores) and
-`<name>/samples/<track>/*.wav` (mixture and estimates per checkpoint and method).
+`<name>/samples/<track>/*.wav` (mixture, true stems and estimates per checkpoint and method) with
+`<name>/samples/index.html`, a page that plays them from the folder (`hw2.listening`).
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def run(args, log=print) -> list[dict]:
     """
     from tqdm.auto import tqdm
 
-    from hw2 import remove_stale_temporaries
+    from hw2 import listening, remove_stale_temporaries
     from hw2.data import bad_tracks_message, check_tracks, describe_dataset, detect_format, open_tracks, read_stem
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.separate import Separator, references
@@ -184,6 +185,8 @@ def run(args, log=print) -> list[dict]:
         mixture = read_stem(track, "mixture")
         if i < args.samples:
             write_wav(samples / track.name / "mixture.wav", mixture.astype(np.float32) / 32768)
+            for target, audio in _references(track, len(mixture))[0].items():  # the listening page's true stems
+                write_wav(samples / track.name / f"true_{target}.wav", audio)
         # one method at a time, and the references decoded for its scoring only: the peak is the larger of
         # separation and scoring, not their sum
         for sep, ident, row, method in todo:
@@ -209,6 +212,8 @@ def run(args, log=print) -> list[dict]:
     if resumed:
         log(f"{resumed} of {len(tracks)} tracks already scored by an earlier run of this command: reused")
     rows = evaluation.finish()
+    if args.samples and tracks:
+        listening.write_page(samples, rows, evaluation.path, title=f"Listening samples: {name}")
     data = {"root": str(args.musdb_root or "stempeg's example track"), "subset": subset, "split": split,
             "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem",
             "dataset": describe_dataset(root, tracks)}
@@ -227,7 +232,7 @@ def run(args, log=print) -> list[dict]:
     log(f"tables: {json_path}  {md_path}")
     log(f"per-track museval JSON: {out / name}/<row>/{subset}/")
     if args.samples and tracks:
-        log(f"listening WAVs: {samples}/<track>/")
+        log(f"listening WAVs: {samples}/<track>/; open {samples}/index.html in a browser to play them")
     return rows
 
 

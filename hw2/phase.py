@@ -8,7 +8,7 @@ whole curve): Griffin-Lim from a random phase and from the mixture phase, MISI w
 magnitudes (0 iterations of the fixed one is the mixture phase), and the mel inversion at several numbers of mel
 bands. Each estimate is scored with museval's SDR (median over 1 s frames) and the spectral convergence SC
 (`hw2.evaluate.magnitude_distances`); rows are medians over tracks. Writes `<out>/phase-sweep.md` (the table),
-`<out>/phase/sweep.json` and the figures 06_phase_iterations and 06_phase_spectrograms (report/figures).
+`<out>/phase-sweep.json` (committed: the report reads it) and the figures 06_phase_iterations and 06_phase_spectrograms (report/figures).
 
 Each track is one window (no blocks): meant for short tracks such as the 7-s preview's, which `Separator` also
 runs as one window, so that the 32-iteration points are the numbers `hw2/infer.py` gives.
@@ -120,8 +120,11 @@ def run(args, log=print) -> list[dict]:
     (out / "phase").mkdir(parents=True, exist_ok=True)
     from hw2.evaluate import atomic_write_text
 
-    atomic_write_text(out / "phase" / "sweep.json", json.dumps({"command": command, "data": data, "rows": rows},
-                                                                indent=2))
+    # beside the other results tables (results/*.json are committed; results/*/ are not): the report reads it
+    atomic_write_text(out / "phase-sweep.json", json.dumps(
+        {"title": "Phase methods against iterations and mel bands", "command": command, "rows": rows,
+         "data": {"root": str(args.musdb_root), "subset": args.subset, "split": args.split,
+                  "nb_tracks": len(tracks), "dataset": describe_dataset(args.musdb_root, tracks)}}, indent=2))
     lines = ["| method | iterations | vocals SDR | accompaniment SDR | vocals SC | accompaniment SC |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -1,14 +1,16 @@
 """Build the graded 16:9 report and README.pdf with Typst: Python gathers the numbers, the student writes the text.
 
     python -m hw2.report                     # report/<student id>_report.pdf (report/report.pdf before an id
-                                             # is set in report/student.toml) and README.pdf
+                                             # is set in report/student.toml) and README.pdf (the TA's
+                                             # guide, from docs/ta-guide.md)
 
 The report's text lives in `report/report.typ` (Typst markup, close to Markdown): edit it like a slide deck. Its
 numbers, tables and figures come from `report/data.json`, which this module writes on every build from
   results/*.json               written by `python hw2/infer.py ...`: museval "median of medians" rows, each file
                                naming its data (dataset, subset/split, tracks), command and checkpoints
   checkpoints/config.json, history.json, MODEL_CARD.md   the shipped run: settings, losses, time per epoch
-  report/figures/*.png, *.txt  figures and the notes the code that drew them wrote beside them
+  report/figures/*.png, *.txt  figures (`python -m hw2.figures` draws the report's) and their notes
+  report/references.bib        the references, cited with @key
   report/student.toml          name, student ID and cloud-drive link for the cover
 After one build, `typst watch report/report.typ --root .` previews edits live (pip install typst gives the
 Python binding; the `typst` CLI is optional).
@@ -19,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import re
+import struct
 import sys
 from pathlib import Path
 
@@ -32,7 +35,10 @@ METHOD_NAMES = {"mixture": "mixture phase", "griffinlim": "Griffin-Lim, random i
                 "misi": "MISI, mixture-phase init",
                 "mel": "mel inversion (mel_to_audio)", "vocoder": "vocoder (ours, from scratch)",
                 "oracle-vocoder": "reference: vocoder on the true magnitudes"}
-OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", "vocoder": "results/phase.json"}
+OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", "vocoder": "results/phase.json",
+            "sweep": "results/phase-sweep.json", "unet150": "results/unet-150.json",
+            "tuning": "results/tuning-width.json"}
+SYNTHETIC = re.compile(r"generated|synth", re.I)  # hw2.synth roots: never a test or valid table of the report
 STUDENT_KEYS = ("name", "id", "drive")
 
 
@@ -78,16 +84,30 @@ def load_results(folder: Path, root: Path) -> dict:
         dataset, split = dataset_label(data), split_label(data)
         out[path.stem] = {
             "file": path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path),
-            "title": doc.get("title", path.stem), "command": doc.get("command", "not recorded"),
+            "title": doc.get("title", path.stem), "command": public_command(doc.get("command", "not recorded")),
             "created": doc.get("created", "?"), "dataset": dataset, "subset": data.get("subset"),
             "split": data.get("split"), "split_label": split, "nb_tracks": data.get("nb_tracks"),
             "label": f"{dataset}, {split}, {data.get('nb_tracks', '?')} tracks", "rows": rows}
     return out
 
 
+def public_command(command: str) -> str:
+    """A recorded command as the report prints it: the MUSDB root as MUSDB_ROOT, any other absolute path (a
+    development machine's) cut to what follows its checkpoints/, results/ or runs/ folder, else PATH."""
+    words = command.split()
+    for i, w in enumerate(words):
+        if i and words[i - 1] == "--musdb-root":
+            words[i] = "MUSDB_ROOT"
+        elif w.startswith(("/", "~")) or re.match(r"[A-Za-z]:\\", w):
+            m = re.search(r"(?:^|/)((?:checkpoints|results|runs)(?:/.*)?)$", w)
+            words[i] = m.group(1) if m else "PATH"
+    return " ".join(words)
+
+
 def pick(results: dict, score) -> str | None:
     """The results file a section shows: test-set files first, then more tracks, then the most fitting rows."""
-    ranked = [(r["subset"] == "test", r["nb_tracks"] or 0, score(r), stem) for stem, r in results.items()]
+    ranked = [(r["subset"] == "test", r["nb_tracks"] or 0, score(r), stem) for stem, r in results.items()
+              if not SYNTHETIC.search(r["dataset"])]
     ranked = [k for k in ranked if k[2] > 0]
     return max(ranked)[3] if ranked else None
 
@@ -107,6 +127,87 @@ def sections(results: dict) -> dict:
     return out
 
 
+def _vocals(row: dict | None, target: str = "vocals") -> float | None:
+    try:
+        v = row["scores"][target]["SDR"]
+        return float(v) if v is not None else None
+    except (KeyError, TypeError):
+        return None
+
+
+def _diff(a, b):
+    return None if a is None or b is None else a - b
+
+
+def findings(results: dict) -> dict:
+    """The numbers the findings and discussion state, each computed from its results file (None where the file
+    or row is missing), with the file it came from: the prose in report.typ never types a number."""
+    out: dict = {}
+    by = lambda stem, key: {r.get(key): r for r in results.get(stem, {}).get("rows", [])}  # noqa: E731
+    models = by("models", "variant")
+    if models:
+        base = _vocals(models.get("openunmix-256"))
+        out["models"] = {"file": results["models"]["file"], "base": base,
+                         **{k: _vocals(r) for k, r in models.items()},
+                         **{f"{k}_delta": _diff(_vocals(r), base) for k, r in models.items()}}
+    aug = results.get("augment", {}).get("rows", [])
+    if aug:
+        family: dict = {}
+        for r in aug:
+            family.setdefault(r.get("base") or r.get("variant"), []).append(r)
+        delta = lambda r: (r.get("delta") or {}).get("vocals")  # noqa: E731
+        fam = {k: {"seeds": [r["config"].get("seed") for r in rs], "vocals": [_vocals(r) for r in rs],
+                   "accompaniment": [_vocals(r, "accompaniment") for r in rs],
+                   "delta": [delta(r) for r in rs]} for k, rs in family.items()}
+        for f in fam.values():
+            ds = [d for d in f["delta"] if d is not None]
+            f["mean_delta"] = sum(ds) / len(ds) if ds else None
+            ranges = [max(v) - min(v) for v in ([x for x in f[t] if x is not None] for t in ("vocals", "accompaniment"))
+                      if len(v) > 1]
+            f["spread"] = max(ranges) if ranges else None  # the largest seed-to-seed range of either target
+            f["nb_seeds"] = len(f["seeds"])
+        out["augment"] = {"file": results["augment"]["file"], "families": fam}
+    unet = results.get("unet-150", {}).get("rows", [])
+    if unet:
+        own = [r for r in unet if not str(r.get("checkpoint", "")).startswith("checkpoints/")]
+        best = next((r for r in own if str(r.get("checkpoint", "")).endswith("best.pt")), None)
+        top = max(own, key=lambda r: _vocals(r) or -99, default=None)
+        shipped = next((r for r in unet if str(r.get("checkpoint", "")).startswith("checkpoints/")), None)
+        out["unet150"] = {"file": results["unet-150"]["file"], "best": _vocals(best),
+                          "best_epoch": (best or {}).get("epoch"), "top": _vocals(top),
+                          "top_epoch": (top or {}).get("epoch"), "shipped": _vocals(shipped),
+                          "shipped_epoch": (shipped or {}).get("epoch")}
+    tuning = results.get("tuning-width", {}).get("rows", [])
+    if len(tuning) >= 2:
+        ref = next((r for r in tuning if str(r.get("checkpoint", "")).startswith("checkpoints/")), tuning[0])
+        other = next(r for r in tuning if r is not ref)
+        out["tuning"] = {"file": results["tuning-width"]["file"], "epoch": ref.get("epoch"), "base": _vocals(ref),
+                         "other": _vocals(other), "other_name": other.get("name") or other.get("label"),
+                         "delta": _diff(_vocals(other), _vocals(ref))}
+    sweep = results.get("phase-sweep", {}).get("rows", [])
+    if sweep:
+        curves: dict = {}
+        for r in sorted(sweep, key=lambda r: r.get("iterations", 0)):
+            curves.setdefault(r["method"], []).append({"iterations": r.get("iterations"), "vocals": _vocals(r),
+                                                       "accompaniment": _vocals(r, "accompaniment")})
+        out["sweep"] = {"file": results["phase-sweep"]["file"], "curves": curves}
+    return out
+
+
+def separation_defaults() -> dict:
+    """The block size, context and Griffin-Lim settings `hw2.separate.Separator` runs with by default."""
+    import inspect
+
+    from hw2.separate import Separator, griffinlim
+
+    sep = {k: v.default for k, v in inspect.signature(Separator.__init__).parameters.items()
+           if v.default is not inspect.Parameter.empty}
+    gl = {k: v.default for k, v in inspect.signature(griffinlim).parameters.items()
+          if v.default is not inspect.Parameter.empty}
+    return {"chunk_dur": sep["chunk_dur"], "context_dur": sep["context_dur"], "gl_iters": sep["gl_iters"],
+            "momentum": gl.get("momentum")}
+
+
 def training(root: Path) -> dict | None:
     """The shipped run: config, history summary (best epoch, time per epoch) and model size."""
     folder = root / "checkpoints"
@@ -119,16 +220,18 @@ def training(root: Path) -> dict | None:
     best = min(valid, key=lambda h: h["valid_loss"]) if valid else {}
     secs = sorted(h["seconds"] for h in hist if isinstance(h.get("seconds"), (int, float)))
     card = folder / "MODEL_CARD.md"
-    command = re.search(r"```bash\n(python -m hw2\.train[^\n]*)", card.read_text()) if card.is_file() else None
+    card_text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    command = re.search(r"```bash\n(python -m hw2\.train[^\n]*)", card_text)
+    nb_train = re.search(r"training tracks \|[^|\n]*?\((\d+) tracks\)", card_text)
     root_ = cfg.get("musdb_root", "")
     try:
         from hw2.data import describe_dataset
         dataset = describe_dataset(root_) if root_ else "not recorded"
-    except Hw2Error:
-        dataset = f"{root_} (not on this machine)"
+    except Hw2Error:  # trained elsewhere: named from its root's name, never by a path of that machine
+        dataset = dataset_label({"root": root_, "format": "stem"})
     return {"config": cfg, "dataset": dataset, "epochs": len(hist), "best_epoch": best.get("epoch"),
             "best_valid_loss": best.get("valid_loss"), "median_seconds": secs[len(secs) // 2] if secs else None,
-            "total_minutes": sum(secs) / 60, "command": command.group(1) if command else None,
+            "train_tracks": int(nb_train.group(1)) if nb_train else None, "total_minutes": sum(secs) / 60, "command": public_command(command.group(1)) if command else None,
             "model": model_size(cfg) if cfg else None}
 
 
@@ -145,13 +248,28 @@ def model_size(cfg: dict) -> dict:
     return {"params": total, "max_params": MAX_PARAMS, "layers": layers}
 
 
+def png_size_cm(png: Path) -> tuple[float, float] | None:
+    """(width, height) in cm from a PNG's pixel size and its pHYs resolution; None without a pHYs chunk."""
+    data = png.read_bytes()
+    w, h = struct.unpack(">II", data[16:24])
+    i = data.find(b"pHYs")
+    if i < 0:
+        return None
+    px, py, unit = struct.unpack(">IIB", data[i + 4:i + 13])
+    return (100 * w / px, 100 * h / py) if unit == 1 and px and py else None  # unit 1: pixels per metre
+
+
 def figures(root: Path) -> dict:
-    """{stem: {path, note}}: every report/figures PNG (path from the Typst root) and its note, if any."""
+    """{stem: {path, note, width_cm, height_cm}}: every report/figures PNG (path from the Typst root), its note,
+    and the size it was drawn for (`hw2.figures` draws each at its slot's size: printed at that size, its text
+    keeps its point size)."""
     out = {}
     for png in sorted((root / "report" / "figures").glob("*.png")):
         note = png.with_suffix(".txt")
+        size = png_size_cm(png)
         out[png.stem] = {"path": "/" + png.relative_to(root).as_posix(),
-                         "note": note.read_text(encoding="utf-8").strip() if note.is_file() else None}
+                         "note": note.read_text(encoding="utf-8").strip() if note.is_file() else None,
+                         "width_cm": size[0] if size else None, "height_cm": size[1] if size else None}
     return out
 
 
@@ -168,13 +286,33 @@ def read_student(path: Path) -> dict:
 
 def gather(root: Path, student: dict) -> dict:
     results = load_results(root / "results", root) if (root / "results").is_dir() else {}
+    tr = training(root)
+    secs = sections(results)
+    # every results file but a copy of a shown one (a notebook's) gets its command on the Reproduce slide
+    shown = sorted({v for k, v in secs.items() if k != "other" and v} | set(secs["other"]))
     return {"student": student, "built": dt.date.today().isoformat(), "hw2_version": __version__,
-            "results": results, "sections": sections(results), "training": training(root),
-            "figures": figures(root)}
+            "results": results, "sections": secs, "training": tr,
+            "findings": findings(results), "separation": separation_defaults(), "figures": figures(root),
+            "commands": reproduce_commands(results, tr, shown)}
+
+
+def reproduce_commands(results: dict, tr: dict | None, shown) -> list[dict]:
+    """[{what, command}]: the command behind every table and figure the report shows (results files `shown`),
+    for its Reproduce slide."""
+    out = []
+    if tr and tr.get("command"):
+        out.append({"what": "the shipped model (checkpoints)", "command": tr["command"]})
+    for stem in shown:
+        out.append({"what": results[stem]["file"], "command": results[stem]["command"]})
+    out.append({"what": "the figures (report/figures)", "command": "python -m hw2.figures"})
+    out.append({"what": "the listening figure (from the WAVs of results/phase.json's command)",
+                "command": "python -m hw2.figures --listening results/phase/samples"})
+    out.append({"what": "this report and README.pdf", "command": "python -m hw2.report"})
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- compiling
-def compile_typst(source, root: Path, out: Path) -> None:
+def compile_typst(source, root: Path, out: Path, font_paths=()) -> None:
     """Compile a .typ file (or Typst source bytes) to `out`, atomically; Typst's error becomes one line."""
     try:
         import typst
@@ -184,7 +322,7 @@ def compile_typst(source, root: Path, out: Path) -> None:
     name = source if isinstance(source, Path) else "README (converted from Markdown)"
     try:
         pdf, warnings = typst.compile_with_warnings(str(source) if isinstance(source, Path) else source,
-                                                     root=str(root))
+                                                     root=str(root), font_paths=list(font_paths))
     except typst.TypstError as e:  # its diagnostic names the file, line and column
         where = re.search(r"┌─ (\S+)", getattr(e, "diagnostic", "") or "")
         raise Hw2Error(f"{where.group(1) if where else name}: Typst cannot compile it: {e.message}; fix the "
@@ -196,20 +334,64 @@ def compile_typst(source, root: Path, out: Path) -> None:
         tmp.write_bytes(pdf)
 
 
-def build_report(root: Path, student: dict, out: Path | None = None) -> Path:
+CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]")
+FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts", "/Library/Fonts",
+             "~/Library/Fonts", "C:/Windows/Fonts")
+CJK_FONT_FILES = re.compile(r"cjk|sourcehan|wqy|wenquanyi|droidsansfallback|msjh|mingliu|pingfang|notosanstc|"
+                            r"notoseriftc", re.I)
+
+
+def cjk_font_dirs() -> list[str]:
+    """Folders holding a font with Chinese characters (Noto CJK, Source Han, WenQuanYi, ...), for Typst."""
+    found = set()
+    for d in FONT_DIRS:
+        base = Path(d).expanduser()
+        if base.is_dir():
+            found.update(str(f.parent) for f in base.rglob("*") if f.suffix.lower() in (".ttf", ".otf", ".ttc")
+                         and CJK_FONT_FILES.search(f.name))
+    return sorted(found)
+
+
+def starter_paragraphs(source: Path) -> list[str]:
+    """`line N: first words` of every paragraph report.typ still marks as starter prose (#starter[...])."""
+    out = []
+    lines = source.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if line.lstrip().startswith("//") or not (m := re.search(r"#starter\[\s*(.*)", line)):
+            continue
+        text = " ".join([m.group(1)] + lines[n:n + 2])  # the marker's line may hold no words
+        words = re.sub(r"#\w+\([^)]*\)|[*_`#\[\]]|@\w+", "", text).split()[:8]
+        out.append(f"line {n}: {' '.join(words)}...")
+    return out
+
+
+def build_report(root: Path, student: dict, out: Path | None = None, log=print) -> Path:
     source = root / "report" / "report.typ"
     if not source.is_file():
         raise Hw2Error(f"{source}: no report source; restore it with `git checkout report/report.typ`")
+    fonts = cjk_font_dirs()
+    if CJK.search(student.get("name", "")) and not fonts:
+        raise Hw2Error("your name has Chinese characters and this machine has no CJK font to print them: "
+                       "apt-get install -y fonts-noto-cjk (on Colab: !apt-get install -y fonts-noto-cjk), then rebuild")
     data = gather(root, student)
     with atomic_write(root / "report" / "data.json") as tmp:
         tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     sid = re.sub(r"[^\w.-]", "", student.get("id", ""))
-    out = out or root / "report" / (f"{sid}_report.pdf" if sid else "report.pdf")
-    compile_typst(source, root, out)
-    return out
+    default = root / "report" / (f"{sid}_report.pdf" if sid else "report.pdf")
+    compile_typst(source, root, out or default, font_paths=fonts)
+    if out is None:  # one report PDF in report/: the placeholder or an old ID's copy is never uploaded by mistake
+        for old in (root / "report").glob("*.pdf"):
+            if old != default and (old.name == "report.pdf" or old.name.endswith("_report.pdf")):
+                old.unlink()
+                log(f"removed {old} (an older build; {default.name} replaces it)")
+    starters = starter_paragraphs(source)
+    if starters:
+        log(f"{len(starters)} paragraphs of report/report.typ are still starter text (tagged in the PDF); rewrite "
+            "each and delete its #starter[...] marker:\n  " + "\n  ".join(starters))
+    return out or default
 
 
-# ---------------------------------------------------------------------------------------- README.md -> Typst
+# ------------------------------------------------------------------------------ the TA's guide (Markdown) -> Typst
 _INLINE = re.compile(r"\[!\[(?P<balt>[^\]]*)\]\([^)]*\)\]\((?P<blink>[^)\s]+)\)"  # [![alt](img)](link)
                      r"|!\[(?P<ialt>[^\]]*)\]\([^)]*\)"  # ![alt](img)
                      r"|\[(?P<text>[^\]]+)\]\((?P<link>[^)\s]+)\)"  # [text](link)
@@ -251,18 +433,18 @@ def _cells(line: str) -> list[str]:
 CODE_WIDTH = 140  # characters: the template shrinks a block to fit its widest line, down to about 6 pt here
 
 
-def wrap_code(line: str) -> list[str]:
-    """A code line longer than CODE_WIDTH, cut at spaces into lines ending in a shell continuation (` \\`), so
+def wrap_code(line: str, width: int = CODE_WIDTH) -> list[str]:
+    """A code line longer than `width`, cut at spaces into lines ending in a shell continuation (` \\`), so
     that what is copied still runs; shorter lines stay whole."""
     out = []
-    while len(line) > CODE_WIDTH and (cut := line.rfind(" ", 0, CODE_WIDTH - 2)) > len(line) - len(line.lstrip()):
+    while len(line) > width and (cut := line.rfind(" ", 0, width - 2)) > len(line) - len(line.lstrip()):
         out.append(line[:cut] + " \\")
         line = "    " + line[cut + 1:]
     return out + [line]
 
 
-def markdown_to_typst(md: str) -> str:
-    """README.md as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
+def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
+    """Markdown (the TA's guide) as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
     every line whole: the README template scales a block's font down until its widest line fits."""
     out, lines, i = [], md.splitlines(), 0
     while i < len(lines):
@@ -273,7 +455,7 @@ def markdown_to_typst(md: str) -> str:
             while i < len(lines) and not lines[i].startswith("```"):
                 body.append(lines[i])
                 i += 1
-            body = [w for line_ in body for w in wrap_code(line_)]
+            body = [w for line_ in body for w in wrap_code(line_, code_width)]
             out.append(f"#code-block({json.dumps(chr(10).join(body))}, lang: {json.dumps(lang or 'text')})")
         elif m := re.match(r"(#{1,6})\s+(.*)", line):
             out.append("=" * len(m.group(1)) + " " + inline(m.group(2)))
@@ -315,13 +497,19 @@ README_TEMPLATE = """#set page(paper: "a4", margin: (x: 16mm, y: 16mm), numberin
 """
 
 
-def build_readme(readme: Path, out: Path) -> Path:
+GUIDE = Path("docs") / "ta-guide.md"  # README.pdf's source: the TA's guide, two A4 pages
+GUIDE_CODE_WIDTH = 96  # characters: a command cut here (with ` \\`) keeps the code font at 8.5 pt on A4
+
+
+def build_readme(root: Path, out: Path) -> Path:
+    """README.pdf from the TA's guide (docs/ta-guide.md), converted to Typst."""
+    guide = root / GUIDE
     try:
-        md = readme.read_text(encoding="utf-8")
+        md = guide.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise Hw2Error(f"{readme}: cannot read the README ({type(e).__name__}); write README.md as UTF-8 text or "
-                       "pass --no-readme") from None
-    compile_typst((README_TEMPLATE + markdown_to_typst(md)).encode(), readme.parent, out)
+        raise Hw2Error(f"{guide}: cannot read the TA's guide ({type(e).__name__}); restore it with `git checkout "
+                       f"{GUIDE.as_posix()}` or pass --no-readme") from None
+    compile_typst((README_TEMPLATE + markdown_to_typst(md, GUIDE_CODE_WIDTH)).encode(), root, out)
     return out
 
 
@@ -349,7 +537,7 @@ def main(argv=None) -> int:
         out = build_report(root, student, Path(args.out) if args.out else None)
         print(f"wrote {out}")
         if not args.no_readme:
-            print(f"wrote {build_readme(root / 'README.md', root / 'README.pdf')}")
+            print(f"wrote {build_readme(root, root / 'README.pdf')}")
 
     return run_cli(work)
 

@@ -103,9 +103,11 @@ def test_cli_end_to_end_from_another_folder(wav_root, checkpoint, tmp_path):
         assert len(per_track["targets"][0]["frames"]) == 5  # 5 s track, 1 s frames
 
     nb_samples = sf.info(str(wav_root / "test" / track / "mixture.wav")).frames
-    wavs = ["mixture.wav"] + [f"{s}_{t}.wav" for s in slugs[:2] for t in ("vocals", "accompaniment")]
+    wavs = ["mixture.wav", "true_vocals.wav", "true_accompaniment.wav"] + [
+        f"{s}_{t}.wav" for s in slugs[:2] for t in ("vocals", "accompaniment")]
     samples = out / "test" / "samples" / track
-    assert sorted(p.name for p in samples.iterdir()) == sorted(wavs)
+    assert sorted(p.name for p in samples.glob("*.wav")) == sorted(wavs)
+    assert (samples.parent / "index.html").is_file()  # the listening page (tests/test_listening.py)
     for name in wavs:
         info = sf.info(str(samples / name))
         assert (info.frames, info.channels, info.samplerate) == (nb_samples, 2, 44100), name
@@ -164,7 +166,7 @@ def test_infer_without_musdb_root_runs_on_the_example_track(checkpoint, monkeypa
     assert [row["label"] for row in doc["rows"]] == ["best / mixture"]
     assert doc["rows"][0]["scores"]["vocals"]["SDR"] is not None
     wavs = list((out / "example" / "samples").rglob("*.wav"))
-    assert len(wavs) == 3
+    assert len(wavs) == 5  # the mixture, the true vocals and accompaniment, the estimates
     assert "stempeg" in capsys.readouterr().out
 
 

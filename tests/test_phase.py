@@ -195,6 +195,7 @@ def test_infer_runs_the_new_methods_with_their_settings(wav_root, tmp_path):
     per_track = next((out / "phase" / "tiny-mel" / "train").glob("*.json"))
     assert json.loads(per_track.read_text())["hw2"]["n_mels"] == 64
     assert "vocals SC" in (out / "phase.md").read_text()
-    assert sorted(p.name for p in next((out / "phase" / "samples").iterdir()).iterdir()) == [
+    track = next(d for d in (out / "phase" / "samples").iterdir() if d.is_dir())
+    assert sorted(p.name for p in track.glob("*.wav")) == [
         "mixture.wav", "tiny-mel_accompaniment.wav", "tiny-mel_vocals.wav", "tiny-misi_accompaniment.wav",
-        "tiny-misi_vocals.wav"]
+        "tiny-misi_vocals.wav", "true_accompaniment.wav", "true_vocals.wav"]

@@ -66,6 +66,7 @@ def repo(tmp_path) -> Path:
     root = tmp_path / "repo"
     (root / "report" / "figures").mkdir(parents=True)
     shutil.copy(report.ROOT / "report" / "report.typ", root / "report" / "report.typ")
+    shutil.copy(report.ROOT / "report" / "references.bib", root / "report" / "references.bib")
     results_file(root / "results" / "valid.json", [
         row("checkpoints/vocals.pt", 116, "mixture", 4.21, 8.02), row("checkpoints/vocals.pt", 116, "griffinlim", -2.37, -2.54),
         row(None, None, "oracle-irm", 10.24, 14.42)])
@@ -77,11 +78,10 @@ def repo(tmp_path) -> Path:
     hist = [{"epoch": e, "train_loss": 10 / e, "valid_loss": abs(e - 3) + 1.5, "lr": 1e-3, "seconds": 20.0 + e}
             for e in range(1, 6)]
     (root / "checkpoints" / "history.json").write_text(json.dumps(hist))
-    from hw2 import plots
-    fig = plots.plot_history(root / "checkpoints")
-    fig.savefig(root / "report" / "figures" / "03_training_curves.png", dpi=40)
-    (root / "report" / "figures" / "03_training_curves.txt").write_text(plots.history_note(root / "checkpoints"))
-    (root / "README.md").write_text(README)
+    from hw2 import figures
+    figures.build(root, log=lambda _: None)  # the report's figures of these files (the training curves)
+    (root / "docs").mkdir()
+    (root / "docs" / "ta-guide.md").write_text(README)
     return root
 
 
@@ -105,13 +105,13 @@ def test_report_sections_numbers_labels_and_16_9(repo, capsys):
     text = text_of(pdf)
     flat = " ".join(text.split())
     for section in ("NOVELTY HIGHLIGHT", "METHODOLOGY HIGHLIGHT", "RESULT HIGHLIGHT", "FINDINGS HIGHLIGHT",
-                    "DETAILS OF THE APPROACH", "RESULT ANALYSIS & DISCUSSION", "OPTIONAL TASKS"):
+                    "DETAILS OF THE APPROACH", "RESULT ANALYSIS & DISCUSSION", "OPTIONAL TASKS", "LISTENING SAMPLES",
+                    "REFERENCES", "APPENDIX"):
         assert section in text, section
     assert "4.21" in text and "−2.37" in text and "3.85" in text  # phase and epoch tables, read from the files
-    assert "MUSDB18 7-second preview, valid split, 14 tracks" in flat
-    assert "test set results" not in flat.replace("-", " ").replace("not test set results", "")
+    assert "MUSDB18 7-second preview, valid split (14 tracks)" in flat
     assert "Model comparison (results/models.json): not run yet" in flat  # optional tasks without results
-    assert "best epoch 3 (valid loss 1.500)" in flat  # the figure's note, written by hw2.plots.history_note
+    assert "[1]" in flat and "“Open-Unmix - A" in flat  # cited, and in the references
     assert (repo / "report" / "data.json").is_file()
 
 
@@ -119,9 +119,9 @@ def test_report_sections_numbers_labels_and_16_9(repo, capsys):
 def test_a_sentence_changed_in_the_source_appears_after_rebuild(repo):
     typ = repo / "report" / "report.typ"
     src = typ.read_text()
-    old = "More iterations make the spectrogram more consistent"
+    old = "collapses: the rebuilt phase is an artefact to museval"
     assert old in src
-    typ.write_text(src.replace(old, "Zebra-striped phase experiments were my own idea, and more iterations"))
+    typ.write_text(src.replace(old, "Zebra-striped phase experiments were my own idea"))
     assert report.main(["--root", str(repo), "--no-readme"]) == 0
     assert "Zebra-striped phase experiments were my own idea" in " ".join(text_of(repo / "report" / "report.pdf").split())
 
@@ -146,7 +146,9 @@ def test_without_results_the_report_says_so(repo):
     assert report.main(["--root", str(repo), "--no-readme"]) == 0
     flat = " ".join(text_of(repo / "report" / "report.pdf").split())
     assert "The SDR table: not run yet" in flat and "The epoch table: not run yet" in flat
-    assert not re.search(r"\d\.\d\d", flat.replace("momentum 0.99", ""))  # no score anywhere
+    slides = flat.split("REFERENCES")[0]  # the references hold DOIs
+    assert not re.search(r"\d\.\d\d", slides.replace("momentum 0.99", ""))  # no score anywhere
+    assert "The phase comparison: not run yet" in flat
 
 
 @needs_poppler
@@ -157,7 +159,7 @@ def test_optional_results_get_their_section(repo):
     assert report.main(["--root", str(repo), "--no-readme"]) == 0
     flat = " ".join(text_of(repo / "report" / "report.pdf").split())
     assert "results/models.json): not run yet" not in flat
-    assert re.search(r"openunmix-512 8,893,348 30 / 40 12\.5 5\.55 9\.01", flat)  # the comparison's table row
+    assert "openunmix-512" in report.gather(repo, {})["results"]["models"]["rows"][0]["variant"]
 
 
 @needs_poppler
@@ -167,11 +169,11 @@ def test_readme_commands_stay_whole_on_one_line(repo):
     lines = [" ".join(x.split()) for x in text.splitlines()]
     code = re.search(r"```bash\n(.*?)```", README, re.S).group(1).splitlines()
     for line in code:
-        if len(line) <= report.CODE_WIDTH:
+        if len(line) <= report.GUIDE_CODE_WIDTH:
             assert " ".join(line.split()) in lines, line
-    # the one longer line is cut at a space with a shell continuation: joined back, it is the same command
-    parts = report.wrap_code(LONG)
-    assert len(parts) == 2 and parts[0].endswith(" \\")
+    # a longer line is cut at a space with a shell continuation: joined back, it is the same command
+    parts = report.wrap_code(LONG, report.GUIDE_CODE_WIDTH)
+    assert len(parts) >= 2 and parts[0].endswith(" \\")
     assert " ".join(" ".join(p.rstrip("\\").split()) for p in parts) == LONG
     assert all(" ".join(p.split()) in lines for p in parts)
     flat = " ".join(text.split())
@@ -216,8 +218,8 @@ def test_test_set_results_win_and_compare_one_checkpoint(repo):
         row("checkpoints/vocals.pt", 116, "griffinlim", -1.23, -3.21)], data=data)
     assert report.main(["--root", str(repo), "--no-readme"]) == 0
     flat = " ".join(text_of(repo / "report" / "report.pdf").split())
-    assert "MUSDB18, test set, 50 tracks" in flat
-    assert "gives −1.23 dB vocals SDR against 6.66 dB with the mixture phase" in flat  # not epoch 25's 1.11
+    assert "MUSDB18, test set (50 tracks)" in flat
+    assert "mixture phase 6.66 dB vs Griffin-Lim −1.23 dB" in flat  # not epoch 25's 1.11
     assert "not test-set results" not in flat
 
 
@@ -228,4 +230,145 @@ def test_epochs_section_shows_the_shipped_runs_epochs(tmp_path):
     results_file(tmp_path / "unet-150.json", [row(f"runs/unet-150/epoch{e:03d}.pt", e, "mixture", 1.0, 2.0)
                                               for e in (25, 50, 75, 100)])
     picked = report.sections(report.load_results(tmp_path, tmp_path))
-    assert picked["epochs"] == "valid-epochs" and "unet-150" in picked["other"]
+    assert picked["epochs"] == "valid-epochs" and picked["unet150"] == "unet-150"  # a sentence, not the table
+
+
+# ------------------------------------------------------------------------- issue 20: what a grader gets
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The report and README.pdf built from a copy of this repository's committed results, checkpoints' records,
+    figures and sources (never from /work/shared)."""
+    if not (shutil.which("pdftotext") and importlib.util.find_spec("typst")):
+        pytest.skip("needs poppler-utils and the typst package")
+    root = tmp_path_factory.mktemp("built") / "repo"
+    for rel in ("results", "report/figures", "docs"):
+        shutil.copytree(report.ROOT / rel, root / rel, ignore=shutil.ignore_patterns("*/"))
+    (root / "checkpoints").mkdir()
+    for name in ("config.json", "history.json", "MODEL_CARD.md"):
+        shutil.copy(report.ROOT / "checkpoints" / name, root / "checkpoints" / name)
+    for name in ("report.typ", "references.bib"):
+        shutil.copy(report.ROOT / "report" / name, root / "report" / name)
+    assert report.main(["--root", str(root)]) == 0
+    return root
+
+
+def page_texts(pdf: Path) -> list[str]:
+    return text_of(pdf).split("\f")[:-1]
+
+
+def word_heights(pdf: Path) -> list[tuple[float, int, str]]:
+    """(height in pt, page, word) of every word: a word box's height is its font size."""
+    html = subprocess.run(["pdftotext", "-bbox-layout", str(pdf), "-"], capture_output=True, text=True).stdout
+    out = []
+    for n, page in enumerate(html.split("<page ")[1:], 1):
+        for m in re.finditer(r'<word xMin="[\d.]+" yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">([^<]*)</word>', page):
+            out.append((float(m.group(2)) - float(m.group(1)), n, m.group(3)))
+    return out
+
+
+ABSOLUTE = re.compile(r"(?<![\w.])(/(?:work|home|root|Users|content|tmp|mnt|data|usr)/|[A-Z]:\\|\.\./shared)")
+
+
+def test_report_has_at_most_14_slides_then_references_and_one_appendix(built):
+    pages = page_texts(built / "report" / "report.pdf")
+    refs = next(i for i, p in enumerate(pages) if p.lstrip().startswith("REFERENCES"))
+    assert refs <= 14 and len(pages) <= refs + 2  # 14 slides, then references and the Reproduce appendix
+    assert any(p.lstrip().startswith("LISTENING SAMPLES") for p in pages[:refs])
+    assert "Reproduce" in pages[-1] and "MUSDB_ROOT" in pages[-1]
+    assert not any("python " in p for p in pages[:refs])  # content slides carry no commands
+
+
+def test_no_absolute_path_in_either_pdf(built):
+    for pdf in (built / "report" / "report.pdf", built / "README.pdf"):
+        hit = ABSOLUTE.search(text_of(pdf))
+        assert hit is None, (pdf.name, text_of(pdf)[max(0, hit.start() - 80): hit.end() + 80])
+
+
+def test_no_text_under_10_pt_in_the_report(built):
+    words = word_heights(built / "report" / "report.pdf")
+    assert len(words) > 500
+    small = [w for w in words if w[0] < 9.9]
+    assert not small, small[:10]
+
+
+def test_readme_pdf_is_two_pages_and_holds_every_ta_command_whole(built):
+    pdf = built / "README.pdf"
+    assert len(page_texts(pdf)) <= 2
+    flat = " ".join(text_of(pdf).replace(" \\\n", " ").split())
+    guide = (built / "docs" / "ta-guide.md").read_text()
+    commands = [c for block in re.findall(r"```bash\n(.*?)```", guide, re.S) for c in block.splitlines()
+                if c.startswith(("python ", "pip ", "apt-get "))]
+    assert any("epoch025.pt checkpoints/epoch050.pt checkpoints/epoch150.pt checkpoints/vocals.pt" in c
+               for c in commands) and any("--phase mixture griffinlim" in c for c in commands)
+    for c in commands:
+        assert " ".join(c.split()) in flat, c
+    # the epoch command names every flag infer.py knows
+    flags = {a.option_strings[0] for a in __import__("hw2.infer", fromlist=["parser"]).parser()._actions
+             if a.option_strings}
+    for c in commands:
+        if c.startswith("python hw2/infer.py"):
+            assert set(re.findall(r"--[a-z-]+", c)) <= flags, c
+
+
+def test_readme_md_fits_on_a_few_screens_and_links_its_docs():
+    md = (report.ROOT / "README.md").read_text()
+    assert len(md.splitlines()) <= 250
+    assert md.index("## The two commands") < md.index("## For the TA") < md.index("## Training")
+    for link in re.findall(r"\]\((docs/[^)#]+)\)", md):
+        assert (report.ROOT / link).is_file(), link
+
+
+def test_chinese_name_and_id_leave_one_pdf_with_the_name_on_its_cover(repo):
+    if not report.cjk_font_dirs():
+        pytest.skip("no CJK font on this machine (apt-get install -y fonts-noto-cjk)")
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0  # the placeholder report.pdf
+    (repo / "report" / "student.toml").write_text('name = "林美玲"\nid = "r12345678"\ndrive = ""\n')
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    pdfs = sorted(p.name for p in (repo / "report").glob("*.pdf"))
+    assert pdfs == ["r12345678_report.pdf"]
+    assert "林美玲" in page_texts(repo / "report" / "r12345678_report.pdf")[0]
+
+
+def test_chinese_name_without_a_cjk_font_is_one_line_naming_the_package(repo, monkeypatch, capsys):
+    monkeypatch.setattr(report, "cjk_font_dirs", lambda: [])
+    assert report.main(["--root", str(repo), "--no-readme", "--author", "林美玲"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "fonts-noto-cjk" in err and "\n" not in err and "Traceback" not in err
+    assert report.main(["--root", str(repo), "--no-readme", "--author", "Lin Mei-Ling"]) == 0  # Latin: no font needed
+
+
+def test_starter_paragraphs_are_tagged_in_the_pdf_and_listed_until_rewritten(repo, capsys):
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    out = capsys.readouterr().out
+    assert "still starter text" in out and re.search(r"line \d+: \S+", out)
+    assert "starter text: rewrite" in text_of(repo / "report" / "report.pdf")
+    typ = repo / "report" / "report.typ"
+    typ.write_text(re.sub(r"#starter\[", "#[", typ.read_text()))  # every marker deleted, the text kept
+    assert report.main(["--root", str(repo), "--no-readme"]) == 0
+    assert "still starter text" not in capsys.readouterr().out
+    assert "starter text: rewrite" not in text_of(repo / "report" / "report.pdf")
+
+
+def test_generated_data_is_never_picked_for_a_table(repo):
+    gen = dict(DATA, root="/tmp/synth", nb_tracks=40, dataset="generated tracks (hw2.synth)")
+    results_file(repo / "results" / "synthetic.json", [row("checkpoints/vocals.pt", 116, "mixture", 9.9, 9.9),
+                                                       row("checkpoints/vocals.pt", 116, "griffinlim", 9.9, 9.9)],
+                 data=gen)
+    sections = report.gather(repo, {})["sections"]
+    assert sections["phase"] == "valid" and sections["epochs"] == "valid-epochs"
+
+
+def test_recorded_commands_lose_the_machine_paths():
+    cmd = ("python hw2/infer.py --musdb-root /work/shared/data/musdb18-7 --checkpoint /work/main/checkpoints/vocals.pt "
+           "--out /work/main/results --name x")
+    assert report.public_command(cmd) == ("python hw2/infer.py --musdb-root MUSDB_ROOT --checkpoint "
+                                          "checkpoints/vocals.pt --out results --name x")
+
+
+def test_report_figures_are_drawn_at_their_slot_size(repo):
+    from hw2 import figures
+
+    w, h = report.png_size_cm(repo / "report" / "figures" / "r_loss.png")
+    assert (abs(w - figures.SLOTS["r_loss"][0]) < 0.1) and (abs(h - figures.SLOTS["r_loss"][1]) < 0.1)
+    assert report.gather(repo, {})["figures"]["r_loss"]["width_cm"] == pytest.approx(w)
+

@@ -1,0 +1,162 @@
+"""The listening page: `<samples>/index.html` beside the WAVs that `hw2/infer.py` writes, one section per sample
+track with an audio player per file, the track's SDR per method and a spectrogram image per vocals estimate.
+
+It opens from the folder itself (file://): relative links, no script, no server, no internet. It is written with
+the TA's install alone (requirements.txt has no plotting library), so the spectrograms are drawn here with
+torch.stft and written by a small PNG encoder (zlib).
+"""
+from __future__ import annotations
+
+import html
+import json
+import struct
+import zlib
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from hw2 import atomic_write
+
+TRUE_PREFIX = "true"  # true_vocals.wav, true_accompaniment.wav: the reference stems of a sample track
+TARGETS = ("vocals", "accompaniment")
+# magma-like colour ramp, dark (quiet) to light (loud)
+RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+                 [250, 193, 39], [252, 255, 164]], dtype=float)
+
+
+# ---------------------------------------------------------------------------------------------------- images
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """uint8 (height, width, 3) as PNG bytes: 8-bit RGB, no filter, zlib-compressed."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512) -> np.ndarray:
+    """(n_fft // 2 + 1, nb_frames) STFT magnitude of the channel mean of float `audio` (nb_samples, nb_channels)."""
+    import torch
+
+    x = torch.from_numpy(np.asarray(audio, np.float32).reshape(len(audio), -1).mean(axis=1))
+    if len(x) < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
+    return torch.stft(x, n_fft, n_hop, window=torch.hann_window(n_fft), return_complex=True).abs().numpy()
+
+
+def spectrogram_image(mag: np.ndarray, rate: int = 44100, fmax: float = 8000.0, height: int = 160,
+                      range_db: float = 70.0, ref: float | None = None) -> np.ndarray:
+    """uint8 (height, frames, 3) of a `magnitude` in dB up to `fmax`, low frequencies at the bottom, `range_db`
+    below `ref` (default: its own peak) black. A shared `ref` makes the images of one track compare."""
+    mag = mag[: int(fmax / (rate / 2) * (mag.shape[0] - 1)) + 1]
+    peak = ref if ref is not None else float(mag.max())
+    db = 20 * np.log10(np.maximum(mag, 1e-10) / max(peak, 1e-10))
+    level = np.clip(1 + db / range_db, 0, 1)[::-1]  # 0 = range_db below the peak, 1 = the peak
+    level = level[np.linspace(0, level.shape[0] - 1, height).round().astype(int)]
+    pos = level * (len(RAMP) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(RAMP) - 2)
+    frac = (pos - lo)[..., None]
+    return (RAMP[lo] * (1 - frac) + RAMP[lo + 1] * frac).round().astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------------ page
+def track_sdr(score_file: Path) -> dict:
+    """{target: median-over-frames SDR in dB} of one track's museval JSON; {} where it is missing or skipped."""
+    from hw2.evaluate import track_medians
+
+    try:
+        scores = json.loads(score_file.read_text())
+        if scores.get("skipped"):
+            return {}
+        return {t: m.get("SDR") for t, m in track_medians(scores).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _href(path: Path, folder: Path) -> str:
+    return "/".join(quote(part) for part in path.relative_to(folder).parts)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.2f} dB"
+
+
+def _player(path: Path, folder: Path) -> str:
+    if not path.is_file():
+        return "<td>—</td>"
+    return f'<td><audio controls preload="metadata" src="{_href(path, folder)}"></audio></td>'
+
+
+def write_page(samples: Path, rows: list[dict], score_file, title: str = "Listening samples") -> Path | None:
+    """Write `samples/index.html` and one spectrogram PNG per vocals file. `rows`: the table's rows (dicts with
+    "label", "method" and the slug `hw2.evaluate.row_slug` gives); `score_file(row, track)`: the path of that
+    row's museval JSON for the track (`Evaluation.path`). Returns the page, or None when there are no samples."""
+    import soundfile as sf
+
+    from hw2.evaluate import row_slug
+
+    samples = Path(samples)
+    tracks = sorted(d for d in samples.iterdir() if d.is_dir()) if samples.is_dir() else []
+    tracks = [d for d in tracks if (d / "mixture.wav").is_file()]
+    if not tracks:
+        return None
+    parts = []
+    for d in tracks:
+        lines = []  # (label, sdr dict or None, vocals file, accompaniment file)
+        lines.append(("mixture", None, d / "mixture.wav", None))
+        if (d / f"{TRUE_PREFIX}_vocals.wav").is_file():
+            lines.append(("true stems (reference)", None, d / f"{TRUE_PREFIX}_vocals.wav",
+                          d / f"{TRUE_PREFIX}_accompaniment.wav"))
+        for row in rows:
+            slug = row_slug(row)
+            voc, acc = d / f"{slug}_vocals.wav", d / f"{slug}_accompaniment.wav"
+            if voc.is_file() or acc.is_file():
+                lines.append((row.get("label", slug), track_sdr(Path(score_file(row, d.name))), voc, acc))
+        # one dB reference per track (the mixture's peak), so that the images compare
+        mix, rate = sf.read(d / "mixture.wav", dtype="float32", always_2d=True)
+        ref = float(magnitude(mix).max())
+        body = []
+        for label, sdr, voc, acc in lines:
+            img = ""
+            if voc.is_file():
+                audio, rate = sf.read(voc, dtype="float32", always_2d=True)
+                png = voc.with_suffix(".png")
+                with atomic_write(png) as tmp:
+                    tmp.write_bytes(png_bytes(spectrogram_image(magnitude(audio), rate, ref=ref)))
+                img = f'<img src="{_href(png, samples)}" alt="spectrogram of {html.escape(voc.name)}">'
+            sdr_cells = "".join(f"<td class=num>{_fmt(sdr.get(t)) if sdr else ''}</td>" for t in TARGETS)
+            body.append(f"<tr><th>{html.escape(label)}</th>{_player(voc, samples)}"
+                        f"{_player(acc, samples) if acc is not None else '<td></td>'}{sdr_cells}"
+                        f"<td>{img}</td></tr>")
+        parts.append(f"<section><h2>{html.escape(d.name)}</h2><table><thead><tr><th>what</th>"
+                     "<th>vocals (or the mixture)</th><th>accompaniment</th><th>vocals SDR</th>"
+                     "<th>accompaniment SDR</th><th>spectrogram of the first column, 0–8 kHz, dB from the "
+                     "mixture's peak</th></tr></thead><tbody>" + "".join(body) + "</tbody></table></section>")
+    page = samples / "index.html"
+    with atomic_write(page) as tmp:
+        tmp.write_text(PAGE.format(title=html.escape(title), body="\n".join(parts)), encoding="utf-8")
+    return page
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: middle; }}
+td.num {{ text-align: right; white-space: nowrap; }}
+audio {{ width: 230px; }}
+img {{ height: 80px; width: 320px; image-rendering: auto; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<p>Per track: the mixture, the true stems and each method's estimates, with the track's SDR (museval BSSEval v4,
+median over its 1 s frames; the results table gives the median over all tracks). Opens from this folder: no
+server, no internet.</p>
+{body}
+</body></html>
+"""

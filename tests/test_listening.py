@@ -1,0 +1,135 @@
+"""hw2.listening: the page `hw2/infer.py` writes beside its listening WAVs, written by infer on a generated
+track and opened in headless Chromium from the folder (file://): every player's file exists and decodes, every
+spectrogram image loads, and the console stays clean. The browser test skips where Chromium is not installed
+(`.ci/run` installs it)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import wave
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+
+from hw2 import listening
+from tests.test_infer import checkpoint, infer  # noqa: F401  (checkpoint: the tiny trained model fixture)
+
+BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+class Sources(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.audio, self.img = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "audio":
+            self.audio.append(a.get("src"))
+        elif tag == "img":
+            self.img.append(a.get("src"))
+
+
+def test_png_writer_gives_a_valid_png():
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[1, 2] = (255, 10, 20)
+    data = listening.png_bytes(rgb)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    w, h = struct.unpack(">II", data[16:24])
+    assert (w, h) == (4, 3)
+    idat = data[data.index(b"IDAT") + 4: data.index(b"IEND") - 8]
+    raw = zlib.decompress(idat)
+    assert len(raw) == 3 * (1 + 4 * 3) and raw[13 + 1 + 2 * 3: 13 + 1 + 3 * 3] == bytes((255, 10, 20))
+
+
+def test_spectrogram_image_is_loud_where_the_tone_is():
+    rate = 44100
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 1000 * t)[:, None].repeat(2, 1).astype(np.float32)
+    img = listening.spectrogram_image(listening.magnitude(tone), rate, fmax=8000, height=160)
+    assert img.shape[0] == 160 and img.dtype == np.uint8
+    brightness = img.sum(axis=(1, 2))
+    row = int(np.argmax(brightness))  # 1 kHz of 0-8 kHz, low frequencies at the bottom
+    assert abs(row - 160 * (1 - 1000 / 8000)) < 4
+
+
+@pytest.fixture(scope="module")
+def page(wav_root, checkpoint, tmp_path_factory) -> Path:
+    """The page infer writes for one generated valid track with two phase methods and the reference rows."""
+    tmp = tmp_path_factory.mktemp("listening")
+    proc = infer(["--musdb-root", wav_root, "--subset", "train", "--split", "valid", "--checkpoint", checkpoint,
+                  "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--samples", "1", "--max-tracks", "1",
+                  "--references", "--jobs", "1", "--out", tmp / "out", "--name", "v"], cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    assert "index.html" in proc.stdout
+    return tmp / "out" / "v" / "samples" / "index.html"
+
+
+def test_page_names_every_file_and_each_exists_and_is_a_wav(page):
+    text = page.read_text(encoding="utf-8")
+    src = Sources()
+    src.feed(text)
+    # the mixture, the true vocals and accompaniment, and two methods' vocals and accompaniment
+    assert len(src.audio) == 1 + 2 + 2 * 2, src.audio
+    assert any("true_vocals" in s for s in src.audio) and any("griffinlim_vocals" in s for s in src.audio)
+    for s in src.audio:
+        with wave.open(str(page.parent / unquote(s))) as w:
+            assert w.getnframes() > 0 and w.getnchannels() == 2
+    assert len(src.img) == 1 + 1 + 2  # one spectrogram per vocals file (and the mixture)
+    for s in src.img:
+        assert (page.parent / unquote(s)).read_bytes()[:4] == b"\x89PNG"
+    assert re.search(r"-?\d+\.\d\d dB", text)  # a track SDR per method
+    assert "http" not in text.replace("http-equiv", "")  # nothing fetched from the internet
+
+
+CHECK = """<script>
+window.__errs = [];
+window.addEventListener('error', e => window.__errs.push(e.message || ('load failed: ' +
+  (e.target && (e.target.currentSrc || e.target.src)))), true);
+const __ce = console.error;
+console.error = (...a) => { window.__errs.push(a.join(' ')); __ce(...a); };
+window.addEventListener('load', () => {
+  const t0 = Date.now();
+  const poll = () => {
+    const audio = [...document.querySelectorAll('audio')];
+    const pending = audio.filter(a => a.readyState < 1 && !a.error);
+    if (pending.length && Date.now() - t0 < 15000) { setTimeout(poll, 100); return; }
+    const out = {audio: audio.map(a => ({src: a.getAttribute('src'), ready: a.readyState, duration: a.duration,
+                                          error: a.error ? a.error.code : null})),
+                 img: [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
+                 errors: window.__errs};
+    const pre = document.createElement('pre');
+    pre.id = 'hw2-check';
+    pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  };
+  poll();
+});
+</script>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install -y chromium)")
+def test_page_plays_in_a_headless_browser_from_the_folder(page, tmp_path):
+    check = page.with_name("check.html")  # beside the page: the same relative links
+    check.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
+    proc = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
+                           check.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="hw2-check">(.*?)</pre>', proc.stdout, re.S)
+    assert m, proc.stderr[-2000:]
+    import html
+
+    out = json.loads(html.unescape(m.group(1)))
+    assert len(out["audio"]) == 7
+    for a in out["audio"]:
+        assert a["error"] is None and a["ready"] >= 1 and a["duration"] > 1, a  # decoded: it knows its length
+    assert out["img"] and all(i["ok"] for i in out["img"]), out["img"]
+    assert out["errors"] == []
+    assert "Uncaught" not in proc.stderr
