@@ -217,7 +217,9 @@ def training(root: Path) -> dict | None:
     hist = read_json(folder / "history.json", fix)
     cfg = read_json(folder / "config.json", fix) if (folder / "config.json").is_file() else {}
     valid = [h for h in hist if isinstance(h.get("valid_loss"), (int, float))]
-    best = min(valid, key=lambda h: h["valid_loss"]) if valid else {}
+    # the epoch the run kept as best.pt (by valid loss or, with --select-by sdr, by valid SDR): the last one marked
+    kept = [h for h in hist if h.get("best")]
+    best = kept[-1] if kept else min(valid, key=lambda h: h["valid_loss"]) if valid else {}
     secs = sorted(h["seconds"] for h in hist if isinstance(h.get("seconds"), (int, float)))
     card = folder / "MODEL_CARD.md"
     card_text = card.read_text(encoding="utf-8") if card.is_file() else ""
