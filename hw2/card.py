@@ -17,7 +17,7 @@ from pathlib import Path
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 from hw2.evaluate import METRICS, atomic_write_text, markdown_table
 from hw2.model import describe
-from hw2.train import TrainConfig, config_from_dict, load_checkpoint
+from hw2.train import TrainConfig, config_from_dict, load_checkpoint, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 MIXING_WORDS = {"coherent": "coherent mixing (each excerpt's sources from one track)",
@@ -76,27 +76,133 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
         f"```bash\n{train_command(cfg)}\n```",
         "",
     ]
-    if results:
-        data = results["data"]
-        lines += [
-            f"## SDR on musdb's {data.get('split') or data.get('subset')} split ({data.get('nb_tracks')} tracks)",
-            "",
-            "BSSEval v4 (museval), 1-second frames; median over frames per track, then median over tracks; dB.",
-            "",
-            markdown_table(results["rows"], METRICS),
-            "",
-            f"Produced by `{results['command']}` on {results['created']}.",
-            "",
-        ]
-        if data.get("split") == "valid":
-            lines += ["The shipped epoch was selected on this same valid split, so these numbers are slightly "
-                      "optimistic as an estimate of unseen music; comparisons between phase methods are not affected "
-                      "(they share the magnitudes). The test split is for independent measurement.", ""]
-    else:
-        lines += ["No SDR table yet: run `python hw2/infer.py --musdb-root ... --subset train --split valid` and "
-                  "pass its JSON with --results.", ""]
+    lines += _results_lines(results)
     lines += ["Files: `vocals.pt` (the best epoch), `epochNNN.pt` (milestones), `config.json`, `history.json`."]
     return "\n".join(lines) + "\n"
+
+
+def _results_lines(results: dict | None) -> list[str]:
+    """The card's SDR section: the valid-split table written by hw2/infer.py, its command and the caveat."""
+    if not results:
+        return ["No SDR table yet: run `python hw2/infer.py --musdb-root ... --subset train --split valid` and "
+                "pass its JSON with --results.", ""]
+    data = results["data"]
+    lines = [f"## SDR on musdb's {data.get('split') or data.get('subset')} split ({data.get('nb_tracks')} tracks)",
+             "", "BSSEval v4 (museval), 1-second frames; median over frames per track, then median over tracks; dB.",
+             "", markdown_table(results["rows"], METRICS), "",
+             f"Produced by `{results['command']}` on {results['created']}.", ""]
+    if data.get("split") == "valid":
+        lines += ["The shipped epoch was selected on this same valid split, so these numbers are slightly "
+                  "optimistic as an estimate of unseen music; comparisons between phase methods are not affected "
+                  "(they share the magnitudes). The test split is for independent measurement.", ""]
+    return lines
+
+
+def blend_card(path: Path, results: dict | None) -> str:
+    """The card of a blend checkpoint (`python -m hw2.blend`): each member's network, recipe, epoch and training
+    time from its own run folder, the weights and how they were chosen, the SDR table if given."""
+    from hw2.model import ModelConfig
+
+    ckpt = load_checkpoint(path)
+    entry = ckpt["blend"]
+    members = entry["members"] + ([entry["accompaniment"]] if entry.get("accompaniment") else [])
+    counts = _split_counts(members[0]["config"]["musdb_root"])
+    nb_params = _blend_params(path)
+    weights = entry["weights"] + ([entry["accompaniment_weight"]] if entry.get("accompaniment") else [])
+    lines = [
+        "# Model card: a blend of two vocals models (`checkpoints/vocals.pt`)", "",
+        "The vocals magnitude is the weighted average of the members' vocals magnitudes (network blending, Uhlich "
+        "et al., ICASSP 2017); the accompaniment is what is left of the mixture"
+        + (", blended with an accompaniment network's estimate" if entry.get("accompaniment") else "")
+        + (". Each network's estimate is also averaged with its estimate of the left/right swapped mixture."
+           if entry.get("swap") else "."), "",
+        "| | |", "|---|---|",
+        f"| parameters | {nb_params:,} in all (the assignment's limit is 10M) |",
+        "| initialisation | every member from scratch (random weights); no pretrained weights, no extra data |",
+        f"| data | `{members[0]['config']['musdb_root']}`, its train folder, with musdb's standard train / valid split |",
+        f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
+        f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order), chosen on musdb's valid split "
+        f"({counts['valid']} tracks) among 0, 0.1, ..., 1 by the median vocals SDR (mixture phase) |", "",
+        "| member | weight | network | parameters | epoch | selection | training min |",
+        "|---|---:|---|---:|---:|---|---:|",
+    ]
+    commands = []
+    for i, (m, w) in enumerate(zip(members, weights)):
+        cfg = config_from_dict(m["config"])
+        run = Path(m.get("source", "")).parent
+        try:
+            history = json.loads((run / "history.json").read_text())
+            minutes = f"{sum(h['seconds'] for h in history) / 60:.1f}"
+        except (OSError, ValueError):
+            minutes = "-"
+        params = _member_params(m)
+        lines.append(f"| {i + 1}: {cfg.target} | {w:g} | {describe(ModelConfig.from_dict(m['config']))} | "
+                     f"{params:,} | {m.get('epoch')} | {_selection(cfg)} | {minutes} |")
+        commands.append(f"# member {i + 1}\n{train_command(cfg)}")
+    lines += ["", "Training commands (each member's own run):", "", "```bash\n" + "\n".join(commands) + "\n```", "",
+              f"Blend command: `python -m hw2.blend --members "
+              f"{' '.join(m.get('source', '?') for m in entry['members'])}"
+              + (f" --accompaniment {entry['accompaniment'].get('source')}" if entry.get("accompaniment") else "")
+              + (" --swap" if entry.get("swap") else "") + " --musdb-root MUSDB_ROOT --out runs/blend/best.pt "
+              "--milestones`", ""]
+    lines += _results_lines(results)
+    lines += ["Files: `vocals.pt` (the blend of the members' selected epochs), `epochNNN.pt` (the blend of the "
+              "members' epoch-NNN milestones, same weights), `config.json` and `history.json` (member 1's run), "
+              "`blend.json` (members, weights, sources)."]
+    return "\n".join(lines) + "\n"
+
+
+def _blend_params(path: Path) -> int:
+    model, _ = model_from_checkpoint(load_checkpoint(path), path)
+    return sum(t.numel() for t in model.parameters())
+
+
+def _member_params(member: dict) -> int:
+    from hw2.model import ModelConfig, build_model
+    return sum(t.numel() for t in build_model(ModelConfig.from_dict(member["config"])).parameters())
+
+
+def ship_blend(path: Path, dest: Path, results_path: Path | None) -> Path:
+    """A blend checkpoint and the milestone blends beside it -> vocals.pt and epochNNN.pt (older milestones
+    removed), member 1's config.json and history.json, blend.json and MODEL_CARD.md."""
+    ckpt = load_checkpoint(path)
+    if "blend" not in ckpt:
+        raise Hw2Error(f"{path}: not a blend checkpoint; write one with `python -m hw2.blend`, or ship a training "
+                       "run with --run")
+    results = _read_results(results_path)
+    entry = ckpt["blend"]
+    first = Path(entry["members"][0].get("source", "")).parent
+    for name in ("config.json", "history.json"):
+        if not (first / name).is_file():
+            raise Hw2Error(f"{first}: no {name}; blend members must be checkpoints inside their training run folders")
+    card = blend_card(path, results)  # before anything is replaced: a member may live in dest
+    dest.mkdir(parents=True, exist_ok=True)
+    milestones = sorted(path.parent.glob("epoch[0-9][0-9][0-9].pt"))
+    for old in dest.glob("epoch[0-9][0-9][0-9].pt"):
+        if old.name not in {m.name for m in milestones}:
+            old.unlink()
+    for src in [path, *milestones]:
+        with atomic_write(dest / ("vocals.pt" if src == path else src.name)) as tmp:
+            shutil.copyfile(src, tmp)
+    for name in ("config.json", "history.json"):
+        atomic_write_text(dest / name, (first / name).read_text())
+    members = entry["members"] + ([entry["accompaniment"]] if entry.get("accompaniment") else [])
+    atomic_write_text(dest / "blend.json", json.dumps({
+        "weights": entry["weights"], "accompaniment_weight": entry.get("accompaniment_weight", 0.0),
+        "swap": entry.get("swap", False), "scored": entry.get("scored", []),
+        "members": [{"source": m.get("source"), "epoch": m.get("epoch"), "config": m["config"]} for m in members]},
+        indent=2))
+    atomic_write_text(dest / "MODEL_CARD.md", card)
+    return dest
+
+
+def _read_results(results_path) -> dict | None:
+    if not results_path:
+        return None
+    try:
+        return json.loads(Path(results_path).read_text())
+    except (OSError, ValueError):
+        raise Hw2Error(f"{results_path}: not a readable results JSON; write it with hw2/infer.py") from None
 
 
 def _selection(cfg) -> str:
@@ -122,12 +228,7 @@ def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
         if not (run / name).exists():
             raise Hw2Error(f"{run}: no {name}; pass --run a training run folder (python -m hw2.train --out ...)")
     best = load_checkpoint(run / "best.pt")
-    results = None
-    if results_path:
-        try:
-            results = json.loads(Path(results_path).read_text())
-        except (OSError, ValueError):
-            raise Hw2Error(f"{results_path}: not a readable results JSON; write it with hw2/infer.py") from None
+    results = _read_results(results_path)
     dest.mkdir(parents=True, exist_ok=True)
     for src in [run / "best.pt", *sorted(run.glob("epoch[0-9][0-9][0-9].pt"))]:
         target = dest / ("vocals.pt" if src.name == "best.pt" else src.name)
@@ -214,7 +315,8 @@ def ship_vocoder(run: Path, dest: Path, results_path: Path | None) -> Path:
 
 def main(argv=None) -> int:
     p = OneLineParser(prog="python -m hw2.card", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="training run folder")
+    p.add_argument("--run", default="", help="training run folder")
+    p.add_argument("--blend", default="", help="a blend checkpoint (python -m hw2.blend), its milestones beside it")
     p.add_argument("--results", default="", help="results JSON of the valid-split table (from hw2/infer.py)")
     p.add_argument("--dest", default=str(REPO / "checkpoints"))
     p.add_argument("--vocoder", action="store_true", help="--run is a vocoder run (python -m hw2.vocoder)")
@@ -224,6 +326,12 @@ def main(argv=None) -> int:
             dest = ship_vocoder(Path(a.run), Path(a.dest), Path(a.results) if a.results else None)
             print(f"shipped {a.run} to {dest} (vocoder.pt, vocoder-config.json, vocoder-history.json, VOCODER_CARD.md)")
             return
+        if a.blend:
+            dest = ship_blend(Path(a.blend), Path(a.dest), Path(a.results) if a.results else None)
+            print(f"shipped {a.blend} to {dest} (vocals.pt, milestones, blend.json, MODEL_CARD.md)")
+            return
+        if not a.run:
+            raise Hw2Error("pass --run a training run folder (or --blend a blend checkpoint)")
         dest = ship(Path(a.run), Path(a.dest), Path(a.results) if a.results else None)
         print(f"shipped {a.run} to {dest} (vocals.pt, milestones, config, history, MODEL_CARD.md)")
 

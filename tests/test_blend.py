@@ -144,3 +144,34 @@ def test_milestone_blends_take_the_best_blends_weights(tmp_path):
     assert [p.name for p in written] == ["epoch025.pt"]
     ckpt = load_checkpoint(written[0])
     assert ckpt["epoch"] == 25 and ckpt["blend"]["weights"] == [0.3, 0.7] and ckpt["blend"]["swap"]
+
+
+def test_ship_blend_writes_the_card_and_replaces_old_milestones(tmp_path):
+    import json
+
+    from hw2.card import ship_blend
+
+    a, b, _ = _models()
+    for run, model, kw in (("ra", a, dict(hidden_size=16, nb_layers=1)),
+                           ("rb", b, dict(arch="unet", hidden_size=16, nb_layers=2, select_by="sdr", sdr_every=5))):
+        (tmp_path / run).mkdir()
+        _save(tmp_path / run / "best.pt", model, epoch=30, musdb_root=str(tmp_path / "nowhere"), **kw)
+        _save(tmp_path / run / "epoch025.pt", model, epoch=25, **kw)
+        (tmp_path / run / "config.json").write_text(json.dumps(asdict(TrainConfig(**kw))))
+        (tmp_path / run / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 120.0, "valid_loss": 1.0}]))
+    (tmp_path / "blend").mkdir()
+    best = build([tmp_path / "ra" / "best.pt", tmp_path / "rb" / "best.pt"], tmp_path / "blend" / "best.pt",
+                 weights=[0.4], log=lambda s: None)
+    blend_milestones(best, log=lambda s: None)
+    dest = tmp_path / "checkpoints"
+    dest.mkdir()
+    (dest / "epoch150.pt").write_bytes(b"an older model's milestone")
+    ship_blend(best, dest, None)
+    assert sorted(p.name for p in dest.glob("*.pt")) == ["epoch025.pt", "vocals.pt"]
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "weights | 0.4, 0.6" in card and "spectrogram U-Net" in card and "Open-Unmix, hidden 16" in card
+    assert "highest median vocals SDR" in card and "| 2.0 |" in card  # member 2's selection and minutes
+    assert json.loads((dest / "blend.json").read_text())["weights"] == [0.4, 0.6]
+    assert isinstance(model_from_checkpoint(load_checkpoint(dest / "vocals.pt"))[0], Blend)
+    with pytest.raises(Hw2Error, match="not a blend checkpoint"):
+        ship_blend(tmp_path / "ra" / "best.pt", dest, None)
