@@ -9,6 +9,7 @@ SDR table written by `hw2/infer.py` (its command and data are quoted). Nothing i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from dataclasses import fields
@@ -22,6 +23,13 @@ from hw2.train import TrainConfig, config_from_dict, load_checkpoint, model_from
 REPO = Path(__file__).resolve().parents[1]
 MIXING_WORDS = {"coherent": "coherent mixing (each excerpt's sources from one track)",
                 "incoherent": "incoherent random track mixing"}
+
+
+def shown_path(path) -> str:
+    """A path as a card shows it: relative to the repository (a run on this machine used absolute paths), so a
+    card names no folder of the machine it was written on."""
+    p = Path(str(path))
+    return os.path.relpath(p, REPO) if p.is_absolute() else str(path)
 
 
 def train_command(cfg, prog: str = "python -m hw2.train") -> str:
@@ -39,7 +47,7 @@ def train_command(cfg, prog: str = "python -m hw2.train") -> str:
         elif isinstance(value, (tuple, list)):
             parts.append(f"{flag} {' '.join(map(str, value))}")
         else:
-            parts.append(f"{flag} {value}")
+            parts.append(f"{flag} {shown_path(value) if f.name in ('musdb_root', 'out') else value}")
     return " ".join(parts)
 
 
@@ -58,7 +66,7 @@ def model_card(run: Path, results: dict | None, best: dict) -> str:
         f"| model | {describe(cfg.model_config())} |",
         f"| parameters | {best['nb_params']:,} (the assignment's limit is 10M) |",
         "| initialisation | from scratch (random weights, seed {}); no pretrained weights, no extra data |".format(cfg.seed),
-        f"| data | `{cfg.musdb_root}`, its train folder, with musdb's standard train / valid split |",
+        f"| data | `{shown_path(cfg.musdb_root)}`, its train folder, with musdb's standard train / valid split |",
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
         f"| model selection | {_selection(cfg)} on musdb's valid split ({counts['valid']} tracks, full length) |",
         f"| an epoch | {excerpts} (balanced sampling: each track {cfg.samples_per_track}x), "
@@ -119,7 +127,7 @@ def blend_card(path: Path, results: dict | None) -> str:
         "| | |", "|---|---|",
         f"| parameters | {nb_params:,} in all (the assignment's limit is 10M) |",
         "| initialisation | every member from scratch (random weights); no pretrained weights, no extra data |",
-        f"| data | `{members[0]['config']['musdb_root']}`, its train folder, with musdb's standard train / valid split |",
+        f"| data | `{shown_path(members[0]['config']['musdb_root'])}`, its train folder, with musdb's standard train / valid split |",
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
         f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order), chosen on musdb's valid split "
         f"({counts['valid']} tracks) among 0, 0.1, ..., 1 by the median vocals SDR (mixture phase) |", "",

@@ -231,10 +231,30 @@ def training(root: Path) -> dict | None:
         dataset = describe_dataset(root_) if root_ else "not recorded"
     except Hw2Error:  # trained elsewhere: named from its root's name, never by a path of that machine
         dataset = dataset_label({"root": root_, "format": "stem"})
-    return {"config": cfg, "dataset": dataset, "epochs": len(hist), "best_epoch": best.get("epoch"),
+    blend = blend_summary(folder / "blend.json") if (folder / "blend.json").is_file() else None
+    model = model_size(cfg) if cfg else None
+    if blend and model:
+        model["params"] = blend["params"]  # every member counts toward the assignment's limit
+    return {"config": cfg, "dataset": dataset, "epochs": len(hist), "best_epoch": best.get("epoch"), "blend": blend,
             "best_valid_loss": best.get("valid_loss"), "median_seconds": secs[len(secs) // 2] if secs else None,
             "train_tracks": int(nb_train.group(1)) if nb_train else None, "total_minutes": sum(secs) / 60, "command": public_command(command.group(1)) if command else None,
-            "model": model_size(cfg) if cfg else None}
+            "model": model}
+
+
+def blend_summary(path: Path) -> dict:
+    """A shipped blend (`python -m hw2.card --blend`): each member's network in words, its weight, epoch and
+    parameters; config.json and history.json in checkpoints/ are member 1's run."""
+    from hw2.model import ModelConfig, build_model, describe
+
+    b = read_json(path, "ship the blend again with `python -m hw2.card --blend`")
+    members = []
+    for i, m in enumerate(b["members"]):
+        mc = ModelConfig.from_dict(m["config"])
+        members.append({"describe": describe(mc), "arch": mc.arch, "epoch": m.get("epoch"),
+                        "weight": b["weights"][i] if i < len(b["weights"]) else b.get("accompaniment_weight"),
+                        "mixing": m["config"].get("mixing"), "target": m["config"].get("target", "vocals"),
+                        "params": sum(t.numel() for t in build_model(mc).parameters())})
+    return {"members": members, "swap": b.get("swap", False), "params": sum(m["params"] for m in members)}
 
 
 def model_size(cfg: dict) -> dict:
