@@ -109,11 +109,12 @@ def blend_epoch(entry: dict):
     return epochs[0] if len(set(epochs)) == 1 else "+".join(str(e) for e in epochs)
 
 
-def choose_weights(blend: Blend, tracks, device="cpu", log=print) -> list[dict]:
-    """Set `blend`'s weights by a grid search on `tracks` (two vocals members: w on WEIGHT_GRID by vocals SDR;
-    then, with an accompaniment member, u on WEIGHT_GRID by accompaniment SDR). Returns every point scored."""
+def choose_weights(blend: Blend, tracks, device="cpu", log=print, search_w: bool = True) -> list[dict]:
+    """Set `blend`'s weights by a grid search on `tracks` (two vocals members: w on WEIGHT_GRID by vocals SDR,
+    unless `search_w` is False; then, with an accompaniment member, u on WEIGHT_GRID by accompaniment SDR).
+    Returns every point scored."""
     scored = []
-    if len(blend.members) == 2:
+    if len(blend.members) == 2 and search_w:
         blend.accompaniment_weight = 0.0
         for w in WEIGHT_GRID:
             blend.weights = [round(float(w), 6), round(float(1 - w), 6)]
@@ -159,13 +160,14 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
         raise Hw2Error(f"the blend has {nb_params:,} parameters, over the assignment's {MAX_PARAMS:,}: blend "
                        "smaller members")
     scored = []
-    if not fixed and (len(members) == 2 or acc is not None):
+    search_w = len(members) == 2 and not fixed
+    if search_w or (acc is not None and len(fixed) < 2):
         if not musdb_root:
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
                            "--weights)")
         from hw2.data import open_cached
         tracks = open_cached(musdb_root, "train", "valid", cache_dir or None)
-        scored = choose_weights(blend, tracks, "cpu", log)
+        scored = choose_weights(blend, tracks, "cpu", log, search_w)
     entry = blend.checkpoint_entry(
         [{"config": c["config"], "model": c["model"], "epoch": c.get("epoch"), "source": str(p)}
          for p, c in zip(member_paths, ckpts)],
@@ -186,7 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--members", nargs="+", required=True, help="vocals checkpoints (one or two)")
     p.add_argument("--accompaniment", default="", help="an accompaniment checkpoint (--target accompaniment)")
     p.add_argument("--weights", nargs="+", type=float, default=None,
-                   help="fix w (the first member's weight) and, with --accompaniment, u; default: chosen on valid")
+                   help="fix w (the first member's weight) and, with --accompaniment, u; those not given are "
+                        "chosen on the valid split")
     p.add_argument("--swap", action="store_true", help="average over the left/right swapped mixture too")
     p.add_argument("--musdb-root", default="", help="MUSDB root whose valid split chooses the weights")
     p.add_argument("--cache-dir", default="", help="decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")

@@ -175,3 +175,15 @@ def test_ship_blend_writes_the_card_and_replaces_old_milestones(tmp_path):
     assert isinstance(model_from_checkpoint(load_checkpoint(dest / "vocals.pt"))[0], Blend)
     with pytest.raises(Hw2Error, match="not a blend checkpoint"):
         ship_blend(tmp_path / "ra" / "best.pt", dest, None)
+
+
+def test_fixed_vocals_weight_still_searches_the_accompaniment_weight(synth):
+    from hw2.data import open_cached
+
+    _, root, cache = synth
+    tracks = open_cached(root, "train", "valid", cache, progress=False)
+    a, b, acc = _models()
+    blend = Blend([a, b], [0.3, 0.7], acc)
+    scored = choose_weights(blend, tracks, log=lambda s: None, search_w=False)
+    assert len(scored) == 11 and {r["w"] for r in scored} == {0.3} and blend.weights == [0.3, 0.7]
+    assert blend.accompaniment_weight == max(scored, key=lambda r: r["accompaniment"])["u"]
