@@ -16,6 +16,7 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -220,7 +221,10 @@ class Evaluation:
         self.register(row).append((track, medians))
         return True
 
-    def add(self, row: dict, track: str, references: dict, estimates: dict, identity: dict | None = None) -> None:
+    def add(self, row: dict, track: str, references: dict, estimates: dict, identity: dict | None = None,
+            scored: Callable[[], None] | None = None) -> None:
+        """Score one track of one row, here or in a worker; `scored()` is called once its scores are written (from
+        a pool thread when a worker scored it: a progress bar's update, say)."""
         pending = self.register(row)
         args = (track, references, estimates, self.path(row, track), identity, self.score_kw)
         if self.pool:
@@ -228,9 +232,14 @@ class Evaluation:
             in_flight = [f for jobs in self.pending.values() for _, f in jobs if isinstance(f, Future) and not f.done()]
             if len(in_flight) >= self.jobs:
                 in_flight[0].result()
-            pending.append((track, self.pool.submit(_score_job, *args)))
+            future = self.pool.submit(_score_job, *args)
+            if scored is not None:
+                future.add_done_callback(lambda f: f.exception() is None and scored())
+            pending.append((track, future))
         else:
             pending.append((track, _score_job(*args)))
+            if scored is not None:
+                scored()
 
     def finish(self) -> list[dict]:
         """Rows with their `scores` (median of medians over the tracks that have a value), `nb_tracks` (how many)
