@@ -159,9 +159,11 @@ def run(args, log=print) -> list[dict]:
     tracks = open_tracks(root, subset, split)
     if args.max_tracks:
         tracks = tracks[: args.max_tracks]
-    durations, problems = check_tracks(tracks)  # before any work: a bad track 48 must not cost 47 tracks' time
+    durations, problems, notes = check_tracks(tracks)  # before any work: a bad track 48 must not cost 47 tracks'
     if problems:
         raise Hw2Error(bad_tracks_message(problems))
+    for note in notes:  # stems a few samples apart (AAC padding): scored over the shortest, and said so
+        log(note)
     for sep in separators:
         log(f"{sep.name}: epoch {sep.epoch}, {sum(p.numel() for p in sep.model.parameters()):,} parameters")
 
@@ -290,7 +292,7 @@ class Progress:
 
 def _references(track, length: int) -> tuple[dict, int]:
     """({"vocals", "accompaniment": float32 (n, 2)}, n): the true targets, n the common length of them and the
-    `length`-sample mixture (AAC streams may differ by a few samples; `check_tracks` has refused more than 1 s).
+    `length`-sample mixture (AAC streams may differ by their padding; `check_tracks` refused more, and said so).
 
     One stem at a time, straight to int16 (never musdb's float64 copies), converted and added into the float32
     targets in blocks, so that at most one int16 stem lives beside them.

@@ -401,6 +401,39 @@ def test_bad_tracks_are_all_listed_before_any_work(wav_root, checkpoint, tmp_pat
     assert main([*args, "--samples", "0", "--jobs", "1"]) == 0  # the checkpoints folder is ignored
 
 
+def test_stems_a_few_samples_apart_are_cut_and_said_more_are_refused(wav_root, checkpoint, tmp_path, capsys,
+                                                                     monkeypatch):
+    """MUSDB18-HQ tracks whose vocals.wav is shorter than the other stems: 5,000 samples (0.11 s, more than the
+    4,160 AAC padding explains) are refused before any work, naming the stem and both lengths; 1,000 samples are
+    cut off, said in one line, and the track is scored."""
+    from hw2.data import MAX_PADDING
+
+    names = sorted(p.name for p in (wav_root / "train").iterdir())[:1]
+    for cut, root in ((5000, tmp_path / "far"), (1000, tmp_path / "near")):
+        _copy_tracks(wav_root / "train", root / "test", names)
+        vocals = root / "test" / names[0] / "vocals.wav"
+        audio, rate = sf.read(str(vocals), dtype="int16")
+        sf.write(str(vocals), audio[:-cut], rate, subtype="PCM_16")
+    n = len(audio)
+    assert 1000 < MAX_PADDING < 5000
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    args = ["--checkpoint", str(checkpoint), "--samples", "0", "--jobs", "1"]
+    assert main(["--musdb-root", str(tmp_path / "far"), *args, "--out", str(tmp_path / "out-far")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'far' / 'test' / names[0]}: stems of different lengths: the vocals stem has "
+                   f"{n - 5000:,} samples, the mixture stem {n:,} (5,000 more than it, more than the 4,160 AAC "
+                   "padding explains): replace the track")
+    assert results_files(tmp_path / "out-far") == []
+    monkeypatch.undo()
+    assert main(["--musdb-root", str(tmp_path / "near"), *args, "--out", str(tmp_path / "out-near")]) == 0
+    printed = capsys.readouterr().out
+    assert (f"{tmp_path / 'near' / 'test' / names[0]}: stems differ by 1,000 samples (vocals {n - 1000:,}, mixture "
+            f"{n:,}), within AAC padding (at most 4,160): cut to the shortest") in printed
+    (row,) = json.loads((tmp_path / "out-near" / "test.json").read_text())["rows"]
+    assert row["nb_tracks"] == 1
+
+
 def test_corrupt_stem_files_are_all_named(stem_root, checkpoint, tmp_path, capsys):
     root = tmp_path / "musdb"
     (root / "test").mkdir(parents=True)
