@@ -234,11 +234,11 @@ def epoch_estimate(speed: dict, nb_tracks: int, samples_per_track: int = 64, epo
 
 # --------------------------------------------------------------------------------------- inference (04, inference)
 def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path:
-    """`path` when that checkpoint exists; else a tiny vocals model (16 hidden units, one LSTM layer, 1024-point
-    STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
+    """`path` when that checkpoint exists; else a tiny vocals model (hw2.train.PRESETS["tiny"]: 16 hidden units, one
+    LSTM layer, 1024-point STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
     folder, and the path of its best.pt: the notebook still runs top to bottom, with poor separations (the
     message says so). cache_dir: the decoded cache, as `prepare_root` returns it ("" = the default)."""
-    from hw2.train import TrainConfig, train
+    from hw2.train import preset_config, train
 
     path = Path(path)
     if path.is_file():
@@ -246,10 +246,8 @@ def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path
     print(f"{path} does not exist: training a tiny model for {epochs} epoch(s) instead, so that the notebook runs; "
           "its separations are poor. Train a real one (notebook 03) or fetch checkpoints/vocals.pt.")
     out = Path(tempfile.mkdtemp(prefix="hw2-tiny-")) / "run"
-    cfg = TrainConfig(musdb_root=str(subset_root(root, nb_train=8, nb_valid=2, nb_test=0)), out=str(out),
-                      cache_dir=cache_dir, epochs=epochs, milestones=(), seq_dur=1.0, batch_size=4,
-                      samples_per_track=2, n_fft=1024, n_hop=512, hidden_size=16, nb_layers=1, nb_workers=0,
-                      quiet=True)
+    cfg = preset_config("tiny", musdb_root=str(subset_root(root, nb_train=8, nb_valid=2, nb_test=0)), out=str(out),
+                        cache_dir=cache_dir, epochs=epochs, quiet=True)
     train(cfg, log=lambda _: None)
     return out / "best.pt"
 

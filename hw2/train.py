@@ -1,6 +1,7 @@
 """Train Open-Unmix on MUSDB: one config object, a run folder, milestone checkpoints, exact resume.
 
     python -m hw2.train --musdb-root PATH --out runs/vocals [--epochs 150 --hidden-size 512 ...]
+    python -m hw2.train --preset tiny --musdb-root PATH --out runs/tiny   # named settings: tiny, cpu, t4, 1080ti
     python -m hw2.train --help            # every TrainConfig field is a flag
 
 A run folder holds `config.json`, `history.json`, `last.pt` (everything needed to resume), `best.pt` (lowest
@@ -104,6 +105,29 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(asdict(self))
+
+
+# Named settings (`--preset`, notebook 03, bench/train_step.py, the tests): only what differs from the defaults
+# above, which are Open-Unmix's; flags given beside a preset override its values.
+PRESETS = {
+    # seconds an epoch on a CPU, on generated tracks: to try every command end to end, not to separate well
+    "tiny": dict(epochs=2, milestones=(), seq_dur=1.0, batch_size=4, samples_per_track=2, n_fft=1024, n_hop=512,
+                 hidden_size=16, nb_layers=1, nb_workers=0),
+    # a model a laptop CPU trains in hours, not weeks: a quarter of the width, two LSTM layers, shorter excerpts
+    "cpu": dict(epochs=30, milestones=(10, 20, 30), seq_dur=4.0, batch_size=8, samples_per_track=16, n_fft=2048,
+                n_hop=512, hidden_size=128, nb_layers=2, amp="off", nb_workers=0),
+    # Colab's T4 (tensor cores): float16 autocast, Colab's 2 CPU cores building batches
+    "t4": dict(amp="auto", nb_workers=2),
+    # a GTX 1080 Ti (Pascal: slow float16, no tensor cores): float32, a workstation's cores building batches
+    "1080ti": dict(amp="off", nb_workers=4),
+}
+
+
+def preset_config(name: str, **fields) -> TrainConfig:
+    """The TrainConfig of preset `name`, `fields` overriding it (musdb_root, out, epochs...)."""
+    if name not in PRESETS:
+        raise Hw2Error(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **fields})
 
 
 # fields added after runs were made: their values for those runs (the loader did neither then)
@@ -655,7 +679,15 @@ def config_parser(prog="python -m hw2.train") -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = config_parser().parse_args(argv)
+    p = config_parser()
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="named settings (hw2.train.PRESETS): tiny (try every command in minutes), cpu, t4, 1080ti; "
+                        "flags given beside it override its values")
+    preset = p.parse_known_args(argv)[0].preset
+    if preset:  # the preset's values become the defaults, so that flags given explicitly still win
+        p.set_defaults(**{k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[preset].items()})
+    args = p.parse_args(argv)
+    del args.preset
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
     return run_cli(lambda: print(json.dumps(train(cfg))))  # train()'s Ctrl-C carries its own line
 

@@ -550,6 +550,22 @@ def test_cli_full_length_run_is_interrupted_resumes_and_finishes(long_root, tmp_
         torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=0, msg=k)
 
 
+def test_preset_tiny_trains_from_the_command_line_and_flags_override_it(wav_root, wav_cache, tmp_path):
+    """The quick recipe: `--preset tiny` is hw2.train.PRESETS["tiny"] (what notebook 03 and bench/train_step.py
+    use); an explicit flag beside it wins; the run finishes its preset's epochs."""
+    from hw2.train import PRESETS, preset_config
+
+    summary, _ = cli("--preset", "tiny", "--musdb-root", str(wav_root), "--cache-dir", str(wav_cache), "--out", "run",
+                     "--hidden-size", "8", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert summary["stopped"] == "done" and summary["epochs_done"] == PRESETS["tiny"]["epochs"]
+    saved = config_from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert saved == preset_config("tiny", musdb_root=str(wav_root), cache_dir=str(wav_cache), out="run", hidden_size=8,
+                                  device="cpu", quiet=True)
+    assert saved.n_fft == PRESETS["tiny"]["n_fft"] != TrainConfig().n_fft
+    with pytest.raises(Hw2Error, match="unknown preset 'huge'"):
+        preset_config("huge")
+
+
 # ------------------------------------------------------------------------------------------------ valid SDR
 def test_valid_sdr_in_history_and_best_by_sdr(wav_root, wav_cache, tmp_path):
     """--sdr-every 1 --select-by sdr: every epoch's valid SDR is in history.json, and best.pt is the epoch with
