@@ -45,10 +45,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HW2_CACHE", Path.home() / ".cache" / "hw2")).expanduser()
 
 
+def unmounted_drive(path: Path) -> Path | None:
+    """Colab's Drive mount point when `path` lies under it and Drive is not mounted (a notebook run out of order,
+    or its first cell skipped): then a missing folder there says nothing about the folder, only about the mount.
+    $HW2_DRIVE_MOUNT stands in for /content/drive in the tests."""
+    mount = Path(os.environ.get("HW2_DRIVE_MOUNT", "/content/drive"))
+    return mount if mount in (path, *path.parents) and not (mount / "MyDrive").is_dir() else None
+
+
 # --------------------------------------------------------------------------------------------------- opening
 def detect_format(root: str | os.PathLike) -> bool:
     """Return `is_wav`: False for MUSDB18 (`<subset>/<track>.stem.mp4`), True for MUSDB18-HQ (`<track>/*.wav`)."""
     root = Path(root).expanduser()
+    if not root.is_dir() and (mount := unmounted_drive(root.absolute())):
+        raise Hw2Error(f"{root}: Google Drive is not mounted at {mount}, so the MUSDB folder there cannot be read: "
+                       "run the notebook's first cell (it mounts Drive), or drive.mount('/content/drive')")
     if not root.is_dir():
         raise Hw2Error(f"{root}: no such folder; pass the MUSDB18 folder that holds train/ and test/")
     subsets = [root / s for s in ("train", "test") if (root / s).is_dir()]
@@ -436,8 +447,7 @@ def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     runtime's disk, lost with the runtime, under a path that looks like Drive."""
     given = cache_dir is not None and str(cache_dir) != ""
     root = Path(cache_dir).expanduser() if given else default_cache_dir()
-    mount = Path(os.environ.get("HW2_DRIVE_MOUNT", "/content/drive"))  # where Colab mounts Drive
-    if not root.exists() and mount in (root, *root.parents) and not (mount / "MyDrive").is_dir():
+    if not root.exists() and (mount := unmounted_drive(root.absolute())):
         raise Hw2Error(f"{root}: Google Drive is not mounted at {mount}, so the decoded cache cannot go there: "
                        "mount it (drive.mount('/content/drive')) or set --cache-dir / $HW2_CACHE to a local folder")
     folder = root / f"v{CACHE_VERSION}"

@@ -307,3 +307,62 @@ def medians_table(medians: dict, metrics=("SDR", "SIR", "ISR", "SAR")):
     table = pd.DataFrame.from_dict(data, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["target", "metric"])
     return table.astype(float).round(2)
+
+
+# ------------------------------------------------------------------------------------------- the set-up cell
+# The first code cell of every notebook. It cannot import hw2 (it is what puts hw2 on the path), so each notebook
+# holds a copy; this is the one to edit: `python -m hw2.notebook` writes it into every notebook, and
+# tests/test_notebooks.py fails while a notebook's copy differs.
+SETUP_CELL = '''\
+# Colab set-up; on any other machine this cell does nothing. Google Drive is mounted (MUSDB_ROOT and the run
+# folders may live there); the code is your copy of the repository on Drive at REPO_DIR (upload the repository
+# folder there) or, if you set REPO_URL, a clone of that git repository, brought up to date on every run.
+# (Written by `python -m hw2.notebook` from hw2/notebook.py's SETUP_CELL: edit it there.)
+REPO_DIR = "/content/drive/MyDrive/hw2"
+REPO_URL = ""
+import os, subprocess, sys
+def _run(*cmd):  # stop "Run all" with the command's own error message
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"`{' '.join(cmd[:4])}` failed: {(r.stderr or r.stdout).strip()[-800:]}")
+if "google.colab" in sys.modules:
+    from google.colab import drive
+    drive.mount("/content/drive")
+    if REPO_URL:
+        REPO_DIR = "/content/hw2"
+        if not os.path.isdir(REPO_DIR):
+            _run("git", "clone", "-q", REPO_URL, REPO_DIR)
+        else:  # cloned by an earlier run of this cell
+            r = subprocess.run(["git", "-C", REPO_DIR, "pull", "-q", "--ff-only"], capture_output=True, text=True)
+            why = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no message"]
+            print(f"{REPO_DIR}: updated from its git repository" if r.returncode == 0 else
+                  f"{REPO_DIR}: kept as it is (git pull failed: {why[0]}); delete it to clone REPO_URL afresh")
+    if not os.path.isfile(os.path.join(REPO_DIR, "hw2", "__init__.py")):
+        raise FileNotFoundError(f"no hw2 repository in {REPO_DIR}: upload the repository folder to that place "
+                                "on Google Drive (or set REPO_DIR to where it is), or set REPO_URL to its git URL")
+    os.chdir(REPO_DIR)
+    sys.path.insert(0, REPO_DIR)
+    # the TA's inference requirements plus what the notebooks draw with (both ship with Colab: no-ops there)
+    _run(sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt", "matplotlib", "ipywidgets")'''
+
+
+def write_setup_cells(folder=REPO / "notebooks") -> list[Path]:
+    """Make SETUP_CELL the first code cell of every notebook in `folder`; returns the notebooks it changed."""
+    import json
+
+    changed = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        lines = SETUP_CELL.split("\n")
+        source = [line + "\n" for line in lines[:-1]] + [lines[-1]]
+        if cell["source"] != source:
+            cell["source"] = source
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    for p in write_setup_cells():
+        print(f"set-up cell written into {p}")
