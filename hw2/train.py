@@ -211,14 +211,15 @@ def _ignore_sigint(worker_id: int) -> None:
 
 def interrupted_message(run: Path, saved: dict | None, kept: dict | None) -> str:
     """The line a Ctrl-C leaves: what was saved (`saved`: the state just written to last.pt), what was kept (`kept`:
-    last.pt's state from before, not touched), or that nothing was."""
+    the state in last.pt from its latest save, when a second Ctrl-C in the middle of a step left nothing to save),
+    or that nothing was."""
     last = run / "last.pt"
     if saved is not None:
         return (f"interrupted in epoch {saved['epoch'] + 1} at step {saved['step']}; saved {last}: run the same "
                 "command to resume")
     if kept is not None:
-        return (f"interrupted; {last} is as it was (epoch {kept['epoch'] + 1}, step {kept['step']}): run the same "
-                "command to resume from there")
+        return (f"interrupted with nothing new to save; {last} holds epoch {kept['epoch'] + 1}, step {kept['step']} "
+                "from its latest save: run the same command to resume from there")
     return ("interrupted before training started: nothing was saved (decoded tracks stay in the cache); the same "
             "command starts the run over")
 
@@ -457,11 +458,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             return _train(cfg, run, ckpt, t_start, gate, resumable, log)
         except KeyboardInterrupt:
             saved = None
-            if resumable and not gate.torn:
+            if "save" in resumable and not gate.torn:
                 with gate.held():
                     resumable["save"]()
                 saved = resumable["state"]
-            raise KeyboardInterrupt(interrupted_message(run, saved, ckpt and ckpt["state"])) from None
+            kept = resumable.get("on_disk", ckpt and ckpt["state"])
+            raise KeyboardInterrupt(interrupted_message(run, saved, kept)) from None
 
 
 def _finished(state: dict, cfg: TrainConfig) -> bool:
@@ -471,7 +473,8 @@ def _finished(state: dict, cfg: TrainConfig) -> bool:
 def _train(cfg: TrainConfig, run: Path, ckpt: dict | None, t_start: float, gate: InterruptGate, resumable: dict,
            log: Callable[[str], None]) -> dict:
     """train()'s work once its settings and run folder are checked. Fills `resumable` with the state and its saver
-    ("state", "save") as soon as the run has a state that can be resumed, for train() to save on Ctrl-C."""
+    ("state", "save") as soon as the run has a state that can be resumed, for train() to save on Ctrl-C, and with
+    the (epoch, step) of each last.pt it writes ("on_disk")."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model_config()).to(device)
@@ -520,6 +523,8 @@ def _train(cfg: TrainConfig, run: Path, ckpt: dict | None, t_start: float, gate:
             obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                        scaler=scaler.state_dict(), state=dict(state), rng=_rng_state())
         atomic_torch_save(obj, path)
+        if full:
+            resumable["on_disk"] = {"epoch": state["epoch"], "step": state["step"]}
 
     def save_progress() -> None:
         """last.pt at the sampler's position, this epoch's seconds so far counted: what a resume needs."""

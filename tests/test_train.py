@@ -170,6 +170,29 @@ def test_ctrl_c_before_anything_was_saved_says_so(wav_root, wav_cache, tmp_path,
     assert run_cli(lambda: train(tiny(wav_root, tmp_path / "run", wav_cache), log=lambda m: None)) == 130
 
 
+def test_a_second_ctrl_c_in_a_step_saves_nothing_and_names_the_latest_save(wav_root, wav_cache, tmp_path,
+                                                                             monkeypatch):
+    """Two Ctrl-C in one step (an impatient user): the step is torn, so nothing is saved, and the line names the
+    state last.pt holds from its latest save (epoch 1's end), not the one the run started from."""
+    import hw2.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def step_then_two_sigints(*args, **kw):
+        calls.append(1)
+        if len(calls) == 6:  # epoch 2, step 2 (4 batches an epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_two_sigints)
+    with pytest.raises(KeyboardInterrupt, match=r"nothing new to save; .*last.pt holds epoch 2, step 0 from its "
+                                                r"latest save"):
+        train(tiny(wav_root, tmp_path / "run", wav_cache), log=lambda m: None)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert (state["epoch"], state["step"]) == (1, 0)
+
+
 def test_time_limit_stops_within_one_step_and_a_finished_run_says_so(wav_root, wav_cache, tmp_path, monkeypatch):
     """A fake clock that moves 10 s a step: with --max-minutes 0.58 (35 s) the run stops after step 4, the last
     of epoch 1 (it used to go on through validation), saved there; resumed, it finishes; run again, it says it
