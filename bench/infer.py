@@ -65,7 +65,7 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     sep = Separator.from_checkpoint(spec["checkpoint"], resolve_device(spec["device"]), gl_iters=spec["gl_iters"])
     (track,) = open_tracks(spec["root"], "test")
-    (seconds,), problems = check_tracks([track])
+    (seconds,), problems, _ = check_tracks([track])
     assert not problems, problems
     rows = [("start (interpreter, torch, model)", 0.0, peak_mb())]
     t0 = time.perf_counter()
