@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.infer import DEFAULT_CHECKPOINT, make_root  # noqa: E402
+from bench.infer import make_root, track_flags  # noqa: E402
 
 GB = 1024  # MiB
 
@@ -126,9 +126,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python bench/ta_command.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--source", default="", help="a MUSDB18 .stem.mp4 to loop (default: stempeg's example track)")
-    p.add_argument("--duration", type=float, default=600.0, help="seconds of the looped track")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    track_flags(p)
     p.add_argument("--phases", nargs="+", default=["mixture", "mixture griffinlim"],
                    help="one run per entry, each a --phase list (quoted)")
     p.add_argument("--jobs", type=int, nargs="+", default=[0], help="one run per value; 0: the command's default")

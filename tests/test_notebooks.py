@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -38,9 +39,10 @@ class Colab:
     """Stands in for Colab: a `google.colab.drive` that records mounts, subprocess calls recorded (a clone writes
     a repository), os.chdir recorded. `run(cell)` executes the cell as the notebook would."""
 
-    def __init__(self, monkeypatch, tmp_path, git_fails=False, pull_fails=False, my_drive=None):
+    def __init__(self, monkeypatch, tmp_path, git_fails=False, pull_fails=False, my_drive=None, clone_from=None):
         """my_drive: a folder that the mount shows as MyDrive under $HW2_DRIVE_MOUNT (set here), as Colab's
-        drive.mount("/content/drive") shows the student's Drive."""
+        drive.mount("/content/drive") shows the student's Drive. clone_from: a repository whose hw2/ a clone
+        copies (else a clone holds an empty hw2 package)."""
         self.mounts, self.calls, self.cwd = [], [], []
         self.mount_point = tmp_path / "drive"
         monkeypatch.setenv("HW2_DRIVE_MOUNT", str(self.mount_point))
@@ -59,7 +61,7 @@ class Colab:
         monkeypatch.setattr(os, "chdir", self.cwd.append)
         monkeypatch.setattr(sys, "path", list(sys.path))
         self.clone_dir = tmp_path / "content" / "hw2"
-        self.git_fails, self.pull_fails = git_fails, pull_fails
+        self.git_fails, self.pull_fails, self.clone_from = git_fails, pull_fails, clone_from
         monkeypatch.setattr(subprocess, "run", self._run)
 
     def _run(self, cmd, **kw):
@@ -71,16 +73,23 @@ class Colab:
         if cmd[0] == "git":
             if self.git_fails:
                 return subprocess.CompletedProcess(cmd, 128, "", "fatal: repository 'x' not found")
-            (Path(cmd[-1]) / "hw2").mkdir(parents=True)
-            (Path(cmd[-1]) / "hw2" / "__init__.py").write_text("")
+            if self.clone_from:
+                shutil.copytree(Path(self.clone_from) / "hw2", Path(cmd[-1]) / "hw2",
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                (Path(cmd[-1]) / "hw2").mkdir(parents=True)
+                (Path(cmd[-1]) / "hw2" / "__init__.py").write_text("")
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    def run(self, repo_dir, repo_url=""):
-        cell = (CELL.replace('REPO_DIR = "/content/drive/MyDrive/hw2"', f"REPO_DIR = {str(repo_dir)!r}")
+    def cell(self, repo_dir, repo_url="") -> str:
+        """The set-up cell as the student edits it (REPO_DIR, REPO_URL), cloning into this test's folder."""
+        return (CELL.replace('REPO_DIR = "/content/drive/MyDrive/hw2"', f"REPO_DIR = {str(repo_dir)!r}")
                 .replace('REPO_URL = ""', f"REPO_URL = {repo_url!r}")
                 .replace('"/content/hw2"', repr(str(self.clone_dir))))
+
+    def run(self, repo_dir, repo_url=""):
         namespace = {}
-        exec(compile(cell, "setup-cell", "exec"), namespace)
+        exec(compile(self.cell(repo_dir, repo_url), "setup-cell", "exec"), namespace)
         return namespace
 
 
@@ -161,3 +170,27 @@ def test_failed_clone_stops_with_gits_message(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="git clone -q https://example.org/x.*repository 'x' not found"):
         colab.run(tmp_path / "nowhere", "https://example.org/x")
     assert colab.cwd == []
+
+
+def test_notebook_03_runs_in_colab_with_code_from_a_url_and_musdb_on_drive(monkeypatch, tmp_path, wav_root):
+    """The course's set-up end to end: the stand-in Colab runs notebook 03 top to bottom (smoke mode: the tiny
+    preset, two short epochs), its set-up cell cloning the code from REPO_URL and MUSDB_ROOT a folder on Drive.
+    (hw2 is already imported in this process, so the cells run this checkout's code; the clone's own use is
+    test_git_url's.)"""
+    my_drive = tmp_path / "students-drive"
+    my_drive.mkdir()
+    (my_drive / "musdb18").symlink_to(wav_root)
+    colab = Colab(monkeypatch, tmp_path, my_drive=my_drive, clone_from=Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("MUSDB_ROOT", str(colab.mount_point / "MyDrive" / "musdb18"))
+    monkeypatch.setenv("HW2_SMOKE", "1")
+    notebook = next(p for p in NOTEBOOKS if p.name.startswith("03_"))
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    namespace = {}
+    for i, c in enumerate(cells):
+        source = colab.cell(tmp_path / "nowhere", "https://example.org/me/hw2.git") if i == 0 else "".join(c["source"])
+        source = "\n".join(line for line in source.splitlines() if not line.startswith("%"))  # IPython magics
+        exec(compile(source, f"{notebook.name} cell {i}", "exec"), namespace)
+    assert colab.mounts and colab.mounts[0] == "/content/drive"
+    assert colab.calls[0][:2] == ["git", "clone"] and (colab.clone_dir / "hw2" / "train.py").is_file()
+    assert namespace["summary"]["stopped"] == "done" and namespace["summary"]["epochs_done"] == 2
+    assert "musdb18" in namespace["NOTE"] or str(wav_root) in namespace["NOTE"]
