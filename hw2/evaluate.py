@@ -165,7 +165,8 @@ def _score_job(name, references, estimates, json_path, identity=None, score_kw=N
 
 
 def _score_spilled(name, folder, json_path, identity=None, score_kw=None):
-    """`_score_job` on arrays a `Spill` wrote to `folder`, read memory-mapped; the folder is removed after."""
+    """`_score_job` on the arrays a `ScoringJob` wrote to `folder`, read memory-mapped; the folder is removed
+    after."""
     import shutil
 
     try:
@@ -175,6 +176,23 @@ def _score_spilled(name, folder, json_path, identity=None, score_kw=None):
                           {t: arrays[f"estimates/{t}"] for t in TARGETS}, json_path, identity, score_kw)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class ScoringJob:
+    """One track's references and estimates on their way to the scorer (`Evaluation.job`). For a worker, each
+    `put` writes its arrays to .npy files at once, so that the caller can free them before it decodes the next
+    ones (a job's arrays never all sit in the command's memory together); in this process, it keeps them."""
+
+    def __init__(self, folder: Path | None):
+        self.folder, self.arrays = folder, {}
+
+    def put(self, kind: str, arrays: dict) -> None:
+        """kind: "references" or "estimates"; arrays: {"vocals", "accompaniment": (nb_timesteps, nb_channels)}."""
+        for t in TARGETS:
+            if self.folder is None:
+                self.arrays.setdefault(kind, {})[t] = arrays[t]
+            else:
+                np.save(self.folder / f"{kind}-{t}.npy", np.asarray(arrays[t]))  # its dtype: numbers as jobs=1
 
 
 def _threads(n: int) -> None:
@@ -242,23 +260,34 @@ class Evaluation:
             scored: Callable[[], None] | None = None) -> None:
         """Score one track of one row, here or in a worker; `scored()` is called once its scores are written (from
         a pool thread when a worker scored it: a progress bar's update, say)."""
+        job = self.job()
+        job.put("references", references)
+        job.put("estimates", estimates)
+        self.submit(row, track, job, identity, scored)
+
+    def job(self) -> ScoringJob:
+        """A job to `put` a track's references and estimates in, one kind at a time, then to `submit`. With
+        workers, first waits until fewer than `jobs` are in flight: that bounds the files on disk."""
+        if not self.pool:
+            return ScoringJob(None)
+        in_flight = [f for jobs in self.pending.values() for _, f in jobs if isinstance(f, Future) and not f.done()]
+        if len(in_flight) >= self.jobs:
+            in_flight[0].result()
+        return ScoringJob(Path(tempfile.mkdtemp(dir=self.spill.name)))
+
+    def submit(self, row: dict, track: str, job: ScoringJob, identity: dict | None = None,
+               scored: Callable[[], None] | None = None) -> None:
+        """`add`, for a job filled by the caller."""
         pending = self.register(row)
-        args = (track, references, estimates, self.path(row, track), identity, self.score_kw)
         if self.pool:
-            # bound the work in flight: each job holds a track's references and estimates
-            in_flight = [f for jobs in self.pending.values() for _, f in jobs if isinstance(f, Future) and not f.done()]
-            if len(in_flight) >= self.jobs:
-                in_flight[0].result()
-            folder = Path(tempfile.mkdtemp(dir=self.spill.name))
-            for kind, arrays in (("references", references), ("estimates", estimates)):
-                for t in TARGETS:
-                    np.save(folder / f"{kind}-{t}.npy", np.asarray(arrays[t]))  # its dtype: numbers as jobs=1
-            future = self.pool.submit(_score_spilled, track, str(folder), *args[3:])
+            future = self.pool.submit(_score_spilled, track, str(job.folder), self.path(row, track), identity,
+                                      self.score_kw)
             if scored is not None:
                 future.add_done_callback(lambda f: f.exception() is None and scored())
             pending.append((track, future))
         else:
-            pending.append((track, _score_job(*args)))
+            pending.append((track, _score_job(track, job.arrays["references"], job.arrays["estimates"],
+                                              self.path(row, track), identity, self.score_kw)))
             if scored is not None:
                 scored()
 

@@ -199,18 +199,21 @@ def run(args, log=print) -> list[dict]:
         if i < args.samples:
             write_wav(samples / track.name / "mixture.wav", mixture.astype(np.float32) / 32768)
         # one method at a time, and the references decoded for its scoring only: the peak is the larger of
-        # separation and scoring, not their sum
+        # separation and scoring, not their sum; with scoring workers, the estimates go to the job's files
+        # before the references are decoded, so the two never sit here together
         for sep, ident, row, method in todo:
             est = sep.separate(mixture, [method], key=track.name)[method]
             progress.separated(i)
-            refs, n = _references(track, len(mixture))
-            evaluation.add(row, track.name, refs, {t: a[:n] for t, a in est.items()},
-                           _method_identity({**ident, **sep.settings(method)}, method), partial(progress.scored, i))
-            del refs
             if i < args.samples:
                 for target, audio in est.items():
                     write_wav(samples / track.name / f"{row_slug(row)}_{target}.wav", audio)
+            job = evaluation.job()
+            job.put("estimates", est)  # the mixture's length; the scorer cuts them to the references'
             del est
+            job.put("references", _references(track, len(mixture))[0])
+            evaluation.submit(row, track.name, job, _method_identity({**ident, **sep.settings(method)}, method),
+                              partial(progress.scored, i))
+            del job
         if ref_rows:
             refs, n = _references(track, len(mixture))
             mix = mixture[:n].astype(np.float32) / 32768
