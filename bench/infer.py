@@ -51,6 +51,13 @@ def make_root(source: Path, duration: float, folder: Path) -> Path:
     return folder
 
 
+def track_flags(p: argparse.ArgumentParser) -> None:
+    """--source, --duration and --checkpoint: the looped track and the model, as bench/ta_command.py takes them too."""
+    p.add_argument("--source", default="", help="a MUSDB18 .stem.mp4 to loop (default: stempeg's example track)")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of the looped track")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+
+
 def worker(spec: dict) -> dict:
     """The TA's per-track path in this process, step by step: rows of (step, wall seconds, peak MiB)."""
     import torch
@@ -65,7 +72,7 @@ def worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     sep = Separator.from_checkpoint(spec["checkpoint"], resolve_device(spec["device"]), gl_iters=spec["gl_iters"])
     (track,) = open_tracks(spec["root"], "test")
-    (seconds,), problems = check_tracks([track])
+    (seconds,), problems, _ = check_tracks([track])
     assert not problems, problems
     rows = [("start (interpreter, torch, model)", 0.0, peak_mb())]
     t0 = time.perf_counter()
@@ -95,9 +102,7 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python bench/infer.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--source", default="", help="a MUSDB18 .stem.mp4 to loop (default: stempeg's example track)")
-    p.add_argument("--duration", type=float, default=600.0, help="seconds of the looped track")
-    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    track_flags(p)
     p.add_argument("--methods", nargs="+", default=["mixture", "griffinlim"], help="phase methods, in order")
     p.add_argument("--gl-iters", type=int, default=32)
     p.add_argument("--no-score", action="store_true", help="decoding and separation only")

@@ -12,8 +12,10 @@ max(step, batch / workers); without, their sum.
     python bench/train_step.py --preset t4 1080ti                 # on a GPU: both presets side by side
     python bench/train_step.py --musdb-root PATH --hidden-size 512 256   # model widths, on whatever device
 
-Presets (notebooks/03_train_openunmix.ipynb): t4 = Open-Unmix's defaults, `--amp auto` (float16 + GradScaler on
-CUDA), 2 workers; 1080ti = the same in float32, 4 workers. On a GPU that is not the preset's, the script also
+Presets are hw2.train.PRESETS (the ones `python -m hw2.train --preset` and notebook 03 use): t4 = Open-Unmix's
+defaults, `--amp auto` (float16 + GradScaler on CUDA), 2 workers; 1080ti = the same in float32, 4 workers; cpu and
+tiny = smaller models. A preset row takes the preset's model, precision and workers; batch and excerpt length
+are this script's flags. On a GPU that is not the preset's, the script also
 prints the epoch scaled to a T4 (or GTX 1080 Ti) by the ratio of memory bandwidths (GPU_BANDWIDTH): a heuristic
 that assumes the step is bound by memory traffic, which batch-16 LSTM steps mostly are; only a run on that GPU
 measures it. Without --musdb-root it runs on generated tracks (hw2.synth, written to a temporary folder).
@@ -33,11 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from hw2 import Hw2Error
 from hw2.data import ExcerptSampler, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
-from hw2.train import AMP, MAX_PARAMS, precision, resolve_device, train_step
+from hw2.train import AMP, MAX_PARAMS, PRESETS, precision, preset_config, resolve_device, train_step
 
 MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18: 100 train-folder tracks - 14 valid
-PRESETS = {"t4": dict(amp="auto", nb_workers=2, target="T4"),
-           "1080ti": dict(amp="off", nb_workers=4, target="1080 Ti")}
+GPU_OF_PRESET = {"t4": "T4", "1080ti": "1080 Ti"}  # the GPU a preset is made for, to scale an epoch to it
 # GB/s, from the vendors' data sheets; matched against torch.cuda.get_device_name
 GPU_BANDWIDTH = {"H200": 4800, "H100 SXM": 3350, "H100 PCIe": 2000, "H100": 3350, "A100-SXM4-80GB": 2039,
                  "A100": 1555, "L4": 300, "A10G": 600, "A10": 600, "V100": 900, "T4": 320, "1080 Ti": 484,
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None, help="decoded cache (default $HW2_CACHE or ~/.cache/hw2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--preset", nargs="+", choices=tuple(PRESETS), default=[],
-                   help="GPU presets of notebook 03, one row each (Open-Unmix's default model)")
+                   help="presets of hw2.train.PRESETS, one row each (their model, precision and workers)")
     p.add_argument("--hidden-size", type=int, nargs="+", default=[],
                    help="one row per width (512: Open-Unmix's default), in --amp, no workers (default: 512 when "
                         "no --preset is given)")
@@ -92,12 +93,13 @@ def main(argv=None) -> int:
     p.add_argument("--epoch-tracks", type=int, default=MUSDB18_TRAIN_TRACKS,
                    help="train tracks of the epoch to estimate (x 64 excerpts)")
     a = p.parse_args(argv)
-    rows = [(f"preset {name}", 512, PRESETS[name]["amp"], PRESETS[name]["nb_workers"], PRESETS[name]["target"])
-            for name in a.preset]
-    rows += [(f"hidden {h}, {a.nb_layers} layers", h, a.amp, 0, None)
+    presets = {name: preset_config(name) for name in a.preset}
+    rows = [(f"preset {name}", c.model_config(), c.amp, c.nb_workers, GPU_OF_PRESET.get(name))
+            for name, c in presets.items()]
+    rows += [(f"hidden {h}, {a.nb_layers} layers", ModelConfig(hidden_size=h, nb_layers=a.nb_layers), a.amp, 0, None)
              for h in (a.hidden_size or ([] if a.preset else [512]))]
     try:
-        if a.steps < 1 or a.warmup < 0 or a.batch_size < 1 or a.seconds <= 0 or min(r[1] for r in rows) < 1:
+        if a.steps < 1 or a.warmup < 0 or a.batch_size < 1 or a.seconds <= 0 or min(a.hidden_size or [1]) < 1:
             raise Hw2Error("--steps, --batch-size, --seconds and --hidden-size must be positive")
         device = resolve_device(a.device)
         tmp = None
@@ -111,9 +113,7 @@ def main(argv=None) -> int:
         tracks = open_cached(root, "train", "train", cache)
         sampler = ExcerptSampler(tracks, a.seconds, ("vocals",), "balanced", a.batch_size, samples_per_track=64,
                                  mixing="incoherent", gain=(0.25, 1.25), swap=True, seed=0)
-        results = [bench(sampler, ModelConfig(hidden_size=h, nb_layers=3 if name.startswith("preset") else
-                                              a.nb_layers), device, a.steps, a.warmup, amp)
-                   for name, h, amp, _, _ in rows]
+        results = [bench(sampler, cfg, device, a.steps, a.warmup, amp) for _, cfg, amp, _, _ in rows]
     except Hw2Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

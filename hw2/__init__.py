@@ -32,15 +32,16 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def run_cli(action: Callable[[], object], interrupted: str = "interrupted") -> int:
-    """Run a command's work: 0 when it succeeds, 2 with one `error:` line for an `Hw2Error`, 130 with the
-    `interrupted` line for Ctrl-C."""
+    """Run a command's work: 0 when it succeeds, 2 with one `error:` line for an `Hw2Error`, 130 for Ctrl-C with
+    the line the interrupt carries (a command that knows what it kept raises `KeyboardInterrupt(line)`), else
+    `interrupted`."""
     try:
         action()
     except Hw2Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) or interrupted, file=sys.stderr)
         return 130
     return 0
 

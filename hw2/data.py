@@ -45,10 +45,21 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HW2_CACHE", Path.home() / ".cache" / "hw2")).expanduser()
 
 
+def unmounted_drive(path: Path) -> Path | None:
+    """Colab's Drive mount point when `path` lies under it and Drive is not mounted (a notebook run out of order,
+    or its first cell skipped): then a missing folder there says nothing about the folder, only about the mount.
+    $HW2_DRIVE_MOUNT stands in for /content/drive in the tests."""
+    mount = Path(os.environ.get("HW2_DRIVE_MOUNT", "/content/drive"))
+    return mount if mount in (path, *path.parents) and not (mount / "MyDrive").is_dir() else None
+
+
 # --------------------------------------------------------------------------------------------------- opening
 def detect_format(root: str | os.PathLike) -> bool:
     """Return `is_wav`: False for MUSDB18 (`<subset>/<track>.stem.mp4`), True for MUSDB18-HQ (`<track>/*.wav`)."""
     root = Path(root).expanduser()
+    if not root.is_dir() and (mount := unmounted_drive(root.absolute())):
+        raise Hw2Error(f"{root}: Google Drive is not mounted at {mount}, so the MUSDB folder there cannot be read: "
+                       "run the notebook's first cell (it mounts Drive), or drive.mount('/content/drive')")
     if not root.is_dir():
         raise Hw2Error(f"{root}: no such folder; pass the MUSDB18 folder that holds train/ and test/")
     subsets = [root / s for s in ("train", "test") if (root / s).is_dir()]
@@ -172,14 +183,22 @@ def _unreadable_files(folder: Path) -> list[Path]:
     return bad
 
 
-def check_tracks(tracks, stems=STEMS, max_mismatch: float = 1.0) -> tuple[list[float], list[str]]:
+# One track's AAC streams may decode to lengths that differ by the encoder's delay (2112 samples of priming that
+# a decoder may or may not drop) plus the padding of the last frame (up to 2 frames of 1024 samples): up to 4160
+# samples (0.094 s) is padding and is cut off; more is different audio, not one track's stems. MUSDB18-HQ's WAV
+# stems are equally long; a WAV track converted from MUSDB18 may carry the same padding, so the bound is shared.
+MAX_PADDING = 2112 + 2 * 1024
+
+
+def check_tracks(tracks, stems=STEMS, max_mismatch: int = MAX_PADDING) -> tuple[list[float], list[str], list[str]]:
     """Check, from the files' headers and without decoding, that every track can be read as `read_stems` will:
     the streams or files of `stems` exist, each has 1 or 2 channels at 44.1 kHz and some audio, and their
-    lengths agree within `max_mismatch` seconds.
+    lengths agree within `max_mismatch` samples.
 
-    Returns (duration in seconds of each track, problems): one line per bad track, naming the file and the fix.
+    Returns (duration in seconds of each track, problems, notes): a problem is one line per bad track, naming the
+    file and the fix; a note one line per track whose stems differ by padding only, which are cut to the shortest.
     """
-    durations, problems = [], []
+    durations, problems, notes = [], [], []
     for track in tracks:
         where = Path(track.path) if not track.is_wav else Path(track.path).parent
         try:
@@ -191,15 +210,29 @@ def check_tracks(tracks, stems=STEMS, max_mismatch: float = 1.0) -> tuple[list[f
             issue = issue or next((f"the {s} stem holds no audio: replace the track"
                                    for s, (_, _, d) in props.items() if d <= 0), None)
             seconds = [d for _, _, d in props.values()]
-            if not issue and max(seconds) - min(seconds) > max_mismatch:
-                issue = ("stems of different lengths (" + ", ".join(f"{s} {d:.2f} s" for s, (_, _, d) in
-                                                                    props.items()) + "): replace the track")
+            lengths = {s: round(d * RATE) for s, (_, _, d) in props.items()}
+            if not issue and max(lengths.values()) - min(lengths.values()) > max_mismatch:
+                issue = length_mismatch(lengths, max_mismatch)
+            elif not issue and max(lengths.values()) > min(lengths.values()):
+                notes.append(f"{where}: {length_mismatch(lengths, max_mismatch)}")
         except Hw2Error as e:
             issue = str(e).split(": ", 1)[-1]
         if issue:
             problems.append(f"{where}: {issue}")
         durations.append(min(seconds) if not issue else 0.0)
-    return durations, problems
+    return durations, problems, notes
+
+
+def length_mismatch(lengths: dict[str, int], max_mismatch: int = MAX_PADDING) -> str:
+    """What a track's stem lengths (samples) mean: within `max_mismatch`, padding cut off; beyond, a refusal. Both
+    name the shortest and the longest stem with their lengths."""
+    short, long = min(lengths, key=lengths.get), max(lengths, key=lengths.get)
+    a, b = lengths[short], lengths[long]
+    if b - a <= max_mismatch:
+        return (f"stems differ by {b - a:,} samples ({short} {a:,}, {long} {b:,}), within AAC padding "
+                f"(at most {max_mismatch:,}): cut to the shortest")
+    return (f"stems of different lengths: the {short} stem has {a:,} samples, the {long} stem {b:,} ({b - a:,} more "
+            f"than it, more than the {max_mismatch:,} AAC padding explains): replace the track")
 
 
 def _stem_properties(track, stems) -> dict[str, tuple[int, int, float]]:
@@ -375,23 +408,21 @@ def _unreadable(path: Path, e: Exception) -> Hw2Error:
                     "track: replace it")
 
 
-def read_stems(track, stems=STEMS, max_mismatch: float = 1.0) -> dict[str, np.ndarray]:
+def read_stems(track, stems=STEMS, max_mismatch: int = MAX_PADDING) -> dict[str, np.ndarray]:
     """{stem: int16 (nb_samples, 2)}, one `read_stem` each, cut to a common length (`common_length`)."""
     out = {s: read_stem(track, s) for s in stems}
     n = common_length(track, {s: len(a) for s, a in out.items()}, max_mismatch)
     return {s: a[:n] for s, a in out.items()}
 
 
-def common_length(track, lengths: dict[str, int], max_mismatch: float = 1.0) -> int:
-    """The shortest of the stems' lengths. AAC streams may differ by a few samples (stempeg cuts them to the
-    shortest too); stems whose lengths differ by more than `max_mismatch` seconds are not one track's stems and
-    are refused."""
+def common_length(track, lengths: dict[str, int], max_mismatch: int = MAX_PADDING) -> int:
+    """The shortest of the stems' decoded lengths (samples). AAC streams may differ by their padding (stempeg cuts
+    them to the shortest too); stems more than `max_mismatch` samples apart (MAX_PADDING) are not one track's
+    stems and are refused."""
     n = min(lengths.values())
-    if max(lengths.values()) - n > max_mismatch * RATE:
+    if max(lengths.values()) - n > max_mismatch:
         where = track_files(track)[0] if not track.is_wav else Path(track.path).parent
-        detail = ", ".join(f"{s} {v / RATE:.2f} s" for s, v in lengths.items())
-        raise Hw2Error(f"{where}: stems of different lengths ({detail}); a MUSDB track's stems are equally "
-                       "long: replace the track")
+        raise Hw2Error(f"{where}: {length_mismatch(lengths, max_mismatch)}")
     return n
 
 
@@ -416,8 +447,7 @@ def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     runtime's disk, lost with the runtime, under a path that looks like Drive."""
     given = cache_dir is not None and str(cache_dir) != ""
     root = Path(cache_dir).expanduser() if given else default_cache_dir()
-    mount = Path(os.environ.get("HW2_DRIVE_MOUNT", "/content/drive"))  # where Colab mounts Drive
-    if not root.exists() and mount in (root, *root.parents) and not (mount / "MyDrive").is_dir():
+    if not root.exists() and (mount := unmounted_drive(root.absolute())):
         raise Hw2Error(f"{root}: Google Drive is not mounted at {mount}, so the decoded cache cannot go there: "
                        "mount it (drive.mount('/content/drive')) or set --cache-dir / $HW2_CACHE to a local folder")
     folder = root / f"v{CACHE_VERSION}"

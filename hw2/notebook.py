@@ -234,11 +234,11 @@ def epoch_estimate(speed: dict, nb_tracks: int, samples_per_track: int = 64, epo
 
 # --------------------------------------------------------------------------------------- inference (04, inference)
 def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path:
-    """`path` when that checkpoint exists; else a tiny vocals model (16 hidden units, one LSTM layer, 1024-point
-    STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
+    """`path` when that checkpoint exists; else a tiny vocals model (hw2.train.PRESETS["tiny"]: 16 hidden units, one
+    LSTM layer, 1024-point STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
     folder, and the path of its best.pt: the notebook still runs top to bottom, with poor separations (the
     message says so). cache_dir: the decoded cache, as `prepare_root` returns it ("" = the default)."""
-    from hw2.train import TrainConfig, train
+    from hw2.train import preset_config, train
 
     path = Path(path)
     if path.is_file():
@@ -246,10 +246,8 @@ def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path
     print(f"{path} does not exist: training a tiny model for {epochs} epoch(s) instead, so that the notebook runs; "
           "its separations are poor. Train a real one (notebook 03) or fetch checkpoints/vocals.pt.")
     out = Path(tempfile.mkdtemp(prefix="hw2-tiny-")) / "run"
-    cfg = TrainConfig(musdb_root=str(subset_root(root, nb_train=8, nb_valid=2, nb_test=0)), out=str(out),
-                      cache_dir=cache_dir, epochs=epochs, milestones=(), seq_dur=1.0, batch_size=4,
-                      samples_per_track=2, n_fft=1024, n_hop=512, hidden_size=16, nb_layers=1, nb_workers=0,
-                      quiet=True)
+    cfg = preset_config("tiny", musdb_root=str(subset_root(root, nb_train=8, nb_valid=2, nb_test=0)), out=str(out),
+                        cache_dir=cache_dir, epochs=epochs, quiet=True)
     train(cfg, log=lambda _: None)
     return out / "best.pt"
 
@@ -309,3 +307,62 @@ def medians_table(medians: dict, metrics=("SDR", "SIR", "ISR", "SAR")):
     table = pd.DataFrame.from_dict(data, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["target", "metric"])
     return table.astype(float).round(2)
+
+
+# ------------------------------------------------------------------------------------------- the set-up cell
+# The first code cell of every notebook. It cannot import hw2 (it is what puts hw2 on the path), so each notebook
+# holds a copy; this is the one to edit: `python -m hw2.notebook` writes it into every notebook, and
+# tests/test_notebooks.py fails while a notebook's copy differs.
+SETUP_CELL = '''\
+# Colab set-up; on any other machine this cell does nothing. Google Drive is mounted (MUSDB_ROOT and the run
+# folders may live there); the code is your copy of the repository on Drive at REPO_DIR (upload the repository
+# folder there) or, if you set REPO_URL, a clone of that git repository, brought up to date on every run.
+# (Written by `python -m hw2.notebook` from hw2/notebook.py's SETUP_CELL: edit it there.)
+REPO_DIR = "/content/drive/MyDrive/hw2"
+REPO_URL = ""
+import os, subprocess, sys
+def _run(*cmd):  # stop "Run all" with the command's own error message
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"`{' '.join(cmd[:4])}` failed: {(r.stderr or r.stdout).strip()[-800:]}")
+if "google.colab" in sys.modules:
+    from google.colab import drive
+    drive.mount("/content/drive")
+    if REPO_URL:
+        REPO_DIR = "/content/hw2"
+        if not os.path.isdir(REPO_DIR):
+            _run("git", "clone", "-q", REPO_URL, REPO_DIR)
+        else:  # cloned by an earlier run of this cell
+            r = subprocess.run(["git", "-C", REPO_DIR, "pull", "-q", "--ff-only"], capture_output=True, text=True)
+            why = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no message"]
+            print(f"{REPO_DIR}: updated from its git repository" if r.returncode == 0 else
+                  f"{REPO_DIR}: kept as it is (git pull failed: {why[0]}); delete it to clone REPO_URL afresh")
+    if not os.path.isfile(os.path.join(REPO_DIR, "hw2", "__init__.py")):
+        raise FileNotFoundError(f"no hw2 repository in {REPO_DIR}: upload the repository folder to that place "
+                                "on Google Drive (or set REPO_DIR to where it is), or set REPO_URL to its git URL")
+    os.chdir(REPO_DIR)
+    sys.path.insert(0, REPO_DIR)
+    # the TA's inference requirements plus what the notebooks draw with (both ship with Colab: no-ops there)
+    _run(sys.executable, "-m", "pip", "install", "-q", "-r", "requirements.txt", "matplotlib", "ipywidgets")'''
+
+
+def write_setup_cells(folder=REPO / "notebooks") -> list[Path]:
+    """Make SETUP_CELL the first code cell of every notebook in `folder`; returns the notebooks it changed."""
+    import json
+
+    changed = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        lines = SETUP_CELL.split("\n")
+        source = [line + "\n" for line in lines[:-1]] + [lines[-1]]
+        if cell["source"] != source:
+            cell["source"] = source
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    for p in write_setup_cells():
+        print(f"set-up cell written into {p}")

@@ -10,6 +10,7 @@ used for part of the train subset, so that musdb's standard split applies to gen
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -118,14 +119,19 @@ def make_musdb(root, fmt: str = "wav", nb_train: int = 6, nb_valid: int = 2, nb_
 
 
 def main(argv=None) -> int:
-    p = OneLineParser(prog="python -m hw2.synth", description=__doc__.split("\n\n")[0])
-    p.add_argument("out", help="folder to create the MUSDB root in")
-    p.add_argument("--format", choices=("wav", "stem"), default="wav")
-    p.add_argument("--train", type=int, default=6)
-    p.add_argument("--valid", type=int, default=2)
-    p.add_argument("--test", type=int, default=2)
-    p.add_argument("--duration", type=float, default=8.0)
-    p.add_argument("--seed", type=int, default=0)
+    p = OneLineParser(prog="python -m hw2.synth", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("out", help="folder to create the MUSDB root in (train/, test/ and a marker file that labels "
+                               "results of these tracks as generated)")
+    p.add_argument("--format", choices=("wav", "stem"), default="wav",
+                   help="wav: MUSDB18-HQ layout (a folder of 5 WAVs a track); stem: MUSDB18 layout (.stem.mp4, AAC, "
+                        "needs ffmpeg)")
+    p.add_argument("--train", type=int, default=6, help="tracks in train/ outside musdb's validation split")
+    p.add_argument("--valid", type=int, default=2,
+                   help=f"tracks in train/ named as musdb's validation tracks (at most {len(VALID_NAMES)})")
+    p.add_argument("--test", type=int, default=2, help="tracks in test/")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per track")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated audio (same seed, same tracks)")
     a = p.parse_args(argv)
     return run_cli(lambda: print(f"wrote a {a.format} MUSDB root at "
                                  f"{make_musdb(a.out, a.format, a.train, a.valid, a.test, a.duration, a.seed)}"))

@@ -1,22 +1,27 @@
 """Train Open-Unmix on MUSDB: one config object, a run folder, milestone checkpoints, exact resume.
 
     python -m hw2.train --musdb-root PATH --out runs/vocals [--epochs 150 --hidden-size 512 ...]
+    python -m hw2.train --preset tiny --musdb-root PATH --out runs/tiny   # named settings: tiny, cpu, t4, 1080ti
     python -m hw2.train --help            # every TrainConfig field is a flag
 
 A run folder holds `config.json`, `history.json`, `last.pt` (everything needed to resume), `best.pt` (lowest
 validation loss, or highest validation SDR with `--select-by sdr`) and `epochNNN.pt` at each milestone. Running
 the same command again resumes from `last.pt` exactly where it stopped: model, optimizer, scheduler, AMP scaler,
 RNGs and the sampler's (epoch, step), so a Colab disconnect costs at most the work since the last save (every
-epoch, and at `--max-minutes`).
+epoch). `--max-minutes` and Ctrl-C both stop after the step in progress and save that same mid-epoch state; a
+Ctrl-C before the run had a state to save (decoding, the statistics pass) says that nothing was saved.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import signal
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -103,6 +108,29 @@ class TrainConfig:
         return ModelConfig.from_dict(asdict(self))
 
 
+# Named settings (`--preset`, notebook 03, bench/train_step.py, the tests): only what differs from the defaults
+# above, which are Open-Unmix's; flags given beside a preset override its values.
+PRESETS = {
+    # seconds an epoch on a CPU, on generated tracks: to try every command end to end, not to separate well
+    "tiny": dict(epochs=2, milestones=(), seq_dur=1.0, batch_size=4, samples_per_track=2, n_fft=1024, n_hop=512,
+                 hidden_size=16, nb_layers=1, nb_workers=0),
+    # a model a laptop CPU trains in hours, not weeks: a quarter of the width, two LSTM layers, shorter excerpts
+    "cpu": dict(epochs=30, milestones=(10, 20, 30), seq_dur=4.0, batch_size=8, samples_per_track=16, n_fft=2048,
+                n_hop=512, hidden_size=128, nb_layers=2, amp="off", nb_workers=0),
+    # Colab's T4 (tensor cores): float16 autocast, Colab's 2 CPU cores building batches
+    "t4": dict(amp="auto", nb_workers=2),
+    # a GTX 1080 Ti (Pascal: slow float16, no tensor cores): float32, a workstation's cores building batches
+    "1080ti": dict(amp="off", nb_workers=4),
+}
+
+
+def preset_config(name: str, **fields) -> TrainConfig:
+    """The TrainConfig of preset `name`, `fields` overriding it (musdb_root, out, epochs...)."""
+    if name not in PRESETS:
+        raise Hw2Error(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **fields})
+
+
 # fields added after runs were made: their values for those runs (the loader did neither then)
 ADDED_LATER = {"offsets": "random", "pitch_shift": 0.0, "time_stretch": 0.0, "sign_flip": False}
 
@@ -118,17 +146,83 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def time_limit_reached(state: dict, deadline: float, nb_batches: int, t_epoch: float, max_minutes: float,
-                       epoch: int, save_last: Callable[[], None], last: Path, log: Callable[[str], None]) -> bool:
-    """After a step: past `deadline` with steps of the epoch left, save everything a resume needs (`save_last`,
-    with this epoch's seconds so far in `state`) and say so. The separator's and the vocoder's training share it."""
-    if time.monotonic() <= deadline or state["step"] >= nb_batches:
+# the training loops' clock: a test replaces it to step past a time limit without waiting for one
+clock = time.monotonic
+
+
+def time_limit_reached(deadline: float, max_minutes: float, epoch: int, step: int,
+                       save_progress: Callable[[], None], last: Path, log: Callable[[str], None]) -> bool:
+    """After every step, the last of an epoch included (the resume then starts with that epoch's validation), so
+    that a run stops within one step of its limit: past `deadline`, save what a resume needs (`save_progress`) and
+    say so. Both training loops share it."""
+    if clock() <= deadline:
         return False
-    state["seconds"] += time.monotonic() - t_epoch
-    save_last()
-    log(f"time limit of {max_minutes:g} min reached in epoch {epoch + 1} at step {state['step']}; saved {last}: "
+    save_progress()
+    log(f"time limit of {max_minutes:g} min reached in epoch {epoch + 1} at step {step}; saved {last}: "
         "run the same command to resume")
     return True
+
+
+class InterruptGate:
+    """Ctrl-C during a training loop, made to mean what the time limit means: the run stops with a state it really
+    passed through, which the loop then saves. A SIGINT that arrives inside `held()` (a step, the end-of-epoch
+    bookkeeping) waits until that block ends and is raised there, between two steps; elsewhere (loading a batch,
+    validation) it interrupts at once, also between two steps. A second Ctrl-C inside a held block interrupts at
+    once and marks the state `torn`: then nothing may be saved. Outside the main thread (no signal handlers
+    there) a Ctrl-C is Python's own KeyboardInterrupt."""
+
+    def __init__(self):
+        self.inside = self.pending = self.torn = False
+
+    def _on_sigint(self, signum, frame):
+        if self.inside and not self.pending:
+            self.pending = True
+            return
+        self.torn = self.inside
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextmanager
+    def held(self):
+        self.inside = True
+        try:
+            yield
+        finally:
+            self.inside = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the training process: a worker that died of it would fail the next batch
+    the loop asks for, instead of the loop stopping and saving."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def interrupted_message(run: Path, saved: dict | None, kept: dict | None) -> str:
+    """The line a Ctrl-C leaves: what was saved (`saved`: the state just written to last.pt), what was kept (`kept`:
+    the state in last.pt from its latest save, when a second Ctrl-C in the middle of a step left nothing to save),
+    or that nothing was."""
+    last = run / "last.pt"
+    if saved is not None:
+        return (f"interrupted in epoch {saved['epoch'] + 1} at step {saved['step']}; saved {last}: run the same "
+                "command to resume")
+    if kept is not None:
+        return (f"interrupted with nothing new to save; {last} holds epoch {kept['epoch'] + 1}, step {kept['step']} "
+                "from its latest save: run the same command to resume from there")
+    return ("interrupted before training started: nothing was saved (decoded tracks stay in the cache); the same "
+            "command starts the run over")
 
 
 def load_checkpoint(path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT, kind: str = "Open-Unmix",
@@ -317,7 +411,7 @@ def train_step(model: SpectrogramModel, optimizer, scaler, mix: torch.Tensor, tg
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train (or resume) the run in `cfg.out`. Returns a summary: run folder, epochs done, best epoch and loss,
     and why it stopped ("done", "early-stopped" or "time-limit")."""
-    t_start = time.monotonic()
+    t_start = clock()
     if not cfg.musdb_root:
         raise Hw2Error("no --musdb-root given: pass the MUSDB18 folder (or make one with `python -m hw2.synth`)")
     for name in ("epochs", "batch_size", "samples_per_track", "nb_layers", "hidden_size", "n_fft", "n_hop"):
@@ -345,6 +439,35 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     if run.is_dir():
         remove_stale_temporaries(run)  # left by a kill during a save
     ckpt = _check_run_folder(run, cfg)
+    if ckpt is not None and _finished(ckpt["state"], cfg):
+        done = ckpt["state"]
+        stop = "done" if done["epoch"] >= cfg.epochs else "early-stopped"
+        log(f"{run}: finished ({'' if stop == 'done' else 'early-stopped after '}{done['epoch']} epochs, best epoch "
+            f"{done['best_epoch']}); nothing to train: pass a larger --epochs to train further")
+        return _summary(run, done, stop)
+    gate, resumable = InterruptGate(), {}
+    with gate.installed():
+        try:
+            return _train(cfg, run, ckpt, t_start, gate, resumable, log)
+        except KeyboardInterrupt:
+            saved = None
+            if "save" in resumable and not gate.torn:
+                with gate.held():
+                    resumable["save"]()
+                saved = resumable["state"]
+            kept = resumable.get("on_disk", ckpt and ckpt["state"])
+            raise KeyboardInterrupt(interrupted_message(run, saved, kept)) from None
+
+
+def _finished(state: dict, cfg: TrainConfig) -> bool:
+    return state["epoch"] >= cfg.epochs or state["bad_epochs"] > cfg.patience
+
+
+def _train(cfg: TrainConfig, run: Path, ckpt: dict | None, t_start: float, gate: InterruptGate, resumable: dict,
+           log: Callable[[str], None]) -> dict:
+    """train()'s work once its settings and run folder are checked. Fills `resumable` with the state and its saver
+    ("state", "save") as soon as the run has a state that can be resumed, for train() to save on Ctrl-C, and with
+    the (epoch, step) of each last.pt it writes ("on_disk")."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model_config()).to(device)
@@ -393,17 +516,26 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             obj.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                        scaler=scaler.state_dict(), state=dict(state), rng=_rng_state())
         atomic_torch_save(obj, path)
+        if full:
+            resumable["on_disk"] = {"epoch": state["epoch"], "step": state["step"]}
 
+    def save_progress() -> None:
+        """last.pt at the sampler's position, this epoch's seconds so far counted: what a resume needs."""
+        state["seconds"] += clock() - t_epoch
+        save(run / "last.pt", full=True)
+
+    t_epoch = clock()
+    resumable.update(state=state, save=save_progress)
     deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
     stop = "done"
     from tqdm.auto import tqdm
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]  # 0-based index of the epoch in progress
-        t_epoch = time.monotonic()
+        t_epoch = clock()
         batches = sampler.epoch(epoch, state["step"])
         loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=cfg.nb_workers,
                                              pin_memory=device.type == "cuda",
-                                             persistent_workers=False,
+                                             persistent_workers=False, worker_init_fn=_ignore_sigint,
                                              # its own generator: a loader draws its base seed when iterated, and
                                              # from the global RNG that would shift dropout after a mid-epoch resume
                                              generator=torch.Generator().manual_seed(cfg.seed))
@@ -411,39 +543,27 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=cfg.quiet,
                    initial=state["step"], total=sampler.nb_batches(epoch))
         for mix, tgt in bar:
-            loss = train_step(model, optimizer, scaler, mix, tgt, device, dtype)
-            state["step"] += 1
-            state["loss_sum"] += loss.item() * len(mix)
-            state["loss_count"] += len(mix)
+            with gate.held():  # a step is taken whole: a Ctrl-C during it takes effect at its end
+                loss = train_step(model, optimizer, scaler, mix, tgt, device, dtype)
+                state["step"] += 1
+                state["loss_sum"] += loss.item() * len(mix)
+                state["loss_count"] += len(mix)
             bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
-            if time_limit_reached(state, deadline, sampler.nb_batches(epoch), t_epoch, cfg.max_minutes, epoch,
-                                  lambda: save(run / "last.pt", full=True), run / "last.pt", log):
+            if time_limit_reached(deadline, cfg.max_minutes, epoch, state["step"], save_progress, run / "last.pt",
+                                  log):
                 return _summary(run, state, "time-limit")
         bar.close()
 
+        # validation changes nothing a resume needs: stopped in it, the run resumes with this epoch's validation
         valid = validation_loss(model, valid_tracks, cfg.target, device, cfg.valid_chunk_dur)
-        scheduler.step(valid)
-        seconds = state["seconds"] + time.monotonic() - t_epoch
-        train_loss = state["loss_sum"] / max(state["loss_count"], 1)
-        improved = valid < state["best_loss"]
         sdr = validation_sdr(model, valid_tracks, device, cfg.valid_chunk_dur) \
             if cfg.sdr_every and (epoch + 1) % cfg.sdr_every == 0 else None
-        keep = improved if cfg.select_by == "loss" else sdr is not None and sdr > state["best_sdr"]
-        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid,
-                                 "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": keep,
-                                 **({"valid_sdr": sdr} if cfg.sdr_every else {})})
-        state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, seconds=0.0)
-        if improved:
-            state.update(best_loss=valid, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        if keep:
-            state.update(best_epoch=epoch + 1, best_sdr=sdr if sdr is not None else state["best_sdr"])
-            save(run / "best.pt", full=False)
-        if epoch + 1 in cfg.milestones:
-            save(run / f"epoch{epoch + 1:03d}.pt", full=False)
-        save(run / "last.pt", full=True)
-        _write_json(state["history"], run / "history.json")
+        with gate.held():  # the epoch's bookkeeping and saves land together
+            seconds = state["seconds"] + clock() - t_epoch
+            t_epoch = clock()
+            _end_epoch(cfg, state, scheduler, optimizer, valid, sdr, seconds, save)
+        train_loss = state["history"][-1]["train_loss"]
+        keep = state["history"][-1]["best"]
         log(f"epoch {epoch + 1}: train {train_loss:.5g}  valid {valid:.5g}"
             f"{'' if sdr is None else f'  SDR {sdr:.2f} dB'}{'  *best' if keep else ''}  "
             f"lr {optimizer.param_groups[0]['lr']:.3g}  {seconds:.1f}s")
@@ -451,11 +571,38 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             stop = "early-stopped"
             log(f"early stopping: no validation improvement for {state['bad_epochs']} epochs")
             break
-        if time.monotonic() > deadline and state["epoch"] < cfg.epochs:
+        if clock() > deadline and state["epoch"] < cfg.epochs:
             log(f"time limit of {cfg.max_minutes:g} min reached after epoch {epoch + 1}; run the same command "
                 "to resume")
             return _summary(run, state, "time-limit")
     return _summary(run, state, stop)
+
+
+def _end_epoch(cfg: TrainConfig, state: dict, scheduler, optimizer, valid: float, sdr: float | None,
+               seconds: float, save: Callable[[Path, bool], None]) -> None:
+    """An epoch's end: the learning-rate schedule, its history row, the best / milestone / last checkpoints and
+    history.json, in this order (last.pt last: a kill before it resumes the epoch's validation)."""
+    run = Path(cfg.out)
+    epoch = state["epoch"]
+    scheduler.step(valid)
+    train_loss = state["loss_sum"] / max(state["loss_count"], 1)
+    improved = valid < state["best_loss"]
+    keep = improved if cfg.select_by == "loss" else sdr is not None and sdr > state["best_sdr"]
+    state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid,
+                             "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "best": keep,
+                             **({"valid_sdr": sdr} if cfg.sdr_every else {})})
+    state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, seconds=0.0)
+    if improved:
+        state.update(best_loss=valid, bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    if keep:
+        state.update(best_epoch=epoch + 1, best_sdr=sdr if sdr is not None else state["best_sdr"])
+        save(run / "best.pt", False)
+    if epoch + 1 in cfg.milestones:
+        save(run / f"epoch{epoch + 1:03d}.pt", False)
+    save(run / "last.pt", True)
+    _write_json(state["history"], run / "history.json")
 
 
 def _summary(run: Path, state: dict, stop: str) -> dict:
@@ -530,10 +677,17 @@ def config_parser(prog="python -m hw2.train") -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = config_parser().parse_args(argv)
+    p = config_parser()
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="named settings (hw2.train.PRESETS): tiny (try every command in minutes), cpu, t4, 1080ti; "
+                        "flags given beside it override its values")
+    preset = p.parse_known_args(argv)[0].preset
+    if preset:  # the preset's values become the defaults, so that flags given explicitly still win
+        p.set_defaults(**{k: list(v) if isinstance(v, tuple) else v for k, v in PRESETS[preset].items()})
+    args = p.parse_args(argv)
+    del args.preset
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
-    return run_cli(lambda: print(json.dumps(train(cfg))),
-                   "interrupted: the last completed epoch is saved; run the same command to resume")
+    return run_cli(lambda: print(json.dumps(train(cfg))))  # train()'s Ctrl-C carries its own line
 
 
 if __name__ == "__main__":

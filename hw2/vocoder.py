@@ -270,6 +270,10 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
             obj.update(optimizer=optimizer.state_dict(), state=dict(state))
         atomic_torch_save(obj, path)
 
+    def save_progress() -> None:
+        state["seconds"] += time.monotonic() - t_epoch
+        save(run / "last.pt", full=True)
+
     deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
     model.train()
     while state["epoch"] < cfg.epochs:
@@ -289,8 +293,8 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
             state["loss_sum"] += loss.item()
             state["loss_count"] += 1
             bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
-            if time_limit_reached(state, deadline, nb_batches, t_epoch, cfg.max_minutes, epoch,
-                                  lambda: save(run / "last.pt", full=True), run / "last.pt", log):
+            if time_limit_reached(deadline, cfg.max_minutes, epoch, state["step"], save_progress, run / "last.pt",
+                                  log):
                 return _summary(run, state, "time-limit")
         bar.close()
         valid = validation_loss(model, valid_tracks, device)
@@ -372,7 +376,8 @@ def main(argv=None) -> int:
     args = config_parser().parse_args(argv)
     cfg = VocoderConfig.from_dict(vars(args))
     return run_cli(lambda: print(json.dumps(train(cfg))),
-                   "interrupted: the last completed epoch is saved; run the same command to resume")
+                   "interrupted: last.pt, if the run has one, holds its last completed epoch (or time-limit stop); "
+                   "run the same command to resume from it")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def test_cli_end_to_end_from_another_folder(wav_root, checkpoint, tmp_path):
     labels = ["best / mixture", "best / griffinlim", "reference / mix-as-estimate", "reference / oracle-irm"]
     slugs = ["best-mixture", "best-griffinlim", "reference-mix-as-estimate", "reference-oracle-irm"]
 
-    doc = json.loads((out / "test.json").read_text())
+    doc = json.loads((out / "synth-test.json").read_text())
     assert [row["label"] for row in doc["rows"]] == labels
     assert doc["data"]["subset"] == "test" and doc["data"]["nb_tracks"] == 1 and doc["data"]["format"] == "wav"
     assert doc["command"].startswith("python hw2/infer.py --musdb-root ")
@@ -91,27 +92,74 @@ def test_cli_end_to_end_from_another_folder(wav_root, checkpoint, tmp_path):
     vocals_sdr = {row["label"]: row["scores"]["vocals"]["SDR"] for row in doc["rows"]}
     assert vocals_sdr["reference / oracle-irm"] > vocals_sdr["reference / mix-as-estimate"]
 
-    md = (out / "test.md").read_text()
+    md = (out / "synth-test.md").read_text()
     header = "| row | epoch | vocals SDR | accompaniment SDR |"
     assert header in r.stdout  # the table is printed
     for label in labels:
         assert f"| {label} |" in r.stdout and f"| {label} |" in md
 
     for slug in slugs:  # museval's per-track JSON
-        per_track = json.loads((out / "test" / slug / "test" / f"{track}.json").read_text())
+        per_track = json.loads((out / "synth-test" / slug / "test" / f"{track}.json").read_text())
         assert [t["name"] for t in per_track["targets"]] == ["vocals", "accompaniment"]
         assert len(per_track["targets"][0]["frames"]) == 5  # 5 s track, 1 s frames
 
     nb_samples = sf.info(str(wav_root / "test" / track / "mixture.wav")).frames
     wavs = ["mixture.wav", "true_vocals.wav", "true_accompaniment.wav"] + [
         f"{s}_{t}.wav" for s in slugs[:2] for t in ("vocals", "accompaniment")]
-    samples = out / "test" / "samples" / track
+    samples = out / "synth-test" / "samples" / track
     assert sorted(p.name for p in samples.glob("*.wav")) == sorted(wavs)
     assert (samples.parent / "index.html").is_file()  # the listening page (tests/test_listening.py)
     for name in wavs:
         info = sf.info(str(samples / name))
         assert (info.frames, info.channels, info.samplerate) == (nb_samples, 2, 44100), name
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]  # no temporary files
+    # generated tracks: the table's name and title say so, and a MUSDB18 test table is never overwritten
+    assert not (out / "test.json").exists() and md.startswith("# museval SDR on generated tracks (hw2.synth")
+    # two bars, separated and scored, both full at the end; the last line gives absolute paths
+    for stage in ("separated", "scored"):
+        assert re.findall(rf"audio {stage}: +(\d+)%", r.stderr)[-1] == "100", r.stderr
+    assert r.stdout.strip().splitlines()[-1] == (f"tables: {out / 'synth-test.md'} and {out / 'synth-test.json'}; "
+                                                 f"listening WAVs: {out / 'synth-test' / 'samples'}/<track>/")
+
+
+def test_the_scored_bar_moves_when_a_worker_has_written_a_tracks_scores(tmp_path):
+    """Evaluation.add's `scored` callback, the scored bar's update, comes once per job and only after the
+    worker wrote the track's JSON: the bar cannot run ahead of the scoring."""
+    from hw2.evaluate import Evaluation
+
+    rng = np.random.default_rng(0)
+    refs = {t: rng.standard_normal((2 * 44100, 2)).astype(np.float32) * 0.1 for t in ("vocals", "accompaniment")}
+    ests = {t: v + np.float32(0.05) for t, v in refs.items()}
+    row = {"label": "m", "checkpoint": None, "epoch": None, "method": "mixture"}
+    for jobs in (1, 2):
+        ev, done = Evaluation(tmp_path / f"jobs{jobs}", "x", "test", jobs=jobs), []
+        for i in range(3):
+            path = ev.path(row, f"t{i}")
+            ev.add(row, f"t{i}", refs, ests, scored=lambda path=path: done.append(path.is_file()))
+        assert ev.finish()[0]["nb_tracks"] == 3
+        assert done == [True, True, True], jobs
+
+
+def test_the_repositorys_results_from_any_folder(wav_root, checkpoint, tmp_path):
+    """`cd hw2 && python infer.py`: the tables land in the repository's results/ (not hw2/results/), a relative
+    --musdb-root is taken from the folder the command runs in, and a rerun from another folder reuses the scores.
+    On a copy of the package with the tiny checkpoint as its shipped one, so the real results/ is untouched."""
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "hw2", repo / "hw2", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "checkpoints").mkdir()
+    shutil.copy(checkpoint, repo / "checkpoints" / "vocals.pt")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "musdb").symlink_to(wav_root)
+    flags = ["--samples", "0", "--jobs", "1"]
+    first = subprocess.run([sys.executable, "infer.py", "--musdb-root", "../../data/musdb", *flags], cwd=repo / "hw2",
+                           env=env(), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert (repo / "results" / "synth-test.json").is_file() and not (repo / "hw2" / "results").exists()
+    again = subprocess.run([sys.executable, "repo/hw2/infer.py", "--musdb-root", "data/musdb", *flags], cwd=tmp_path,
+                           env=env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "1 of 1 tracks already scored by an earlier run of this command: reused" in again.stdout
+    assert str(repo / "results" / "synth-test.md") in again.stdout.strip().splitlines()[-1]
 
 
 def test_jobs_give_identical_numbers_on_the_validation_split(wav_root, checkpoint, tmp_path, capsys):
@@ -123,9 +171,9 @@ def test_jobs_give_identical_numbers_on_the_validation_split(wav_root, checkpoin
         out = tmp_path / f"jobs{jobs}"
         assert main(["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint",
                      str(checkpoint), "--samples", "0", "--jobs", str(jobs), "--out", str(out)]) == 0
-        doc = json.loads((out / "train-valid.json").read_text())
+        doc = json.loads((out / "synth-train-valid.json").read_text())
         assert doc["data"]["split"] == "valid" and doc["data"]["nb_tracks"] == len(valid)
-        scored = sorted(p.stem for p in (out / "train-valid" / "best-mixture" / "train").glob("*.json"))
+        scored = sorted(p.stem for p in (out / "synth-train-valid" / "best-mixture" / "train").glob("*.json"))
         assert scored == valid
         rows[jobs] = doc["rows"]
     assert rows[1] == rows[2]
@@ -290,7 +338,7 @@ def test_scorer_hw2_gives_museval_numbers(wav_root, checkpoint, tmp_path):
         out = tmp_path / scorer
         assert main(["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint",
                      str(checkpoint), "--samples", "0", "--scorer", scorer, "--out", str(out)]) == 0
-        doc = json.loads((out / "train-valid.json").read_text())
+        doc = json.loads((out / "synth-train-valid.json").read_text())
         scores[scorer] = [row["scores"] for row in doc["rows"]]
     for ours, theirs in zip(scores["hw2"], scores["museval"]):
         for target in ("vocals", "accompaniment"):
@@ -355,6 +403,39 @@ def test_bad_tracks_are_all_listed_before_any_work(wav_root, checkpoint, tmp_pat
     assert main([*args, "--samples", "0", "--jobs", "1"]) == 0  # the checkpoints folder is ignored
 
 
+def test_stems_a_few_samples_apart_are_cut_and_said_more_are_refused(wav_root, checkpoint, tmp_path, capsys,
+                                                                     monkeypatch):
+    """MUSDB18-HQ tracks whose vocals.wav is shorter than the other stems: 5,000 samples (0.11 s, more than the
+    4,160 AAC padding explains) are refused before any work, naming the stem and both lengths; 1,000 samples are
+    cut off, said in one line, and the track is scored."""
+    from hw2.data import MAX_PADDING
+
+    names = sorted(p.name for p in (wav_root / "train").iterdir())[:1]
+    for cut, root in ((5000, tmp_path / "far"), (1000, tmp_path / "near")):
+        _copy_tracks(wav_root / "train", root / "test", names)
+        vocals = root / "test" / names[0] / "vocals.wav"
+        audio, rate = sf.read(str(vocals), dtype="int16")
+        sf.write(str(vocals), audio[:-cut], rate, subtype="PCM_16")
+    n = len(audio)
+    assert 1000 < MAX_PADDING < 5000
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    args = ["--checkpoint", str(checkpoint), "--samples", "0", "--jobs", "1"]
+    assert main(["--musdb-root", str(tmp_path / "far"), *args, "--out", str(tmp_path / "out-far")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'far' / 'test' / names[0]}: stems of different lengths: the vocals stem has "
+                   f"{n - 5000:,} samples, the mixture stem {n:,} (5,000 more than it, more than the 4,160 AAC "
+                   "padding explains): replace the track")
+    assert results_files(tmp_path / "out-far") == []
+    monkeypatch.undo()
+    assert main(["--musdb-root", str(tmp_path / "near"), *args, "--out", str(tmp_path / "out-near")]) == 0
+    printed = capsys.readouterr().out
+    assert (f"{tmp_path / 'near' / 'test' / names[0]}: stems differ by 1,000 samples (vocals {n - 1000:,}, mixture "
+            f"{n:,}), within AAC padding (at most 4,160): cut to the shortest") in printed
+    (row,) = json.loads((tmp_path / "out-near" / "test.json").read_text())["rows"]
+    assert row["nb_tracks"] == 1
+
+
 def test_corrupt_stem_files_are_all_named(stem_root, checkpoint, tmp_path, capsys):
     root = tmp_path / "musdb"
     (root / "test").mkdir(parents=True)
@@ -372,7 +453,7 @@ def test_an_interrupted_run_resumes_and_gives_the_same_table(wav_root, checkpoin
     args = ["--musdb-root", str(wav_root), "--subset", "train", "--split", "valid", "--checkpoint", str(checkpoint),
             "--phase", "mixture", "griffinlim", "--gl-iters", "2", "--references", "--samples", "0", "--jobs", "1"]
     assert main([*args, "--out", str(tmp_path / "fresh")]) == 0
-    fresh = json.loads((tmp_path / "fresh" / "train-valid.json").read_text())["rows"]
+    fresh = json.loads((tmp_path / "fresh" / "synth-train-valid.json").read_text())["rows"]
 
     import hw2.separate
     calls, separate = [], hw2.separate.Separator.separate
@@ -386,13 +467,13 @@ def test_an_interrupted_run_resumes_and_gives_the_same_table(wav_root, checkpoin
     monkeypatch.setattr(hw2.separate.Separator, "separate", interrupted)
     out = tmp_path / "out"
     assert main([*args, "--out", str(out)]) == 130
-    assert not (out / "train-valid.json").exists()
+    assert not (out / "synth-train-valid.json").exists()
     monkeypatch.undo()
     log = []
     from hw2.infer import parser, run
     rows = run(parser().parse_args([*args, "--out", str(out)]), log=log.append)
     assert "1 of 2 tracks already scored by an earlier run of this command: reused" in log
-    assert json.loads((out / "train-valid.json").read_text())["rows"] == fresh == rows
+    assert json.loads((out / "synth-train-valid.json").read_text())["rows"] == fresh == rows
 
     other = tmp_path / "retrained.pt"  # another checkpoint under the same row name: nothing reused
     c = load_checkpoint(checkpoint)

@@ -110,6 +110,118 @@ def test_resume_equals_uninterrupted(wav_root, wav_cache, tmp_path):
     assert again["epochs_done"] == 3 and len(history(tmp_path / "B")) == 3
 
 
+def assert_same_weights(run_a, run_b):
+    wa, wb = (load_checkpoint(Path(run) / "last.pt")["model"] for run in (run_a, run_b))
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_ctrl_c_saves_the_sampler_position_and_resumes_exactly(wav_root, wav_cache, tmp_path, monkeypatch):
+    """A real SIGINT in the middle of step 3 lets that step finish, saves last.pt at (epoch 1, step 3) and says so;
+    a Ctrl-C during the epoch's validation saves the epoch's end. Resumed twice, the run ends with the weights of
+    a run never interrupted (4 batches an epoch)."""
+    import hw2.train as train_module
+
+    cfg = dict(epochs=2, nb_layers=2, milestones=(2,))
+    train(tiny(wav_root, tmp_path / "A", wav_cache, **cfg), log=lambda m: None)
+    b = tiny(wav_root, tmp_path / "B", wav_cache, **cfg)
+    real_step, calls = train_module.train_step, []
+
+    def step_then_sigint(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the step runs
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_sigint)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted in epoch 1 at step 3; saved .*last.pt: run the same"):
+        train(b, log=lambda m: None)
+    monkeypatch.undo()
+    assert len(calls) == 3
+    assert load_checkpoint(tmp_path / "B" / "last.pt")["state"]["step"] == 3
+
+    def interrupted_validation(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "validation_loss", interrupted_validation)
+    with pytest.raises(KeyboardInterrupt, match="interrupted in epoch 1 at step 4; saved"):
+        train(b, log=lambda m: None)
+    monkeypatch.undo()
+    logs = []
+    assert train(b, log=logs.append)["stopped"] == "done"
+    assert any("resuming" in m and "epoch 1, step 4" in m for m in logs)
+    assert [e["epoch"] for e in history(tmp_path / "B")] == [1, 2]
+    assert_same_weights(tmp_path / "A", tmp_path / "B")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # train() put Python's handler back
+
+
+def test_ctrl_c_before_anything_was_saved_says_so(wav_root, wav_cache, tmp_path, monkeypatch):
+    import hw2.train as train_module
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "input_statistics", interrupted)  # the statistics pass of a new run
+    with pytest.raises(KeyboardInterrupt, match="before training started: nothing was saved"):
+        train(tiny(wav_root, tmp_path / "run", wav_cache), log=lambda m: None)
+    assert not (tmp_path / "run" / "last.pt").exists()
+    # the command line says the same, with exit status 130 and no traceback
+    from hw2 import run_cli
+    assert run_cli(lambda: train(tiny(wav_root, tmp_path / "run", wav_cache), log=lambda m: None)) == 130
+
+
+def test_a_second_ctrl_c_in_a_step_saves_nothing_and_names_the_latest_save(wav_root, wav_cache, tmp_path,
+                                                                             monkeypatch):
+    """Two Ctrl-C in one step (an impatient user): the step is torn, so nothing is saved, and the line names the
+    state last.pt holds from its latest save (epoch 1's end), not the one the run started from."""
+    import hw2.train as train_module
+
+    real_step, calls = train_module.train_step, []
+
+    def step_then_two_sigints(*args, **kw):
+        calls.append(1)
+        if len(calls) == 6:  # epoch 2, step 2 (4 batches an epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_two_sigints)
+    with pytest.raises(KeyboardInterrupt, match=r"nothing new to save; .*last.pt holds epoch 2, step 0 from its "
+                                                r"latest save"):
+        train(tiny(wav_root, tmp_path / "run", wav_cache), log=lambda m: None)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert (state["epoch"], state["step"]) == (1, 0)
+
+
+def test_time_limit_stops_within_one_step_and_a_finished_run_says_so(wav_root, wav_cache, tmp_path, monkeypatch):
+    """A fake clock that moves 10 s a step: with --max-minutes 0.58 (35 s) the run stops after step 4, the last
+    of epoch 1 (it used to go on through validation), saved there; resumed, it finishes; run again, it says it
+    is finished instead of resuming."""
+    import hw2.train as train_module
+
+    now = [0.0]
+    real_step = train_module.train_step
+
+    def ten_second_step(*args, **kw):
+        now[0] += 10.0
+        return real_step(*args, **kw)
+
+    monkeypatch.setattr(train_module, "clock", lambda: now[0])
+    monkeypatch.setattr(train_module, "train_step", ten_second_step)
+    logs = []
+    cfg = tiny(wav_root, tmp_path / "run", wav_cache)
+    stopped = train(replace(cfg, max_minutes=35 / 60), log=logs.append)
+    assert stopped["stopped"] == "time-limit" and "in epoch 1 at step 4; saved" in logs[-1]
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["state"]
+    assert (state["epoch"], state["step"]) == (0, 4) and not (tmp_path / "run" / "history.json").exists()
+    monkeypatch.undo()
+    assert train(cfg, log=logs.append)["epochs_done"] == 2
+    logs.clear()
+    again = train(cfg, log=logs.append)
+    assert (again["epochs_done"], again["stopped"]) == (2, "done") and len(history(tmp_path / "run")) == 2
+    assert len(logs) == 1 and "finished (2 epochs" in logs[0] and "resuming" not in logs[0]
+
+
 def test_resume_with_more_epochs_continues(wav_root, wav_cache, tmp_path):
     cfg = tiny(wav_root, tmp_path / "run", wav_cache, epochs=1)
     train(cfg, log=lambda m: None)
@@ -459,6 +571,22 @@ def test_cli_full_length_run_is_interrupted_resumes_and_finishes(long_root, tmp_
     wa, wb = (load_checkpoint(tmp_path / run / "last.pt")["model"] for run in "AB")
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_preset_tiny_trains_from_the_command_line_and_flags_override_it(wav_root, wav_cache, tmp_path):
+    """The quick recipe: `--preset tiny` is hw2.train.PRESETS["tiny"] (what notebook 03 and bench/train_step.py
+    use); an explicit flag beside it wins; the run finishes its preset's epochs."""
+    from hw2.train import PRESETS, preset_config
+
+    summary, _ = cli("--preset", "tiny", "--musdb-root", str(wav_root), "--cache-dir", str(wav_cache), "--out", "run",
+                     "--hidden-size", "8", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert summary["stopped"] == "done" and summary["epochs_done"] == PRESETS["tiny"]["epochs"]
+    saved = config_from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert saved == preset_config("tiny", musdb_root=str(wav_root), cache_dir=str(wav_cache), out="run", hidden_size=8,
+                                  device="cpu", quiet=True)
+    assert saved.n_fft == PRESETS["tiny"]["n_fft"] != TrainConfig().n_fft
+    with pytest.raises(Hw2Error, match="unknown preset 'huge'"):
+        preset_config("huge")
 
 
 # ------------------------------------------------------------------------------------------------ valid SDR

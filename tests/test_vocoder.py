@@ -156,5 +156,5 @@ def test_infer_runs_the_vocoder_method_and_refuses_a_missing_vocoder(wav_root, t
 
     save(tiny(), tmp_path / "v.pt")
     assert infer([*args, "--references", "--vocoder", str(tmp_path / "v.pt"), "--out", str(tmp_path / "b")]) == 0
-    rows = {r["method"]: r for r in json.loads((tmp_path / "b" / "train-valid.json").read_text())["rows"]}
+    rows = {r["method"]: r for r in json.loads((tmp_path / "b" / "synth-train-valid.json").read_text())["rows"]}
     assert {"mixture", "vocoder", "oracle-vocoder", "oracle-irm"} <= set(rows)
