@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
@@ -131,27 +131,28 @@ def blend_card(path: Path, results: dict | None) -> str:
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
         f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order), chosen on musdb's valid split "
         f"({counts['valid']} tracks) among 0, 0.1, ..., 1 by the median vocals SDR (mixture phase) |", "",
-        "| member | weight | network | parameters | epoch | selection | training min |",
-        "|---|---:|---|---:|---:|---|---:|",
+        "| member | weight | network | parameters | epochs trained | selected epoch | selection | training min |",
+        "|---|---:|---|---:|---:|---:|---|---:|",
     ]
     commands = []
     for i, (m, w) in enumerate(zip(members, weights)):
-        cfg = config_from_dict(m["config"])
         run = Path(m.get("source", "")).parent
+        cfg = replace(config_from_dict(m["config"]), out=str(run))  # where its checkpoints live now
         try:
             history = json.loads((run / "history.json").read_text())
             minutes = f"{sum(h['seconds'] for h in history) / 60:.1f}"
+            trained = str(len(history))
         except (OSError, ValueError):
-            minutes = "-"
+            minutes = trained = "-"
         params = _member_params(m)
         lines.append(f"| {i + 1}: {cfg.target} | {w:g} | {describe(ModelConfig.from_dict(m['config']))} | "
-                     f"{params:,} | {m.get('epoch')} | {_selection(cfg)} | {minutes} |")
+                     f"{params:,} | {trained} | {m.get('epoch')} | {_selection(cfg).rstrip(',')} | {minutes} |")
         commands.append(f"# member {i + 1}\n{train_command(cfg)}")
     lines += ["", "Training commands (each member's own run):", "", "```bash\n" + "\n".join(commands) + "\n```", "",
               f"Blend command: `python -m hw2.blend --members "
               f"{' '.join(m.get('source', '?') for m in entry['members'])}"
               + (f" --accompaniment {entry['accompaniment'].get('source')}" if entry.get("accompaniment") else "")
-              + (" --swap" if entry.get("swap") else "") + " --musdb-root MUSDB_ROOT --out runs/blend/best.pt "
+              + (" --swap" if entry.get("swap") else "") + f" --musdb-root MUSDB_ROOT --out {shown_path(path.resolve())} "
               "--milestones`", ""]
     lines += _results_lines(results)
     lines += ["Files: `vocals.pt` (the blend of the members' selected epochs), `epochNNN.pt` (the blend of the "

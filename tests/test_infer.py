@@ -119,7 +119,8 @@ def test_cli_end_to_end_from_another_folder(wav_root, checkpoint, tmp_path):
     for stage in ("separated", "scored"):
         assert re.findall(rf"audio {stage}: +(\d+)%", r.stderr)[-1] == "100", r.stderr
     assert r.stdout.strip().splitlines()[-1] == (f"tables: {out / 'synth-test.md'} and {out / 'synth-test.json'}; "
-                                                 f"listening WAVs: {out / 'synth-test' / 'samples'}/<track>/")
+                                                 f"listening page: {out / 'synth-test' / 'samples' / 'index.html'} "
+                                                 f"(WAVs in {out / 'synth-test' / 'samples'}/<track>/)")
 
 
 def test_the_scored_bar_moves_when_a_worker_has_written_a_tracks_scores(tmp_path):
