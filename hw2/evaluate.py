@@ -29,6 +29,7 @@ RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # MRSTFT's (n_fft, hop), a
 LOG_FLOOR = 1e-4  # magnitudes floored here before the log: about 16-bit quantisation noise in a 512-point bin
 TARGETS = ("vocals", "accompaniment")
 RATE = 44100
+STFT_DEFAULT = (4096, 1024)  # (n_fft, hop) of a row that names no model STFT: hw2.model.STFT's defaults
 
 
 def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, scorer: str = "hw2",
@@ -149,22 +150,23 @@ def silent_targets(references: dict) -> list[str]:
     return [t for t in TARGETS if not np.any(references[t])]
 
 
-def _score_job(name, references, estimates, json_path, identity=None, score_kw=None):
-    """Score one track and row, write its JSON; returns its `track_medians`, or {"skipped": reason}."""
+def _score_job(name, references, estimates, json_path, identity=None, score_kw=None, stft=STFT_DEFAULT):
+    """Score one track and row, write its JSON; returns its `track_medians`, or {"skipped": reason}. `stft`:
+    the (n_fft, hop) of the row's model, at which its spectral convergence is measured."""
     silent = silent_targets(references)
     if silent:
         reason = f"{' and '.join(silent)} silent from start to end (BSSEval needs non-silent references)"
         scores = {"name": name, "targets": [], "skipped": reason}
     else:
         scores = score_track(name, references, estimates, **(score_kw or {}))
-        scores["magnitude"] = {t: magnitude_distances(references[t], estimates[t]) for t in TARGETS}
+        scores["magnitude"] = {t: magnitude_distances(references[t], estimates[t], *stft) for t in TARGETS}
     if identity is not None:
         scores["hw2"] = identity  # what produced these scores: a rerun reuses them only when it matches
     atomic_write_text(Path(json_path), json.dumps(scores, indent=2))
     return {"skipped": scores["skipped"]} if silent else track_medians(scores)
 
 
-def _score_spilled(name, folder, json_path, identity=None, score_kw=None):
+def _score_spilled(name, folder, json_path, identity=None, score_kw=None, stft=STFT_DEFAULT):
     """`_score_job` on the arrays a `ScoringJob` wrote to `folder`, read memory-mapped; the folder is removed
     after."""
     import shutil
@@ -173,7 +175,7 @@ def _score_spilled(name, folder, json_path, identity=None, score_kw=None):
         arrays = {f"{kind}/{t}": np.load(Path(folder) / f"{kind}-{t}.npy", mmap_mode="r")
                   for kind in ("references", "estimates") for t in TARGETS}
         return _score_job(name, {t: arrays[f"references/{t}"] for t in TARGETS},
-                          {t: arrays[f"estimates/{t}"] for t in TARGETS}, json_path, identity, score_kw)
+                          {t: arrays[f"estimates/{t}"] for t in TARGETS}, json_path, identity, score_kw, stft)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -279,15 +281,16 @@ class Evaluation:
                scored: Callable[[], None] | None = None) -> None:
         """`add`, for a job filled by the caller."""
         pending = self.register(row)
+        stft = tuple(row.get("stft") or STFT_DEFAULT)  # the row's model's: its SC is measured at that resolution
         if self.pool:
             future = self.pool.submit(_score_spilled, track, str(job.folder), self.path(row, track), identity,
-                                      self.score_kw)
+                                      self.score_kw, stft)
             if scored is not None:
                 future.add_done_callback(lambda f: f.exception() is None and scored())
             pending.append((track, future))
         else:
             pending.append((track, _score_job(track, job.arrays["references"], job.arrays["estimates"],
-                                              self.path(row, track), identity, self.score_kw)))
+                                              self.path(row, track), identity, self.score_kw, stft)))
             if scored is not None:
                 scored()
 
@@ -340,6 +343,13 @@ def skipped_notes(rows: list[dict]) -> list[str]:
         [f"- {t}: {reason}" for t, reason in skipped.items()]
 
 
+def _stft_words(rows: list[dict]) -> str:
+    """"n_fft 4096, hop 1024": the STFT each row's SC was measured at (its model's), named once when they agree."""
+    stfts = sorted({tuple(r.get("stft") or STFT_DEFAULT) for r in rows})
+    return " / ".join(f"n_fft {n}, hop {h}" for n, h in stfts) + (" (each row's model's)" if len(stfts) > 1 else
+                                                                   " (the model's STFT)")
+
+
 def write_results(out: Path, name: str, rows: list[dict], data: dict, command: str, title: str = "") -> tuple[Path, Path]:
     """`<out>/<name>.json` (every metric) and `<out>/<name>.md` (SDR table plus provenance)."""
     out = Path(out)
@@ -357,7 +367,7 @@ def write_results(out: Path, name: str, rows: list[dict], data: dict, command: s
               f"Data: `{data.get('root')}`, subset `{data.get('subset')}`"
               + (f", split `{data['split']}`" if data.get("split") else "")
               + f", {data.get('nb_tracks')} tracks. {summary['aggregation']}.\n\n"
-              + (f"SC: spectral convergence of the STFT magnitudes at n_fft 4096, hop 1024; MRSTFT: spectral "
+              + (f"SC: spectral convergence of the STFT magnitudes at {_stft_words(rows)}; MRSTFT: spectral "
                  f"convergence plus log-magnitude distance, mean over n_fft 512 / 1024 / 2048; both per track, "
                  f"then median over tracks; lower is better, blind to phase.\n\n" if len(shown) > len(METRICS) else "")
               + f"Command: `{command}`\n")

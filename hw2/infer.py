@@ -122,6 +122,7 @@ def run(args, log=print) -> list[dict]:
     from hw2.data import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
                           open_tracks, read_stem)
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
+    from hw2.model import STFT
     from hw2.separate import Separator, references
     from hw2.train import resolve_device
 
@@ -170,9 +171,10 @@ def run(args, log=print) -> list[dict]:
 
     identities = [_identity(c, sep) for c, sep in zip(args.checkpoint, separators)]
     ref_names = REFERENCE_ROWS + (("oracle-vocoder",) if "vocoder" in args.phase else ())
+    ref_stft = STFT(separators[0].stft.n_fft, separators[0].stft.n_hop)  # on the CPU, where the stems are
     evaluation = Evaluation(out, name, subset, args.jobs, {"scorer": args.scorer})
     rows_asked = [_row(sep, m, c) for sep, c in zip(separators, args.checkpoint) for m in args.phase] + \
-        [_reference_row(m) for m in (ref_names if args.references else ())]
+        [_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ())]
     for row in rows_asked:  # the table's rows in the order asked, whichever were scored by an earlier run
         evaluation.register(row)
     for folder in {out, *(evaluation.path(row, "x").parent for row in rows_asked)}:
@@ -187,7 +189,7 @@ def run(args, log=print) -> list[dict]:
                 for m in args.phase]
         todo = [(sep, ident, row, m) for sep, ident, row, m in todo
                 if not evaluation.resume(row, track.name, _method_identity({**ident, **sep.settings(m)}, m))]
-        ref_rows = [_reference_row(m) for m in (ref_names if args.references else ())]
+        ref_rows = [_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ())]
         ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name,
                                                                      _method_identity(identities[0], row["method"]))]
         nb_reused = len(rows_asked) - len(todo) - len(ref_rows)
@@ -220,10 +222,11 @@ def run(args, log=print) -> list[dict]:
         if ref_rows:
             refs, n = _references(track, len(mixture))
             mix = mixture[:n].astype(np.float32) / 32768
-            for method, est in references(mix, refs["vocals"], refs["accompaniment"],
+            for method, est in references(mix, refs["vocals"], refs["accompaniment"], stft=ref_stft,
                                           rows=[r["method"] for r in ref_rows], vocoder=separators[0].vocoder).items():
                 progress.separated(i)
-                evaluation.add(_reference_row(method), track.name, refs, est, _method_identity(identities[0], method),
+                evaluation.add(_reference_row(method, separators[0].stft), track.name, refs, est,
+                               _method_identity(identities[0], method),
                                partial(progress.scored, i))
             del mix, est, refs
         del mixture
@@ -322,11 +325,13 @@ def _references(track, length: int) -> tuple[dict, int]:
 
 def _row(sep, method: str, checkpoint: str) -> dict:
     return {"label": f"{sep.name} / {method}", "checkpoint": _display(checkpoint), "epoch": sep.epoch,
-            "method": method, "name": sep.name}
+            "method": method, "name": sep.name, "stft": [sep.stft.n_fft, sep.stft.n_hop]}
 
 
-def _reference_row(method: str) -> dict:
-    return {"label": f"reference / {method}", "checkpoint": None, "epoch": None, "method": method}
+def _reference_row(method: str, stft) -> dict:
+    """A row from the true stems; `stft`: the first checkpoint's, at which its mask and its SC are computed."""
+    return {"label": f"reference / {method}", "checkpoint": None, "epoch": None, "method": method,
+            "stft": [stft.n_fft, stft.n_hop]}
 
 
 def _identity(path, sep) -> dict:

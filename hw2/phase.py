@@ -108,7 +108,7 @@ def run(args, log=print) -> list[dict]:
             est = {t: a[:n] for t, a in est.items()}
             med = track_medians(score_track(track.name, refs, est))
             for t in TARGETS:
-                med[t]["SC"] = magnitude_distances(refs[t], est[t])["SC"]
+                med[t]["SC"] = magnitude_distances(refs[t], est[t], sep.stft.n_fft, sep.stft.n_hop)["SC"]
             per_track.setdefault((label, iters), []).append(med)
         log(f"{i + 1}/{len(tracks)} {track.name}")
     rows = [{"method": label, "iterations": iters, "scores": median_of_medians(meds), "nb_tracks": len(meds)}
@@ -133,7 +133,8 @@ def run(args, log=print) -> list[dict]:
                      f"{s['accompaniment']['SDR']:.2f} | {s['vocals']['SC']:.3f} | {s['accompaniment']['SC']:.3f} |")
     atomic_write_text(out / "phase-sweep.md", "# Phase methods against iterations and mel bands\n\n"
                       + "\n".join(lines) + f"\n\nData: {data}. SDR: museval BSSEval v4, median over 1 s frames, then "
-                      "over tracks (dB). SC: spectral convergence of the STFT magnitudes (n_fft 4096, hop 1024), "
+                      f"over tracks (dB). SC: spectral convergence of the STFT magnitudes (n_fft {sep.stft.n_fft}, hop "
+                      f"{sep.stft.n_hop}, the model's), "
                       "median over tracks, lower is better. misi-fixed at 0 iterations is the mixture phase; mel-N: "
                       f"N mel bands.\n\nCommand: `{command}`\n")
 

@@ -516,3 +516,39 @@ def test_the_example_run_gives_the_vocals_sdr_the_readme_promises(monkeypatch, t
     assert abs(row["scores"]["vocals"]["SDR"] - EXAMPLE_VOCALS_SDR) < 0.01
     printed = capsys.readouterr().out
     assert "stempeg's example track" in printed and "(test)" not in printed
+
+
+def test_the_models_stft_reaches_scoring_and_the_reference_rows(wav_root, tmp_path):
+    """A model with STFT 2048 / 512: its SC column, the oracle row and the table's footnote use that STFT, not the
+    4096 / 1024 defaults (the oracle mask and SC are checked against a direct computation at 2048 / 512)."""
+    from dataclasses import asdict
+
+    from hw2.data import open_tracks, read_stem
+    from hw2.evaluate import magnitude_distances
+    from hw2.infer import _references
+    from hw2.model import STFT, ModelConfig, OpenUnmix
+    from hw2.separate import Separator, references
+    from hw2.train import CHECKPOINT_FORMAT
+
+    torch.manual_seed(0)
+    model = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1, n_fft=2048, n_hop=512)).eval()
+    ckpt = tmp_path / "small-stft.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(TrainConfig(hidden_size=16, nb_layers=1, n_fft=2048,
+                                                                          n_hop=512)),
+                "model": model.state_dict(), "epoch": 1}, ckpt)
+    assert main(["--musdb-root", str(wav_root), "--subset", "test", "--checkpoint", str(ckpt), "--references",
+                 "--samples", "0", "--jobs", "1", "--out", str(tmp_path / "out"), "--name", "stft"]) == 0
+    track = open_tracks(wav_root, "test")[0]
+    mixture = read_stem(track, "mixture")
+    refs, n = _references(track, len(mixture))
+    est = Separator.from_checkpoint(ckpt).separate(mixture, ["mixture"], key=track.name)["mixture"]
+    oracle = references(mixture[:n].astype(np.float32) / 32768, refs["vocals"], refs["accompaniment"],
+                        stft=STFT(2048, 512), rows=["oracle-irm"])["oracle-irm"]
+    for slug, estimate in (("small-stft-mixture", est), ("reference-oracle-irm", oracle)):
+        scored = json.loads((tmp_path / "out" / "stft" / slug / "test" / f"{track.name}.json").read_text())
+        for t in ("vocals", "accompaniment"):
+            direct = magnitude_distances(refs[t], estimate[t][:n], 2048, 512)["SC"]
+            default = magnitude_distances(refs[t], estimate[t][:n])["SC"]
+            assert scored["magnitude"][t]["SC"] == pytest.approx(direct, rel=1e-6), (slug, t)
+            assert abs(direct - default) > 1e-4  # far beyond the tolerance: the test tells the two STFTs apart
+    assert "n_fft 2048, hop 512" in (tmp_path / "out" / "stft.md").read_text()
