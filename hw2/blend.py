@@ -27,7 +27,7 @@ from torch import nn
 
 from hw2 import Hw2Error, OneLineParser, run_cli
 from hw2.evaluate import score_model
-from hw2.model import ModelConfig, SpectrogramModel, build_model
+from hw2.model import ModelConfig, SpectrogramModel, build_model, load_weights
 
 WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
@@ -85,13 +85,8 @@ class Blend(nn.Module):
 
 
 def _member(entry: dict, path) -> SpectrogramModel:
-    model = build_model(ModelConfig.from_dict(entry["config"]))
-    try:
-        model.load_state_dict(entry["model"])
-    except RuntimeError:
-        raise Hw2Error(f"{path}: a blend member's weights do not fit its config; rebuild the blend with "
-                       "`python -m hw2.blend`") from None
-    return model.eval()
+    return load_weights(build_model(ModelConfig.from_dict(entry["config"])), entry["model"], path,
+                        "the blend member its config describes")
 
 
 def blend_from_entry(entry: dict, path="checkpoint") -> Blend:

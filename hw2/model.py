@@ -217,5 +217,18 @@ def describe(cfg: ModelConfig) -> str:
             f"{'' if cfg.mask else ', no mask'}, {common}")
 
 
+def load_weights(model: nn.Module, state: dict, path, what: str = "the model its config describes") -> nn.Module:
+    """`model` with the saved `state` loaded, in eval mode; weights that do not fit its shapes are one `Hw2Error`
+    line naming the file (a checkpoint changed by hand, or one of another model)."""
+    from hw2 import Hw2Error
+
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise Hw2Error(f"{path}: its weights do not fit {what}; the file was changed by hand or comes from another "
+                       "model") from None
+    return model.eval()
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -33,7 +33,8 @@ from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, remove_stale
 from hw2.blend import blend_from_entry
 from hw2.data import (MIXING, OFFSETS, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
                       open_tracks, read_stem, variant_names)
-from hw2.model import ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters
+from hw2.model import (ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters,
+                       load_weights)
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
 MAX_PARAMS = 10_000_000  # the assignment's limit
@@ -249,13 +250,7 @@ def model_from_checkpoint(ckpt: dict, path="checkpoint") -> tuple[SpectrogramMod
     cfg = config_from_dict(ckpt["config"])
     if "blend" in ckpt:  # several networks as one model (`python -m hw2.blend`); the config is the first's
         return blend_from_entry(ckpt["blend"], path), cfg
-    model = build_model(cfg.model_config())
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise Hw2Error(f"{path}: its weights do not fit the model its config describes; the file was "
-                       "changed by hand or comes from another model") from None
-    return model, cfg
+    return load_weights(build_model(cfg.model_config()), ckpt["model"], path).train(), cfg
 
 
 def config_from_dict(d: dict) -> TrainConfig:

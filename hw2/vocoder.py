@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hw2 import Hw2Error, OneLineParser, __version__, remove_stale_temporaries, run_cli
-from hw2.model import RATE, STFT, count_parameters
+from hw2.model import RATE, STFT, count_parameters, load_weights
 
 CHECKPOINT_FORMAT = "hw2-vocoder-v1"
 
@@ -182,13 +182,7 @@ def load_vocoder(path, n_fft: int | None = None, n_hop: int | None = None, rate:
         raise Hw2Error(f"{path}: a vocoder for other STFT settings ({'; '.join(diff)}); train one with the "
                        f"separator's settings: python -m hw2.vocoder --n-fft {n_fft or cfg.n_fft} "
                        f"--n-hop {n_hop or cfg.n_hop} ...")
-    model = Vocoder(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise Hw2Error(f"{path}: its weights do not fit the vocoder its config describes; the file was changed "
-                       "by hand or comes from another model") from None
-    return model.eval()
+    return load_weights(Vocoder(cfg), ckpt["model"], path, "the vocoder its config describes")
 
 
 # ----------------------------------------------------------------------------------------------------- training
