@@ -40,6 +40,7 @@ OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", 
             "tuning": "results/tuning-width.json"}
 SYNTHETIC = re.compile(r"generated|synth", re.I)  # hw2.synth roots: never a test or valid table of the report
 STUDENT_KEYS = ("name", "id", "drive")
+MAX_COMMAND = 240  # characters of a command on the Reproduce slide
 
 
 # ------------------------------------------------------------------------------------------------- gathering
@@ -85,6 +86,7 @@ def load_results(folder: Path, root: Path) -> dict:
         out[path.stem] = {
             "file": path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path),
             "title": doc.get("title", path.stem), "command": public_command(doc.get("command", "not recorded")),
+            "scores_command": public_command(doc["scores_command"]) if doc.get("scores_command") else None,
             "created": doc.get("created", "?"), "dataset": dataset, "subset": data.get("subset"),
             "split": data.get("split"), "split_label": split, "nb_tracks": data.get("nb_tracks"),
             "label": f"{dataset}, {split}, {data.get('nb_tracks', '?')} tracks", "rows": rows}
@@ -167,6 +169,16 @@ def findings(results: dict) -> dict:
             f["spread"] = max(ranges) if ranges else None  # the largest seed-to-seed range of either target
             f["nb_seeds"] = len(f["seeds"])
         out["augment"] = {"file": results["augment"]["file"], "families": fam}
+    ship = results.get("ship", {}).get("rows", [])
+    if ship:  # bench/ship.py's candidates: single networks (one epoch) against blends (one epoch per member)
+        single = [r for r in ship if isinstance(r.get("epoch"), int)]
+        blends = [r for r in ship if not isinstance(r.get("epoch"), int)]
+        top = lambda rs: max(rs, key=lambda r: r.get("vocals_sdr") or -99, default=None)  # noqa: E731
+        s1, b1 = top(single), top(blends)
+        out["ship"] = {"file": results["ship"]["file"], "nb": len(ship),
+                       "single": s1 and s1.get("vocals_sdr"), "single_label": s1 and s1.get("label"),
+                       "blend": b1 and b1.get("vocals_sdr"), "gain": _diff(b1 and b1.get("vocals_sdr"),
+                                                                            s1 and s1.get("vocals_sdr"))}
     unet = results.get("unet-150", {}).get("rows", [])
     if unet:
         own = [r for r in unet if not str(r.get("checkpoint", "")).startswith("checkpoints/")]
@@ -223,7 +235,8 @@ def training(root: Path) -> dict | None:
     secs = sorted(h["seconds"] for h in hist if isinstance(h.get("seconds"), (int, float)))
     card = folder / "MODEL_CARD.md"
     card_text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    command = re.search(r"```bash\n(python -m hw2\.train[^\n]*)", card_text)
+    command = re.search(r"```bash\n(python -m hw2\.train[^\n]*)", card_text) or \
+        re.search(r"Blend command: `(python -m hw2\.blend[^`]*)`", card_text)
     nb_train = re.search(r"training tracks \|[^|\n]*?\((\d+) tracks\)", card_text)
     root_ = cfg.get("musdb_root", "")
     try:
@@ -324,8 +337,15 @@ def reproduce_commands(results: dict, tr: dict | None, shown) -> list[dict]:
     out = []
     if tr and tr.get("command"):
         out.append({"what": "the shipped model (checkpoints)", "command": tr["command"]})
+    # a table scored as one step of another's command (bench/ship.py's infer run) is reproduced by that command
+    steps = {r.get("scores_command") for r in results.values() if r.get("scores_command")}
     for stem in shown:
-        out.append({"what": results[stem]["file"], "command": results[stem]["command"]})
+        if results[stem]["command"] in steps:
+            continue
+        command = results[stem]["command"]
+        if len(command) > MAX_COMMAND:  # a slide line, not a page: the whole command is in the table's file
+            command = command[:MAX_COMMAND].rsplit(" ", 1)[0] + f" ... (whole: {results[stem]['file'][:-5]}.md)"
+        out.append({"what": results[stem]["file"], "command": command})
     out.append({"what": "the figures (report/figures)", "command": "python -m hw2.figures"})
     out.append({"what": "the listening figure (from the WAVs of results/phase.json's command)",
                 "command": "python -m hw2.figures --listening results/phase/samples"})
