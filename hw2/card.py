@@ -127,7 +127,8 @@ def blend_card(path: Path, results: dict | None) -> str:
         "| | |", "|---|---|",
         f"| parameters | {nb_params:,} in all (the assignment's limit is 10M) |",
         "| initialisation | every member from scratch (random weights); no pretrained weights, no extra data |",
-        f"| data | `{shown_path(members[0]['config']['musdb_root'])}`, its train folder, with musdb's standard train / valid split |",
+        f"| data | `{shown_path(members[0]['config']['musdb_root'])}`, its train folder, with musdb's standard "
+        "train / valid split |",
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
         f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order), chosen on musdb's valid split "
         f"({counts['valid']} tracks) among 0, 0.1, ..., 1 by the median vocals SDR (mixture phase) |", "",
@@ -152,7 +153,8 @@ def blend_card(path: Path, results: dict | None) -> str:
               f"Blend command: `python -m hw2.blend --members "
               f"{' '.join(m.get('source', '?') for m in entry['members'])}"
               + (f" --accompaniment {entry['accompaniment'].get('source')}" if entry.get("accompaniment") else "")
-              + (" --swap" if entry.get("swap") else "") + f" --musdb-root MUSDB_ROOT --out {shown_path(path.resolve())} "
+              + (" --swap" if entry.get("swap") else "")
+              + f" --musdb-root MUSDB_ROOT --out {shown_path(path.resolve())} "
               "--milestones`", ""]
     lines += _results_lines(results)
     lines += ["Files: `vocals.pt` (the blend of the members' selected epochs), `epochNNN.pt` (the blend of the "
