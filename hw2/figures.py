@@ -51,7 +51,9 @@ def loss_figure(history: list[dict]) -> Figure:
     valid = np.array([r["valid_loss"] for r in history])
     ax.plot(ep, [r["train_loss"] for r in history], color=GREY, label="train (augmented excerpts)")
     ax.plot(ep, valid, color=NAVY, label="valid (14 tracks)")
-    best = int(np.argmin(valid))
+    # the epoch the run kept as best.pt (by valid loss, or by valid SDR with --select-by sdr): the last marked
+    kept = [i for i, r in enumerate(history) if r.get("best")]
+    best = kept[-1] if kept else int(np.argmin(valid))
     ax.plot(ep[best], valid[best], "*", ms=14, color=ORANGE, label=f"best: epoch {ep[best]}")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
