@@ -31,19 +31,13 @@ from bench.separate import measure  # noqa: E402
 
 def training_minutes(path: Path, ckpt: dict) -> float | None:
     """Minutes of training and validation behind a checkpoint: its run folder's history (all members' for a blend)."""
-    if "blend" in ckpt:
-        entries = ckpt["blend"]["members"] + ([ckpt["blend"]["accompaniment"]] if ckpt["blend"].get("accompaniment")
-                                              else [])
-        parts = [_history_minutes(Path(e.get("source", "")).parent) for e in entries]
-        return None if None in parts else sum(parts)
-    return _history_minutes(path.parent)
+    from hw2.card import read_history
 
-
-def _history_minutes(run: Path) -> float | None:
-    try:
-        return sum(h["seconds"] for h in json.loads((run / "history.json").read_text())) / 60
-    except (OSError, ValueError, KeyError):
-        return None
+    entry = ckpt.get("blend")
+    members = (entry["members"] + ([entry["accompaniment"]] if entry.get("accompaniment") else [])) if entry else []
+    runs = [Path(e.get("source", "")).parent for e in members] or [path.parent]
+    histories = [read_history(run) for run in runs]
+    return None if None in histories else sum(h["seconds"] for hist in histories for h in hist) / 60
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 from hw2.evaluate import METRICS, atomic_write_text, markdown_table
 from hw2.model import describe
-from hw2.train import TrainConfig, config_from_dict, load_checkpoint, model_from_checkpoint
+from hw2.train import TrainConfig, config_from_dict, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 MIXING_WORDS = {"coherent": "coherent mixing (each excerpt's sources from one track)",
@@ -106,16 +106,17 @@ def _results_lines(results: dict | None) -> list[str]:
     return lines
 
 
-def blend_card(path: Path, results: dict | None) -> str:
-    """The card of a blend checkpoint (`python -m hw2.blend`): each member's network, recipe, epoch and training
-    time from its own run folder, the weights and how they were chosen, the SDR table if given."""
-    from hw2.model import ModelConfig
+def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
+    """The card of a blend checkpoint (`python -m hw2.blend`; `ckpt` as `load_checkpoint` read it): each member's
+    network, recipe, epoch and training time from its own run folder, the weights and how they were chosen, the
+    SDR table if given."""
+    from hw2.model import ModelConfig, parameters_of
 
-    ckpt = load_checkpoint(path)
     entry = ckpt["blend"]
     members = entry["members"] + ([entry["accompaniment"]] if entry.get("accompaniment") else [])
     counts = _split_counts(members[0]["config"]["musdb_root"])
-    nb_params = _blend_params(path)
+    params = [parameters_of(ModelConfig.from_dict(m["config"])) for m in members]
+    nb_params = sum(params)
     weights = entry["weights"] + ([entry["accompaniment_weight"]] if entry.get("accompaniment") else [])
     lines = [
         "# Model card: a blend of two vocals models (`checkpoints/vocals.pt`)", "",
@@ -139,15 +140,11 @@ def blend_card(path: Path, results: dict | None) -> str:
     for i, (m, w) in enumerate(zip(members, weights)):
         run = Path(m.get("source", "")).parent
         cfg = replace(config_from_dict(m["config"]), out=str(run))  # where its checkpoints live now
-        try:
-            history = json.loads((run / "history.json").read_text())
-            minutes = f"{sum(h['seconds'] for h in history) / 60:.1f}"
-            trained = str(len(history))
-        except (OSError, ValueError):
-            minutes = trained = "-"
-        params = _member_params(m)
+        history = read_history(run)
+        minutes = "-" if history is None else f"{sum(h['seconds'] for h in history) / 60:.1f}"
+        trained = "-" if history is None else str(len(history))
         lines.append(f"| {i + 1}: {cfg.target} | {w:g} | {describe(ModelConfig.from_dict(m['config']))} | "
-                     f"{params:,} | {trained} | {m.get('epoch')} | {_selection(cfg).rstrip(',')} | {minutes} |")
+                     f"{params[i]:,} | {trained} | {m.get('epoch')} | {_selection(cfg).rstrip(',')} | {minutes} |")
         commands.append(f"# member {i + 1}\n{train_command(cfg)}")
     lines += ["", "Training commands (each member's own run):", "", "```bash\n" + "\n".join(commands) + "\n```", "",
               f"Blend command: `python -m hw2.blend --members "
@@ -163,14 +160,12 @@ def blend_card(path: Path, results: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _blend_params(path: Path) -> int:
-    model, _ = model_from_checkpoint(load_checkpoint(path), path)
-    return sum(t.numel() for t in model.parameters())
-
-
-def _member_params(member: dict) -> int:
-    from hw2.model import ModelConfig, build_model
-    return sum(t.numel() for t in build_model(ModelConfig.from_dict(member["config"])).parameters())
+def read_history(run: Path) -> list[dict] | None:
+    """A run folder's history.json (one dict per epoch, with its "seconds"); None where it is not here."""
+    try:
+        return json.loads((Path(run) / "history.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def ship_blend(path: Path, dest: Path, results_path: Path | None) -> Path:
@@ -186,7 +181,7 @@ def ship_blend(path: Path, dest: Path, results_path: Path | None) -> Path:
     for name in ("config.json", "history.json"):
         if not (first / name).is_file():
             raise Hw2Error(f"{first}: no {name}; blend members must be checkpoints inside their training run folders")
-    card = blend_card(path, results)  # before anything is replaced: a member may live in dest
+    card = blend_card(path, ckpt, results)  # before anything is replaced: a member may live in dest
     dest.mkdir(parents=True, exist_ok=True)
     milestones = sorted(path.parent.glob("epoch[0-9][0-9][0-9].pt"))
     for old in dest.glob("epoch[0-9][0-9][0-9].pt"):

@@ -230,5 +230,10 @@ def load_weights(model: nn.Module, state: dict, path, what: str = "the model its
     return model.eval()
 
 
+def parameters_of(cfg: ModelConfig) -> int:
+    """Parameters of the network `cfg` builds (a blend member's, a shipped config's), without loading weights."""
+    return sum(p.numel() for p in build_model(cfg).parameters())
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

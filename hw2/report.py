@@ -257,7 +257,7 @@ def training(root: Path) -> dict | None:
 def blend_summary(path: Path) -> dict:
     """A shipped blend (`python -m hw2.card --blend`): each member's network in words, its weight, epoch and
     parameters; config.json and history.json in checkpoints/ are member 1's run."""
-    from hw2.model import ModelConfig, build_model, describe
+    from hw2.model import ModelConfig, describe, parameters_of
 
     b = read_json(path, "ship the blend again with `python -m hw2.card --blend`")
     members = []
@@ -266,7 +266,7 @@ def blend_summary(path: Path) -> dict:
         members.append({"describe": describe(mc), "arch": mc.arch, "epoch": m.get("epoch"),
                         "weight": b["weights"][i] if i < len(b["weights"]) else b.get("accompaniment_weight"),
                         "mixing": m["config"].get("mixing"), "target": m["config"].get("target", "vocals"),
-                        "params": sum(t.numel() for t in build_model(mc).parameters())})
+                        "params": parameters_of(mc)})
     return {"members": members, "swap": b.get("swap", False), "params": sum(m["params"] for m in members)}
 
 
