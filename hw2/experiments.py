@@ -68,6 +68,10 @@ GRIDS = {
                           "+ both: each source excerpt the original or one of the four copies", OPEN_UNMIX),
         "sign-flip": ({"sign_flip": True}, "+ random per-source sign flip (Demucs, Défossez et al. 2019)",
                       OPEN_UNMIX),
+        # issue 23 step 1: the ablation's winners together, kept only if it holds at two seeds
+        "combined": ({"mixing": "coherent", "offsets": "fixed", "pitch_shift": 1.0, "time_stretch": 0.1},
+                     "coherent mixing + fixed offsets + pitch-or-stretch copies (the winners together)",
+                     OPEN_UNMIX),
     },
 }
 TITLES = {"models": "Model comparison", "augment": "Augmentation ablation"}
