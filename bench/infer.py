@@ -66,7 +66,7 @@ def worker(spec: dict) -> dict:
     from hw2.evaluate import score_track, track_medians
     from hw2.infer import _references
     from hw2.separate import Separator
-    from hw2.train import resolve_device
+    from hw2.checkpoint import resolve_device
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

@@ -200,7 +200,8 @@ def run_child(kind: str, *args) -> None:
         import torch
 
         from hw2.model import OpenUnmix
-        from hw2.train import TrainConfig, validation_loss
+        from hw2.config import TrainConfig
+        from hw2.train import validation_loss
         torch.set_num_threads(int(args[2]))
         every = open_cached(args[0], "train", "valid", args[1], False, STEMS)
         tracks = every[: int(args[3]) or None]

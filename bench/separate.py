@@ -59,7 +59,7 @@ def _separator(spec: dict):
 
     from hw2.model import ModelConfig, OpenUnmix
     from hw2.separate import Separator
-    from hw2.train import resolve_device
+    from hw2.checkpoint import resolve_device
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -110,7 +110,7 @@ def describe_model(checkpoint: str) -> tuple[str, int]:
     from hw2.model import ModelConfig, OpenUnmix
 
     if checkpoint:
-        from hw2.train import load_checkpoint, model_from_checkpoint
+        from hw2.checkpoint import load_checkpoint, model_from_checkpoint
 
         model, _ = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
         name = checkpoint

@@ -50,8 +50,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from hw2.evaluate import atomic_write_text
-    from hw2.train import load_checkpoint, model_from_checkpoint
+    from hw2 import atomic_write_text
+    from hw2.checkpoint import load_checkpoint, model_from_checkpoint
 
     labels, paths = zip(*(c.split("=", 1) for c in args.candidate))
     notes = dict(n.split("=", 1) for n in args.note)

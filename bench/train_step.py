@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from hw2 import Hw2Error
 from hw2.data import ExcerptSampler, open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
-from hw2.train import AMP, MAX_PARAMS, PRESETS, precision, preset_config, resolve_device, train_step
+from hw2.checkpoint import MAX_PARAMS, resolve_device
+from hw2.config import AMP, PRESETS, preset_config
+from hw2.train import precision, train_step
 
 MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18: 100 train-folder tracks - 14 valid
 GPU_OF_PRESET = {"t4": "T4", "1080ti": "1080 Ti"}  # the GPU a preset is made for, to scale an epoch to it

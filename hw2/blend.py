@@ -22,86 +22,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2.checkpoint import CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, load_checkpoint, model_from_checkpoint
+from hw2.config import config_from_dict
+from hw2.data import open_cached
 from hw2.evaluate import score_model
-from hw2.model import ModelConfig, SpectrogramModel, build_model, load_weights
+from hw2.model import Blend, blend_epoch
 
 WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
-
-
-class Blend(nn.Module):
-    """Members' magnitudes in, one estimate out; the interface of a `SpectrogramModel` (`cfg`, `stft`, `forward`,
-    `targets`), so the `Separator` and every phase method run it unchanged.
-
-    members        vocals models sharing one STFT and sample rate, weighted by `weights` (summing to 1)
-    accompaniment  an optional accompaniment model, blended with the residual by `accompaniment_weight`
-    swap           average each network over the mixture and its left/right swapped copy
-    """
-
-    def __init__(self, members: list[SpectrogramModel], weights, accompaniment: SpectrogramModel | None = None,
-                 accompaniment_weight: float = 0.0, swap: bool = False):
-        super().__init__()
-        nets = members + ([accompaniment] if accompaniment is not None else [])
-        stfts = {(m.cfg.n_fft, m.cfg.n_hop, m.cfg.rate) for m in nets}
-        if len(stfts) > 1:
-            raise Hw2Error(f"blend members use different STFTs {sorted(stfts)}: blend only models trained with the "
-                           "same --n-fft and --n-hop")
-        if len(weights) != len(members) or abs(sum(weights) - 1) > 1e-6 or min(weights) < 0:
-            raise Hw2Error(f"blend weights {list(weights)} must be one per member, non-negative, summing to 1")
-        self.members = nn.ModuleList(members)
-        self.accompaniment = accompaniment
-        self.weights = [round(float(w), 6) for w in weights]  # 1 - 0.7 prints as 0.30000000000000004
-        self.accompaniment_weight = float(accompaniment_weight)
-        self.swap = swap
-        self.cfg: ModelConfig = members[0].cfg
-        self.stft = members[0].stft
-
-    def _run(self, net: nn.Module, mag: torch.Tensor) -> torch.Tensor:
-        out = net(mag)
-        if self.swap and mag.shape[1] == 2:
-            out = 0.5 * (out + net(mag.flip(1)).flip(1))
-        return out
-
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        """Mixture magnitude (nb_samples, nb_channels, nb_bins, nb_frames) -> vocals magnitude, same shape."""
-        return sum(w * self._run(m, mag) for w, m in zip(self.weights, self.members) if w > 0)
-
-    def targets(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(vocals, accompaniment) magnitudes, each (nb_samples, nb_channels, nb_bins, nb_frames)."""
-        vocals = self(mag)
-        rest = torch.relu(mag - vocals)
-        u = self.accompaniment_weight
-        if self.accompaniment is None or u == 0:
-            return vocals, rest
-        return vocals, u * self._run(self.accompaniment, mag) + (1 - u) * rest
-
-    def checkpoint_entry(self, entries: list[dict], accompaniment_entry: dict | None) -> dict:
-        """The "blend" entry of a checkpoint: the members' saved {config, model, epoch} and the weights."""
-        return {"members": entries, "weights": self.weights, "accompaniment": accompaniment_entry,
-                "accompaniment_weight": self.accompaniment_weight, "swap": self.swap}
-
-
-def _member(entry: dict, path) -> SpectrogramModel:
-    return load_weights(build_model(ModelConfig.from_dict(entry["config"])), entry["model"], path,
-                        "the blend member its config describes")
-
-
-def blend_from_entry(entry: dict, path="checkpoint") -> Blend:
-    """The `Blend` a checkpoint's "blend" entry describes."""
-    acc = entry.get("accompaniment")
-    return Blend([_member(m, path) for m in entry["members"]], entry["weights"],
-                 _member(acc, path) if acc else None, entry.get("accompaniment_weight", 0.0),
-                 entry.get("swap", False))
-
-
-def blend_epoch(entry: dict):
-    """The epoch column of a blend's rows: the members' epochs joined by '+' (one number when they agree)."""
-    epochs = [m.get("epoch") for m in entry["members"]] + \
-        ([entry["accompaniment"].get("epoch")] if entry.get("accompaniment") else [])
-    return epochs[0] if len(set(epochs)) == 1 else "+".join(str(e) for e in epochs)
 
 
 def choose_weights(blend: Blend, tracks, device="cpu", log=print, search_w: bool = True) -> list[dict]:
@@ -130,9 +59,6 @@ def choose_weights(blend: Blend, tracks, device="cpu", log=print, search_w: bool
 def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None, weights=None,
           swap: bool = False, cache_dir=None, log=print) -> Path:
     """Read the member checkpoints, choose the weights on the valid split (or take `weights`), write `out`."""
-    from hw2.train import (CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, config_from_dict, load_checkpoint,
-                           model_from_checkpoint)
-
     ckpts = [load_checkpoint(p) for p in member_paths]
     for p, c in zip(member_paths, ckpts):
         if "blend" in c:
@@ -160,7 +86,6 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
         if not musdb_root:
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
                            "--weights)")
-        from hw2.data import open_cached
         tracks = open_cached(musdb_root, "train", "valid", cache_dir or None)
         scored = choose_weights(blend, tracks, "cpu", log, search_w)
     entry = blend.checkpoint_entry(
@@ -208,8 +133,6 @@ def main(argv=None) -> int:
 def blend_milestones(path: Path, log=print) -> list[Path]:
     """For each epochNNN.pt that every member's run folder holds, the blend of those milestones with `path`'s
     weights, written beside `path`: a blend's 25 / 50 / ... epoch rows."""
-    from hw2.train import load_checkpoint
-
     entry = load_checkpoint(path)["blend"]
     sources = [Path(e["source"]) for e in entry["members"]] + \
         ([Path(entry["accompaniment"]["source"])] if entry.get("accompaniment") else [])

@@ -15,10 +15,13 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
-from hw2.evaluate import METRICS, atomic_write_text, markdown_table
-from hw2.model import describe
-from hw2.train import TrainConfig, config_from_dict, load_checkpoint
+from hw2 import Hw2Error, OneLineParser, atomic_write, atomic_write_text, run_cli
+from hw2.checkpoint import load_checkpoint
+from hw2.config import config_from_dict
+from hw2.data import open_tracks
+from hw2.evaluate import METRICS, markdown_table
+from hw2.model import ModelConfig, describe, parameters_of
+from hw2.vocoder import VocoderConfig, load_vocoder
 
 REPO = Path(__file__).resolve().parents[1]
 MIXING_WORDS = {"coherent": "coherent mixing (each excerpt's sources from one track)",
@@ -110,7 +113,6 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
     """The card of a blend checkpoint (`python -m hw2.blend`; `ckpt` as `load_checkpoint` read it): each member's
     network, recipe, epoch and training time from its own run folder, the weights and how they were chosen, the
     SDR table if given."""
-    from hw2.model import ModelConfig, parameters_of
 
     entry = ckpt["blend"]
     members = entry["members"] + ([entry["accompaniment"]] if entry.get("accompaniment") else [])
@@ -219,7 +221,6 @@ def _selection(cfg) -> str:
 
 def _split_counts(root: str) -> dict:
     """Track counts of musdb's train / valid split of `root`, or "?" where the root cannot be read here."""
-    from hw2.data import open_tracks
     out = {}
     for split in ("train", "valid"):
         try:
@@ -249,7 +250,6 @@ def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
 
 def vocoder_card(run: Path, results: dict | None, best: dict) -> str:
     """The vocoder's card: its config, budget and losses from the run folder, the SDR table if given."""
-    from hw2.vocoder import VocoderConfig
     cfg = VocoderConfig.from_dict(json.loads((run / "config.json").read_text()))
     history = json.loads((run / "history.json").read_text())
     counts = _split_counts(cfg.musdb_root)
@@ -300,7 +300,6 @@ def vocoder_card(run: Path, results: dict | None, best: dict) -> str:
 
 def ship_vocoder(run: Path, dest: Path, results_path: Path | None) -> Path:
     """best.pt -> vocoder.pt, with vocoder-config.json, vocoder-history.json and VOCODER_CARD.md."""
-    from hw2.vocoder import load_vocoder
     for name in ("config.json", "history.json", "best.pt"):
         if not (run / name).exists():
             raise Hw2Error(f"{run}: no {name}; pass --run a vocoder run folder (python -m hw2.vocoder --out ...)")

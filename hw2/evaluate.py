@@ -13,6 +13,7 @@ import datetime as _dt
 import json
 import multiprocessing
 import os
+import shutil
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from decimal import Decimal
@@ -20,8 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
-from hw2 import Hw2Error, __version__, atomic_write
+from hw2 import Hw2Error, __version__, atomic_write_text, bsseval
+from hw2.data import blocks
+from hw2.separate import Separator
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 MAGNITUDE_METRICS = ("SC", "MRSTFT")  # phase-blind, per track; lower is better, 0 for identical magnitudes
@@ -51,9 +55,7 @@ def score_track(name: str, references: dict, estimates: dict, rate: int = RATE, 
                                               win=rate, hop=rate)
         version = f"museval {_version}"
     elif scorer == "hw2":
-        from hw2.bsseval import evaluate
-
-        sdr, isr, sir, sar = evaluate(refs, ests, win=rate, hop=rate, device=device)
+        sdr, isr, sir, sar = bsseval.evaluate(refs, ests, win=rate, hop=rate, device=device)
         version = "hw2.bsseval (BSSEval v4 as museval 0.4.1)"
     else:
         raise Hw2Error(f"unknown scorer {scorer!r}: use hw2 or museval")
@@ -82,10 +84,6 @@ def magnitude_distances(reference: np.ndarray, estimate: np.ndarray, n_fft: int 
     does not grow with the track (256: about 30 MiB; 4096 took 1.9 GB at n_fft 4096, and was slower). Scaling the estimate by a gives SC = |1 - a|.
     Returns {"SC": float, "MRSTFT": float}; NaN where the reference is silent.
     """
-    import torch
-
-    from hw2.data import blocks
-
     ref = np.asarray(reference)
     est = np.asarray(estimate)[: len(ref)]
     n = len(ref)
@@ -169,8 +167,6 @@ def _score_job(name, references, estimates, json_path, identity=None, score_kw=N
 def _score_spilled(name, folder, json_path, identity=None, score_kw=None, stft=STFT_DEFAULT):
     """`_score_job` on the arrays a `ScoringJob` wrote to `folder`, read memory-mapped; the folder is removed
     after."""
-    import shutil
-
     try:
         arrays = {f"{kind}/{t}": np.load(Path(folder) / f"{kind}-{t}.npy", mmap_mode="r")
                   for kind in ("references", "estimates") for t in TARGETS}
@@ -198,14 +194,7 @@ class ScoringJob:
 
 
 def _threads(n: int) -> None:
-    import torch
-
     torch.set_num_threads(n)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
 
 
 class Evaluation:
@@ -403,8 +392,6 @@ def score_model(model, tracks, device="cpu", chunk_dur: float = 30.0) -> dict:
     """{"vocals": SDR, "accompaniment": SDR} of a model (a `SpectrogramModel` or an `hw2.blend.Blend`) on cached
     tracks (`hw2.data.CachedTrack`): medians over the tracks of the medians over 1-s frames, mixture phase, as
     `hw2/infer.py` scores a checkpoint; None for a target no track could be scored on (a silent estimate)."""
-    from hw2.separate import Separator  # separate imports nothing of evaluate; at the top it would load torch first
-
     sep = Separator(model, device, chunk_dur=chunk_dur)
     medians = []
     for track in tracks:

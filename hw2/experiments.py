@@ -21,8 +21,11 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from hw2 import Hw2Error, OneLineParser, run_cli
-from hw2.evaluate import atomic_write_text
+from hw2 import Hw2Error, OneLineParser, atomic_write_text, infer, run_cli
+from hw2.checkpoint import load_checkpoint
+from hw2.config import ADDED_LATER, RESUMABLE, TrainConfig
+from hw2.plots import augment_note, models_note, plot_augment, plot_models, save_figure
+from hw2.train import train
 
 # The base: the recipe of the first shipped model (Open-Unmix, random track mixing; before the blend), with a budget
 # of epochs instead of 150: every committed grid row was trained with it.
@@ -78,7 +81,6 @@ TITLES = {"models": "Model comparison", "augment": "Augmentation ablation"}
 
 
 def variant_config(grid: str, name: str, musdb_root: str, epochs: int, runs: Path, base: dict):
-    from hw2.train import TrainConfig
 
     changes = GRIDS[grid][name][0]
     seed = base.get("seed", BASE_SEED)
@@ -89,7 +91,6 @@ def variant_config(grid: str, name: str, musdb_root: str, epochs: int, runs: Pat
 
 def comparable(cfg) -> dict:
     """The config fields that decide what is trained (not where it runs or where it is written)."""
-    from hw2.train import ADDED_LATER, RESUMABLE
 
     # fields added after rows were trained are left out at their defaults, so that those rows still match
     return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items()
@@ -105,8 +106,6 @@ def row_name(name: str, seed: int) -> str:
 def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=print) -> dict:
     """Train one variant (or resume it), score its best checkpoint on the valid split, return its table row."""
     row = row_name(name, cfg.seed)
-    from hw2 import infer
-    from hw2.train import load_checkpoint, train
 
     log(f"[{row}] training {cfg.epochs} epochs in {cfg.out}")
     summary = train(cfg, log=lambda m: log(f"[{row}] {m}"))
@@ -115,14 +114,8 @@ def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=pri
     run = Path(cfg.out)
     history = json.loads((run / "history.json").read_text())
     best = load_checkpoint(run / "best.pt")
-    scored = f"{grid}-{row}"
-    argv = ["--musdb-root", cfg.musdb_root, "--subset", "train", "--split", "valid", "--checkpoint",
-            str(run / "best.pt"), "--samples", "0", "--out", str(results_dir), "--name", scored,
-            "--jobs", str(jobs)]
-    code = infer.main(argv)
-    if code:
-        raise Hw2Error(f"{row}: scoring on the valid split failed (exit {code}); see the line above")
-    table = json.loads((results_dir / f"{scored}.json").read_text())
+    table = infer.table(infer.arguments(cfg.musdb_root, [run / "best.pt"], name=f"{grid}-{row}", out=results_dir,
+                                        jobs=jobs))
     scored_row = table["rows"][0]
     # a results row like infer.py's (label, method, epoch, scores: every metric), plus the comparison's columns
     return {"label": row, "variant": row, "base": name, "seed": cfg.seed, "method": "mixture", "checkpoint": str(run / "best.pt"),
@@ -259,7 +252,6 @@ def run_grid(args, log=print) -> dict:
             f"({(time.monotonic() - t0) / 60:.1f} min)")
         table = save_row(path, args, base, done[row])
     if table["rows"]:
-        from hw2.plots import augment_note, models_note, plot_augment, plot_models, save_figure
 
         if args.grid == "models":  # SDR against size and time; the ablation's rows all have one size
             save_figure(plot_models(table), "05_models", note=models_note(table))
@@ -272,7 +264,6 @@ def run_grid(args, log=print) -> dict:
 
 def parse_set(items) -> dict:
     """`--set seq_dur=1 hidden_size=16` -> {"seq_dur": 1.0, "hidden_size": 16}, typed like TrainConfig."""
-    from hw2.train import TrainConfig
 
     types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
     out = {}

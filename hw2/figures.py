@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
+from hw2.listening import magnitude
 
 ROOT = Path(__file__).resolve().parents[1]
 CM = 1 / 2.54
@@ -147,7 +148,6 @@ def listening_figure(track: Path, start: float = 1.0, dur: float = 4.0) -> Figur
     vocals' peak: the same WAVs as the listening page."""
     import soundfile as sf
 
-    from hw2.listening import magnitude
 
     clips = []
     for stem, label in LISTEN:

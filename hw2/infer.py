@@ -93,15 +93,6 @@ def example_root() -> Path:
     return root
 
 
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise Hw2Error(f"{folder}: cannot write results here ({e.strerror}); pass --out a writable folder") from None
-
-
 def write_wav(path: Path, audio, rate: int = 44100) -> None:
     import soundfile as sf
 
@@ -110,6 +101,11 @@ def write_wav(path: Path, audio, rate: int = 44100) -> None:
 
 
 def run(args, log=print) -> list[dict]:
+    """The command's work (`table`); returns the table's rows."""
+    return table(args, log)["rows"]
+
+
+def table(args, log=print) -> dict:
     """Check every track, then per track: decode, separate one method at a time, score; tracks already scored
     by an earlier run of the same command (same checkpoint file, method and settings) are reused.
 
@@ -123,8 +119,8 @@ def run(args, log=print) -> list[dict]:
                           open_tracks, read_stem)
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.model import STFT
+    from hw2.checkpoint import check_writable, resolve_device
     from hw2.separate import Separator, references
-    from hw2.train import resolve_device
 
     if args.jobs is None:
         args.jobs = os.cpu_count() or 1
@@ -145,7 +141,7 @@ def run(args, log=print) -> list[dict]:
     for sep, row_name in zip(separators, _row_names(args.checkpoint)):
         sep.name = row_name  # distinct, or two checkpoints named best.pt would merge into one row
     out = Path(args.out).absolute()  # printed paths are absolute: the TA copies them from any folder
-    check_writable(out)
+    check_writable(out, "results")
     title = ""
     if args.musdb_root:
         root, subset, split = Path(args.musdb_root), args.subset, args.split
@@ -257,7 +253,22 @@ def run(args, log=print) -> list[dict]:
     wavs = f"; listening page: {samples / 'index.html'} (WAVs in {samples}/<track>/)" \
         if args.samples and tracks else ""
     log(f"tables: {md_path} and {json_path}{wavs}")  # last: the line the TA copies
-    return rows
+    return {"rows": rows, "data": data}
+
+
+def arguments(root, checkpoints, subset: str = "train", split: str | None = "valid", name: str = "notebook",
+              phase=("mixture",), references: bool = False, max_tracks: int = 0, samples: int = 0,
+              gl_iters: int = 32, out=DEFAULT_OUT, device: str = "auto", jobs: int = 1) -> argparse.Namespace:
+    """The `argparse.Namespace` that `python hw2/infer.py ...` would build (`parser()` parses it, so every other
+    default is the command's), for `run(args)` from Python (the notebooks, the experiment grids). `args.command`
+    holds that command line (it goes into the results JSON)."""
+    argv = ["--musdb-root", str(root), "--subset", subset, *(["--split", split] if split else []),
+            "--checkpoint", *map(str, checkpoints), "--phase", *phase, *(["--references"] if references else []),
+            "--out", str(out), "--name", name, "--samples", str(samples), "--gl-iters", str(gl_iters),
+            "--max-tracks", str(max_tracks), "--device", device, "--jobs", str(jobs)]
+    args = parser().parse_args(argv)
+    args.command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in argv)
+    return args
 
 
 # vocals SDR of the shipped checkpoint on stempeg's example track, mixture phase: `python hw2/infer.py`

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import numpy as np
 
 from hw2 import atomic_write
+from hw2.evaluate import row_slug, track_medians
 
 TRUE_PREFIX = "true"  # true_vocals.wav, true_accompaniment.wav: the reference stems of a sample track
 TARGETS = ("vocals", "accompaniment")
@@ -66,7 +67,6 @@ def spectrogram_image(mag: np.ndarray, rate: int = 44100, fmax: float = 8000.0, 
 # ------------------------------------------------------------------------------------------------------ page
 def track_sdr(score_file: Path) -> dict:
     """{target: median-over-frames SDR in dB} of one track's museval JSON; {} where it is missing or skipped."""
-    from hw2.evaluate import track_medians
 
     try:
         scores = json.loads(score_file.read_text())
@@ -97,7 +97,6 @@ def write_page(samples: Path, rows: list[dict], score_file, title: str = "Listen
     row's museval JSON for the track (`Evaluation.path`). Returns the page, or None when there are no samples."""
     import soundfile as sf
 
-    from hw2.evaluate import row_slug
 
     samples = Path(samples)
     tracks = sorted(d for d in samples.iterdir() if d.is_dir()) if samples.is_dir() else []

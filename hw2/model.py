@@ -1,4 +1,5 @@
-"""Open-Unmix (Stöter et al., 2019) and the STFT it works in, all in torch so it runs on the model's device.
+"""Open-Unmix (Stöter et al., 2019), a spectrogram U-Net, a blend of several of them (Uhlich et al., 2017), and the
+STFT they work in, all in torch so it runs on the model's device.
 
 Shapes use Open-Unmix's names: a waveform is (nb_samples, nb_channels, nb_timesteps); a spectrogram is
 (nb_samples, nb_channels, nb_bins, nb_frames).
@@ -10,6 +11,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from torch import nn
+
+from hw2 import Hw2Error
 
 RATE = 44100
 
@@ -220,8 +223,6 @@ def describe(cfg: ModelConfig) -> str:
 def load_weights(model: nn.Module, state: dict, path, what: str = "the model its config describes") -> nn.Module:
     """`model` with the saved `state` loaded, in eval mode; weights that do not fit its shapes are one `Hw2Error`
     line naming the file (a checkpoint changed by hand, or one of another model)."""
-    from hw2 import Hw2Error
-
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -237,3 +238,76 @@ def parameters_of(cfg: ModelConfig) -> int:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------------------------------------------- blend
+class Blend(nn.Module):
+    """Members' magnitudes in, one estimate out; the interface of a `SpectrogramModel` (`cfg`, `stft`, `forward`,
+    `targets`), so the `Separator` and every phase method run it unchanged.
+
+    members        vocals models sharing one STFT and sample rate, weighted by `weights` (summing to 1)
+    accompaniment  an optional accompaniment model, blended with the residual by `accompaniment_weight`
+    swap           average each network over the mixture and its left/right swapped copy
+    """
+
+    def __init__(self, members: list[SpectrogramModel], weights, accompaniment: SpectrogramModel | None = None,
+                 accompaniment_weight: float = 0.0, swap: bool = False):
+        super().__init__()
+        nets = members + ([accompaniment] if accompaniment is not None else [])
+        stfts = {(m.cfg.n_fft, m.cfg.n_hop, m.cfg.rate) for m in nets}
+        if len(stfts) > 1:
+            raise Hw2Error(f"blend members use different STFTs {sorted(stfts)}: blend only models trained with the "
+                           "same --n-fft and --n-hop")
+        if len(weights) != len(members) or abs(sum(weights) - 1) > 1e-6 or min(weights) < 0:
+            raise Hw2Error(f"blend weights {list(weights)} must be one per member, non-negative, summing to 1")
+        self.members = nn.ModuleList(members)
+        self.accompaniment = accompaniment
+        self.weights = [round(float(w), 6) for w in weights]  # 1 - 0.7 prints as 0.30000000000000004
+        self.accompaniment_weight = float(accompaniment_weight)
+        self.swap = swap
+        self.cfg: ModelConfig = members[0].cfg
+        self.stft = members[0].stft
+
+    def _run(self, net: nn.Module, mag: torch.Tensor) -> torch.Tensor:
+        out = net(mag)
+        if self.swap and mag.shape[1] == 2:
+            out = 0.5 * (out + net(mag.flip(1)).flip(1))
+        return out
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        """Mixture magnitude (nb_samples, nb_channels, nb_bins, nb_frames) -> vocals magnitude, same shape."""
+        return sum(w * self._run(m, mag) for w, m in zip(self.weights, self.members) if w > 0)
+
+    def targets(self, mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vocals, accompaniment) magnitudes, each (nb_samples, nb_channels, nb_bins, nb_frames)."""
+        vocals = self(mag)
+        rest = torch.relu(mag - vocals)
+        u = self.accompaniment_weight
+        if self.accompaniment is None or u == 0:
+            return vocals, rest
+        return vocals, u * self._run(self.accompaniment, mag) + (1 - u) * rest
+
+    def checkpoint_entry(self, entries: list[dict], accompaniment_entry: dict | None) -> dict:
+        """The "blend" entry of a checkpoint: the members' saved {config, model, epoch} and the weights."""
+        return {"members": entries, "weights": self.weights, "accompaniment": accompaniment_entry,
+                "accompaniment_weight": self.accompaniment_weight, "swap": self.swap}
+
+
+def _member(entry: dict, path) -> SpectrogramModel:
+    return load_weights(build_model(ModelConfig.from_dict(entry["config"])), entry["model"], path,
+                        "the blend member its config describes")
+
+
+def blend_from_entry(entry: dict, path="checkpoint") -> Blend:
+    """The `Blend` a checkpoint's "blend" entry describes."""
+    acc = entry.get("accompaniment")
+    return Blend([_member(m, path) for m in entry["members"]], entry["weights"],
+                 _member(acc, path) if acc else None, entry.get("accompaniment_weight", 0.0),
+                 entry.get("swap", False))
+
+
+def blend_epoch(entry: dict):
+    """The epoch column of a blend's rows: the members' epochs joined by '+' (one number when they agree)."""
+    epochs = [m.get("epoch") for m in entry["members"]] + \
+        ([entry["accompaniment"].get("epoch")] if entry.get("accompaniment") else [])
+    return epochs[0] if len(set(epochs)) == 1 else "+".join(str(e) for e in epochs)

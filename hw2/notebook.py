@@ -171,7 +171,7 @@ def config_table(configs: dict):
 
     import pandas as pd
 
-    from hw2.train import MAX_PARAMS
+    from hw2.checkpoint import MAX_PARAMS
 
     table = pd.DataFrame({name: asdict(c) for name, c in configs.items()}).astype(str)
     key = {"target", "epochs", "seq_dur", "batch_size", "samples_per_track", "sampler", "mixing", "lr", "n_fft",
@@ -190,7 +190,8 @@ def measure_speed(cfg, tracks, nb_steps: int = 3, warmup: int = 1) -> dict:
     import torch
 
     from hw2.model import build_model
-    from hw2.train import make_sampler, precision, resolve_device, train_step
+    from hw2.checkpoint import resolve_device
+    from hw2.train import make_sampler, precision, train_step
 
     device = resolve_device(cfg.device)
     sampler = make_sampler(cfg, tracks)
@@ -238,7 +239,8 @@ def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path
     LSTM layer, 1024-point STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
     folder, and the path of its best.pt: the notebook still runs top to bottom, with poor separations (the
     message says so). cache_dir: the decoded cache, as `prepare_root` returns it ("" = the default)."""
-    from hw2.train import preset_config, train
+    from hw2.config import preset_config
+    from hw2.train import train
 
     path = Path(path)
     if path.is_file():
@@ -256,23 +258,15 @@ def infer_args(root, checkpoint, subset: str = "train", split: str | None = "val
                smoke: bool = False, phase=("mixture", "griffinlim", "griffinlim-mix", "wiener"),
                references: bool = True, max_tracks: int = 0, samples: int = 1, gl_iters: int = 32,
                out=None, device: str = "auto", jobs: int = 1):
-    """The `argparse.Namespace` that `python hw2/infer.py ...` would build (`hw2.infer.parser()` parses it, so
-    every default is the command's), for `hw2.infer.run(args)`. `args.command` holds that command line (it goes
-    into the results JSON). out: the results folder; None = a fresh temp folder in smoke mode, else the
-    repository's results/ (the table lands in `<out>/<name>.json` and `.md`)."""
-    import shlex
-
-    from hw2.infer import parser
+    """The notebooks' `hw2.infer.arguments`: their phase methods, references and one listening sample by default.
+    out: the results folder; None = a fresh temp folder in smoke mode, else the repository's results/ (the table
+    lands in `<out>/<name>.json` and `.md`)."""
+    from hw2.infer import arguments
 
     if out is None:
         out = tempfile.mkdtemp(prefix=f"hw2-{name}-") if smoke else REPO / "results"
-    argv = ["--musdb-root", str(root), "--subset", subset, *(["--split", split] if split else []),
-            "--checkpoint", str(checkpoint), "--phase", *phase, *(["--references"] if references else []),
-            "--out", str(out), "--name", name, "--samples", str(samples), "--gl-iters", str(gl_iters),
-            "--max-tracks", str(max_tracks), "--device", device, "--jobs", str(jobs)]
-    args = parser().parse_args(argv)
-    args.command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in argv)
-    return args
+    return arguments(root, [checkpoint], subset, split, name, phase, references, max_tracks, samples, gl_iters, out,
+                     device, jobs)
 
 
 def track_audio(track) -> tuple[np.ndarray, dict]:
@@ -288,7 +282,7 @@ def checkpoint_summary(path):
     model is rebuilt from that config)."""
     import pandas as pd
 
-    from hw2.train import load_checkpoint
+    from hw2.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     head = {"checkpoint": str(path), "epoch": ckpt.get("epoch"), "valid_loss": ckpt.get("valid_loss"),

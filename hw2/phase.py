@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2 import Hw2Error, OneLineParser, atomic_write_text, run_cli
+from hw2.data import describe_dataset, open_tracks, read_stem
+from hw2.evaluate import TARGETS, magnitude_distances, median_of_medians, score_track, track_medians
+from hw2.infer import _references, write_wav
+from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
+from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi
+from hw2.separate import Separator
 
 ITERATIONS = (0, 2, 8, 32)
 MEL_BANDS = (64, 128, 512)
@@ -36,7 +42,6 @@ def track_sweep(sep, mixture: np.ndarray, key: str, iterations=ITERATIONS, mel_b
                 mel_iterations=MEL_ITERATIONS) -> dict:
     """{(label, iterations): {target: (nb_timesteps, nb_channels) float32}} for one track, mixture float
     (nb_timesteps, nb_channels). Random phases come from `sep`'s generators, as in `Separator.separate`."""
-    from hw2.separate import TARGETS, griffinlim, mel_filters, mel_inverse, misi
 
     audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32))
     length, stft = audio.shape[-1], sep.stft
@@ -85,11 +90,6 @@ LABELS = {"griffinlim": "Griffin-Lim, random init", "griffinlim-mix": "Griffin-L
 
 
 def run(args, log=print) -> list[dict]:
-    from hw2.data import describe_dataset, open_tracks, read_stem
-    from hw2.evaluate import TARGETS, magnitude_distances, median_of_medians, score_track, track_medians
-    from hw2.infer import _references, write_wav
-    from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
-    from hw2.separate import Separator
 
     torch.set_num_threads(max(1, args.threads))
     sep = Separator.from_checkpoint(args.checkpoint)
@@ -118,7 +118,6 @@ def run(args, log=print) -> list[dict]:
             f"split, {len(tracks)} tracks")
     out = Path(args.out)
     (out / "phase").mkdir(parents=True, exist_ok=True)
-    from hw2.evaluate import atomic_write_text
 
     # beside the other results tables (results/*.json are committed; results/*/ are not): the report reads it
     atomic_write_text(out / "phase-sweep.json", json.dumps(

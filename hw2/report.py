@@ -273,7 +273,7 @@ def blend_summary(path: Path) -> dict:
 def model_size(cfg: dict) -> dict:
     """Trainable parameters, per layer, of the Open-Unmix that `hw2.model` builds from a training config."""
     from hw2.model import ModelConfig, build_model
-    from hw2.train import MAX_PARAMS
+    from hw2.checkpoint import MAX_PARAMS
 
     m = build_model(ModelConfig.from_dict(cfg))
     layers = [{"name": name, "params": sum(p.numel() for p in mod.parameters())} for name, mod in m.named_children()

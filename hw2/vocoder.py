@@ -18,12 +18,11 @@ magnitude (..., nb_bins, nb_frames).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw2 import Hw2Error, OneLineParser, __version__, remove_stale_temporaries, run_cli
+from hw2 import Hw2Error, loop, run_cli
+from hw2.checkpoint import load_checkpoint, resolve_device
+from hw2.config import config_parser, flag
+from hw2.data import SOURCES, ExcerptSampler, open_cached
 from hw2.model import RATE, STFT, count_parameters, load_weights
 
 CHECKPOINT_FORMAT = "hw2-vocoder-v1"
@@ -40,35 +42,35 @@ CHECKPOINT_FORMAT = "hw2-vocoder-v1"
 @dataclass
 class VocoderConfig:
     """Every field is a command-line flag (`seq_dur` -> `--seq-dur`); the whole object is saved in each checkpoint."""
-    musdb_root: str = ""
-    out: str = "runs/vocoder"
-    cache_dir: str = ""
+    musdb_root: str = flag("", "MUSDB18 or MUSDB18-HQ root (its train folder: musdb's train split trains, valid "
+                               "validates)")
+    out: str = flag("runs/vocoder", "run folder: config, history and checkpoints")
+    cache_dir: str = flag("", "decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
     # the separation model's STFT: a vocoder only serves a separator with the same settings
-    n_fft: int = 4096
-    n_hop: int = 1024
-    rate: int = RATE
+    n_fft: int = flag(4096, "STFT window (the separator's)")
+    n_hop: int = flag(1024, "STFT hop (the separator's)")
+    rate: int = flag(RATE, "sample rate")
     # network
-    dim: int = 96  # ConvNeXt channels
-    nb_layers: int = 6
-    kernel: int = 7  # frames seen by each depthwise convolution; the stack sees nb_layers * (kernel - 1) + 1
-    # the head's phase relative to a bin's own advance per frame (2 pi k hop / n_fft), see `Vocoder.phase`: off,
-    # as for the shipped vocoder: at a 28-minute CPU budget it ended at a higher valid loss (1.009 against 0.962),
-    # though at a valid vocals SDR 0.27 dB higher (-1.55 against -1.82 dB; both far below the mixture phase's 4.75)
-    time_invariant: bool = False
+    dim: int = flag(96, "ConvNeXt channels")
+    nb_layers: int = flag(6, "ConvNeXt blocks")
+    kernel: int = flag(7, "frames seen by each depthwise convolution; the stack sees nb_layers * (kernel - 1) + 1")
+    # off by default: the shipped checkpoints/vocoder.pt was trained without it
+    time_invariant: bool = flag(False, "predict the phase relative to each bin's own advance per frame "
+                                       "(`Vocoder.phase`)")
     # data: excerpts of the train split's stems, each channel and target a training signal
-    seq_dur: float = 2.0
-    batch_size: int = 4  # excerpts per batch; x 2 targets x 2 channels signals
-    samples_per_track: int = 8  # excerpts per train track per epoch
-    gain_low: float = 0.25
-    gain_high: float = 1.25
+    seq_dur: float = flag(2.0, "excerpt length in seconds")
+    batch_size: int = flag(4, "excerpts per batch (each gives 2 targets x 2 channels signals)")
+    samples_per_track: int = flag(8, "excerpts per train track per epoch")
+    gain_low: float = flag(0.25, "lowest random source gain")
+    gain_high: float = flag(1.25, "highest random source gain")
     # optimisation
-    lr: float = 5e-4
-    loss_ffts: tuple = (512, 1024, 2048, 4096)  # resolutions of the multi-resolution STFT loss (hop n_fft / 4)
-    epochs: int = 1000
-    max_minutes: float = 0.0  # stop cleanly (and resumably) after this many minutes; 0: no limit
-    seed: int = 42
-    device: str = "auto"
-    quiet: bool = False
+    lr: float = flag(5e-4, "AdamW learning rate")
+    loss_ffts: tuple = flag((512, 1024, 2048, 4096), "resolutions of the multi-resolution STFT loss (hop n_fft / 4)")
+    epochs: int = flag(1000, "last epoch to train")
+    max_minutes: float = flag(0.0, "stop cleanly (and resumably) after this many minutes; 0: no limit")
+    seed: int = flag(42, "seed of the weights and of every batch")
+    device: str = flag("auto", "auto, cpu, cuda or cuda:N")
+    quiet: bool = flag(False, "no progress bars")
 
     @classmethod
     def from_dict(cls, d: dict) -> "VocoderConfig":
@@ -81,10 +83,6 @@ class VocoderConfig:
         return cls(**d)
 
 
-HELP = {"musdb_root": "MUSDB18 or MUSDB18-HQ root (its train folder: musdb's train split trains, valid validates)",
-        "out": "run folder: config, history and checkpoints", "max_minutes": "stop resumably after this many minutes",
-        "dim": "ConvNeXt channels", "nb_layers": "ConvNeXt blocks", "seq_dur": "excerpt length in seconds",
-        "batch_size": "excerpts per batch (each gives 2 targets x 2 channels signals)"}
 # fields that may change between a run and its resumption without changing what is trained
 RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "max_minutes", "device", "quiet"}
 
@@ -170,8 +168,6 @@ def load_vocoder(path, n_fft: int | None = None, n_hop: int | None = None, rate:
                  map_location="cpu") -> Vocoder:
     """The vocoder a checkpoint holds, in eval mode. With n_fft / n_hop / rate (the separator's), a vocoder trained
     with other STFT settings is refused: its frames would not line up with the separator's."""
-    from hw2.train import load_checkpoint
-
     ckpt = load_checkpoint(path, map_location, fmt=CHECKPOINT_FORMAT, kind="vocoder", flag="--vocoder",
                            writer="python -m hw2.vocoder", example="checkpoints/vocoder.pt ships with the repository")
     cfg = VocoderConfig.from_dict(ckpt["config"])
@@ -214,13 +210,7 @@ def _stack_targets(track) -> np.ndarray:
 def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
     """Train (or resume) the vocoder run in `cfg.out`. Returns a summary: run folder, epochs done, best epoch and
     valid loss, and why it stopped ("done" or "time-limit")."""
-    from tqdm.auto import tqdm
-
-    from hw2.data import SOURCES, ExcerptSampler, open_cached
-    from hw2.evaluate import atomic_write_text
-    from hw2.train import atomic_torch_save, resolve_device, time_limit_reached
-
-    t_start = time.monotonic()
+    t_start = loop.clock()
     if not cfg.musdb_root:
         raise Hw2Error("no --musdb-root given: pass the MUSDB18 folder (or make one with `python -m hw2.synth`)")
     for name in ("dim", "nb_layers", "kernel", "batch_size", "samples_per_track", "epochs"):
@@ -230,8 +220,14 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
         raise Hw2Error("--lr and --seq-dur must be positive and 0 < --gain-low <= --gain-high")
     if cfg.n_hop > cfg.n_fft or not cfg.loss_ffts:
         raise Hw2Error("--n-hop must not exceed --n-fft, and --loss-ffts needs at least one resolution")
-    run = Path(cfg.out)
-    ckpt = _check_run_folder(run, cfg)
+    ckpt, finished = loop.open_run(cfg, CHECKPOINT_FORMAT, "vocoder", VocoderConfig.from_dict, RESUMABLE, log)
+    if finished:
+        return finished
+    return loop.fit(partial(_job, cfg, log), Path(cfg.out), ckpt, t_start, log)
+
+
+def _job(cfg: VocoderConfig, log: Callable[[str], None]) -> loop.Job:
+    """The vocoder run `cfg` describes, ready for the loop."""
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = Vocoder(cfg).to(device)
@@ -245,133 +241,27 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.8, 0.9))  # Vocos's optimiser
     log(f"vocoder: {nb_params:,} parameters; {len(train_tracks)} train / {len(valid_tracks)} valid tracks; "
         f"{sampler.nb_batches(0)} batches an epoch; device {device}")
-    state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "best_loss": math.inf, "best_epoch": 0,
-             "history": [], "seconds": 0.0}
-    if ckpt is None:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2))
-    else:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(ckpt["state"])
-        log(f"resuming {run} at epoch {state['epoch'] + 1}, step {state['step']}")
 
-    def save(path: Path, full: bool) -> None:
-        obj = {"format": CHECKPOINT_FORMAT, "hw2_version": __version__, "config": asdict(cfg),
-               "model": model.state_dict(), "nb_params": nb_params, "epoch": state["epoch"],
-               "valid_loss": state["history"][-1]["valid_loss"] if state["history"] else None, "device": str(device)}
-        if full:
-            obj.update(optimizer=optimizer.state_dict(), state=dict(state))
-        atomic_torch_save(obj, path)
+    def step(batch) -> tuple[float, int]:
+        ref = _signals(batch[1]).to(device)
+        with torch.no_grad():
+            mag = model.stft(ref).abs()
+        loss = mrstft_loss(model(mag, ref.shape[-1]), ref, cfg.loss_ffts)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item(), 1
 
-    def save_progress() -> None:
-        state["seconds"] += time.monotonic() - t_epoch
-        save(run / "last.pt", full=True)
-
-    deadline = t_start + cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-    model.train()
-    while state["epoch"] < cfg.epochs:
-        epoch, t_epoch = state["epoch"], time.monotonic()
-        nb_batches = sampler.nb_batches(epoch)
-        bar = tqdm(sampler.epoch(epoch, state["step"]), desc=f"epoch {epoch + 1}", leave=False, disable=cfg.quiet,
-                   initial=state["step"], total=nb_batches)
-        for _, target in bar:
-            ref = _signals(target).to(device)
-            with torch.no_grad():
-                mag = model.stft(ref).abs()
-            loss = mrstft_loss(model(mag, ref.shape[-1]), ref, cfg.loss_ffts)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state["step"] += 1
-            state["loss_sum"] += loss.item()
-            state["loss_count"] += 1
-            bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
-            if time_limit_reached(deadline, cfg.max_minutes, epoch, state["step"], save_progress, run / "last.pt",
-                                  log):
-                return _summary(run, state, "time-limit")
-        bar.close()
-        valid = validation_loss(model, valid_tracks, device)
-        seconds = state["seconds"] + time.monotonic() - t_epoch
-        train_loss = state["loss_sum"] / max(state["loss_count"], 1)
-        improved = valid < state["best_loss"]
-        state["history"].append({"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid,
-                                 "seconds": seconds, "best": improved})
-        state.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_count=0, seconds=0.0)
-        if improved:
-            state.update(best_loss=valid, best_epoch=epoch + 1)
-            save(run / "best.pt", full=False)
-        save(run / "last.pt", full=True)
-        atomic_write_text(run / "history.json", json.dumps(state["history"], indent=2))
-        log(f"epoch {epoch + 1}: train {train_loss:.4f}  valid {valid:.4f}{'  *best' if improved else ''}  "
-            f"{seconds:.1f}s")
-        if time.monotonic() > deadline and state["epoch"] < cfg.epochs:
-            log(f"time limit of {cfg.max_minutes:g} min reached after epoch {epoch + 1}; run the same command "
-                "to resume")
-            return _summary(run, state, "time-limit")
-    return _summary(run, state, "done")
-
-
-def _summary(run: Path, state: dict, stop: str) -> dict:
-    return {"run": str(run), "epochs_done": state["epoch"], "best_epoch": state["best_epoch"],
-            "best_valid_loss": state["best_loss"], "stopped": stop}
-
-
-def _check_run_folder(run: Path, cfg: VocoderConfig) -> dict | None:
-    """None for a new run; the `last.pt` checkpoint to resume from for an existing one with the same config."""
-    from hw2.train import _check_writable
-
-    _check_writable(run)
-    if run.is_dir():
-        remove_stale_temporaries(run)  # left by a kill during a save
-    saved = run / "config.json"
-    if not saved.exists():
-        if run.exists() and any(run.glob("*.pt")):
-            raise Hw2Error(f"{run}: holds checkpoints but no config.json; choose a new --out")
-        return None
-    try:  # through the dataclass: a field added since then reads as its value for old configs
-        old = json.loads(json.dumps(asdict(VocoderConfig.from_dict(json.loads(saved.read_text())))))
-    except (ValueError, TypeError):
-        raise Hw2Error(f"{saved}: unreadable; remove the run folder or choose a new --out") from None
-    new = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as saved
-    diff = [k for k in new if k not in RESUMABLE and old.get(k) != new[k]]
-    if diff:
-        k = diff[0]
-        raise Hw2Error(f"{run}: holds a vocoder run with a different config ({k}: {old.get(k)!r} there, {new[k]!r} "
-                       "now); use the same flags to resume it, or a new --out")
-    if not (run / "last.pt").exists():
-        return None
-    try:
-        ckpt = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-    except Exception:
-        raise Hw2Error(f"{run / 'last.pt'}: corrupt; remove it (training restarts) or choose a new --out") from None
-    if ckpt.get("format") != CHECKPOINT_FORMAT or "state" not in ckpt:
-        raise Hw2Error(f"{run / 'last.pt'}: not a resumable vocoder checkpoint; choose a new --out")
-    return ckpt
+    return loop.Job(cfg, CHECKPOINT_FORMAT, model, optimizer, sampler.epoch, sampler.nb_batches, step,
+                    lambda epoch: {"valid_loss": validation_loss(model, valid_tracks, device)},
+                    info={"nb_params": nb_params, "device": str(device)})
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
-def config_parser(prog="python -m hw2.vocoder") -> argparse.ArgumentParser:
-    p = OneLineParser(prog=prog, description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(VocoderConfig):
-        flag, kw = "--" + f.name.replace("_", "-"), {"default": f.default, "help": HELP.get(f.name, " ")}
-        typ = f.type if isinstance(f.type, str) else f.type.__name__
-        if typ == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif typ == "tuple":
-            p.add_argument(flag, type=int, nargs="+", **kw)
-        else:
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[typ], **kw)
-    return p
-
-
 def main(argv=None) -> int:
-    args = config_parser().parse_args(argv)
+    args = config_parser(VocoderConfig, "python -m hw2.vocoder", __doc__.split("\n\n")[0]).parse_args(argv)
     cfg = VocoderConfig.from_dict(vars(args))
-    return run_cli(lambda: print(json.dumps(train(cfg))),
-                   "interrupted: last.pt, if the run has one, holds its last completed epoch (or time-limit stop); "
-                   "run the same command to resume from it")
+    return run_cli(lambda: print(json.dumps(train(cfg))))  # train()'s Ctrl-C carries its own line
 
 
 if __name__ == "__main__":

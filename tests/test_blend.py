@@ -14,7 +14,8 @@ from hw2 import Hw2Error
 from hw2.blend import Blend, blend_milestones, build, choose_weights
 from hw2.model import ModelConfig, OpenUnmix, UNet
 from hw2.separate import Separator
-from hw2.train import CHECKPOINT_FORMAT, TrainConfig, load_checkpoint, model_from_checkpoint
+from hw2.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint
+from hw2.config import TrainConfig
 
 from conftest import separation_track
 

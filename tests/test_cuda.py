@@ -15,7 +15,8 @@ import torch
 from hw2.model import OpenUnmix
 from hw2.separate import Separator
 from hw2.synth import make_stems
-from hw2.train import load_checkpoint, precision, train
+from hw2.checkpoint import load_checkpoint
+from hw2.train import precision, train
 from test_train import tiny
 
 pytestmark = [pytest.mark.cuda,

@@ -8,7 +8,8 @@ import torch
 
 from hw2.experiments import GRIDS, main
 from hw2.model import ModelConfig, build_model, count_parameters
-from hw2.train import MAX_PARAMS, TrainConfig
+from hw2.checkpoint import MAX_PARAMS
+from hw2.config import TrainConfig
 
 TINY = ["seq_dur=1", "samples_per_track=1", "batch_size=2", "n_fft=512", "n_hop=128", "valid_chunk_dur=0"]
 
@@ -56,7 +57,7 @@ def test_runner_bad_variant_is_one_line(wav_root, tmp_path, capsys):
 
 def test_augment_grid_row_on_generated_tracks(wav_root, tmp_path):
     """CI's tiny ablation row: the loader without gain, swap and random track mixing trains and is scored."""
-    from hw2.train import TrainConfig as C
+    from hw2.config import TrainConfig as C
 
     changes = GRIDS["augment"]["all-off"][0]
     assert (C(**changes).gain_low, C(**changes).swap, C(**changes).mixing) == (1.0, False, "coherent")
@@ -74,7 +75,7 @@ def test_new_augmentation_fields_leave_finished_rows_comparable():
     from pathlib import Path
 
     from hw2.experiments import comparable, variant_config
-    from hw2.train import ADDED_LATER
+    from hw2.config import ADDED_LATER
 
     cfg = variant_config("augment", "all-on", "root", 25, Path("runs"), {})
     assert not set(ADDED_LATER) & set(comparable(cfg)) and comparable(cfg)["seed"] == 42
@@ -119,7 +120,7 @@ def test_grids_keep_their_base_recipe_after_the_default_changed():
     from pathlib import Path
 
     from hw2.experiments import variant_config
-    from hw2.train import TrainConfig
+    from hw2.config import TrainConfig
 
     results = Path(__file__).resolve().parents[1] / "results"
     assert TrainConfig().mixing == "coherent"

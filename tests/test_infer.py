@@ -23,7 +23,9 @@ import torch
 
 from hw2.infer import _row_names, example_root, main
 from hw2.synth import VALID_NAMES, make_musdb
-from hw2.train import TrainConfig, load_checkpoint, train
+from hw2.checkpoint import load_checkpoint
+from hw2.config import TrainConfig
+from hw2.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 INFER = REPO / "hw2" / "infer.py"
@@ -528,7 +530,7 @@ def test_the_models_stft_reaches_scoring_and_the_reference_rows(wav_root, tmp_pa
     from hw2.infer import _references
     from hw2.model import STFT, ModelConfig, OpenUnmix
     from hw2.separate import Separator, references
-    from hw2.train import CHECKPOINT_FORMAT
+    from hw2.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
     model = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1, n_fft=2048, n_hop=512)).eval()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hw2.model import STFT, ModelConfig, OpenUnmix, bandwidth_to_max_bin, count_parameters
-from hw2.train import MAX_PARAMS, TrainConfig, load_checkpoint, model_from_checkpoint
+from hw2.checkpoint import MAX_PARAMS, load_checkpoint, model_from_checkpoint
+from hw2.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,7 +117,7 @@ def test_model_card_names_the_shipped_architecture(tmp_path, arch):
     from dataclasses import asdict
 
     from hw2.card import model_card
-    from hw2.train import TrainConfig
+    from hw2.config import TrainConfig
 
     cfg = TrainConfig(arch=arch, hidden_size=64, nb_layers=6)
     (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))

@@ -11,7 +11,8 @@ import torch
 
 from hw2.evaluate import (MAGNITUDE_METRICS, _score_job, magnitude_distances, median_of_medians, track_medians)
 from hw2.model import STFT, ModelConfig, OpenUnmix
-from hw2.separate import Separator, mel_filters, mel_inverse, mel_to_magnitude, misi
+from hw2.reconstruct import mel_filters, mel_inverse, mel_to_magnitude, misi
+from hw2.separate import Separator
 from conftest import separation_track
 
 RATE = 44100
@@ -175,7 +176,8 @@ def test_infer_runs_the_new_methods_with_their_settings(wav_root, tmp_path):
     from dataclasses import asdict
 
     from hw2.infer import main
-    from hw2.train import CHECKPOINT_FORMAT, TrainConfig
+    from hw2.checkpoint import CHECKPOINT_FORMAT
+    from hw2.config import TrainConfig
 
     torch.manual_seed(0)
     model = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()

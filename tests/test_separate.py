@@ -19,10 +19,12 @@ from hw2.evaluate import (METRICS, markdown_table, median_of_medians, score_trac
                           write_results)
 from hw2.data import blocks
 from hw2.model import STFT, ModelConfig, SpectrogramModel
-from hw2.separate import METHODS, REFERENCES, Separator, griffinlim, references, wiener
+from hw2.reconstruct import griffinlim, wiener
+from hw2.separate import METHODS, REFERENCES, Separator, references
 from hw2.synth import make_stems
 from conftest import separation_track
-from hw2.train import CHECKPOINT_FORMAT, TrainConfig
+from hw2.checkpoint import CHECKPOINT_FORMAT
+from hw2.config import TrainConfig
 from hw2.vocoder import Vocoder, VocoderConfig
 
 RATE = 44100

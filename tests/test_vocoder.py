@@ -17,7 +17,7 @@ from hw2 import Hw2Error
 from hw2.model import ModelConfig, OpenUnmix
 from hw2.separate import Separator, references
 from hw2.synth import make_stems
-from hw2.train import TrainConfig
+from hw2.config import TrainConfig
 from hw2.train import train as train_separator
 from hw2.vocoder import CHECKPOINT_FORMAT, Vocoder, VocoderConfig, load_vocoder, main, mrstft_loss, train
 
