@@ -12,7 +12,7 @@ max(step, batch / workers); without, their sum.
     python bench/train_step.py --preset t4 1080ti                 # on a GPU: both presets side by side
     python bench/train_step.py --musdb-root PATH --hidden-size 512 256   # model widths, on whatever device
 
-Presets are hw2.train.PRESETS (the ones `python -m hw2.train --preset` and notebook 03 use): t4 = Open-Unmix's
+Presets are hw2.config.PRESETS (the ones `python -m hw2.train --preset` and notebook 03 use): t4 = Open-Unmix's
 defaults, `--amp auto` (float16 + GradScaler on CUDA), 2 workers; 1080ti = the same in float32, 4 workers; cpu and
 tiny = smaller models. A preset row takes the preset's model, precision and workers; batch and excerpt length
 are this script's flags. On a GPU that is not the preset's, the script also
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", default=None, help="decoded cache (default $HW2_CACHE or ~/.cache/hw2)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--preset", nargs="+", choices=tuple(PRESETS), default=[],
-                   help="presets of hw2.train.PRESETS, one row each (their model, precision and workers)")
+                   help="presets of hw2.config.PRESETS, one row each (their model, precision and workers)")
     p.add_argument("--hidden-size", type=int, nargs="+", default=[],
                    help="one row per width (512: Open-Unmix's default), in --amp, no workers (default: 512 when "
                         "no --preset is given)")

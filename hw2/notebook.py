@@ -157,14 +157,14 @@ def run_folder(name: str, smoke: bool = False) -> Path:
 
 
 def param_count(cfg) -> int:
-    """Trainable parameters of the Open-Unmix model a `hw2.train.TrainConfig` describes."""
+    """Trainable parameters of the Open-Unmix model a `hw2.config.TrainConfig` describes."""
     from hw2.model import build_model, count_parameters
 
     return count_parameters(build_model(cfg.model_config()))
 
 
 def config_table(configs: dict):
-    """Named `hw2.train.TrainConfig`s side by side, as a pandas DataFrame: their parameter count (and whether it
+    """Named `hw2.config.TrainConfig`s side by side, as a pandas DataFrame: their parameter count (and whether it
     is under the assignment's 10M limit), then the model / data / optimiser fields that matter most and every
     other field on which they differ."""
     from dataclasses import asdict
@@ -235,7 +235,7 @@ def epoch_estimate(speed: dict, nb_tracks: int, samples_per_track: int = 64, epo
 
 # --------------------------------------------------------------------------------------- inference (04, inference)
 def checkpoint_or_tiny(path, root, cache_dir: str = "", epochs: int = 1) -> Path:
-    """`path` when that checkpoint exists; else a tiny vocals model (hw2.train.PRESETS["tiny"]: 16 hidden units, one
+    """`path` when that checkpoint exists; else a tiny vocals model (hw2.config.PRESETS["tiny"]: 16 hidden units, one
     LSTM layer, 1024-point STFT) trained for `epochs` short epochs on the first 8 train / 2 valid tracks of `root` into a fresh temp
     folder, and the path of its best.pt: the notebook still runs top to bottom, with poor separations (the
     message says so). cache_dir: the decoded cache, as `prepare_root` returns it ("" = the default)."""
@@ -278,7 +278,7 @@ def track_audio(track) -> tuple[np.ndarray, dict]:
 
 def checkpoint_summary(path):
     """What a checkpoint holds, as a pandas DataFrame (one "value" column): epoch, validation loss, parameter
-    count, device and hw2 version of the run, then every field of the `hw2.train.TrainConfig` saved in it (the
+    count, device and hw2 version of the run, then every field of the `hw2.config.TrainConfig` saved in it (the
     model is rebuilt from that config)."""
     import pandas as pd
 
