@@ -160,7 +160,7 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
         if not musdb_root:
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
                            "--weights)")
-        from hw2.data import open_cached
+        from hw2.cache import open_cached
         tracks = open_cached(musdb_root, "train", "valid", cache_dir or None)
         scored = choose_weights(blend, tracks, "cpu", log, search_w)
     entry = blend.checkpoint_entry(

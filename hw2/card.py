@@ -219,7 +219,7 @@ def _selection(cfg) -> str:
 
 def _split_counts(root: str) -> dict:
     """Track counts of musdb's train / valid split of `root`, or "?" where the root cannot be read here."""
-    from hw2.data import open_tracks
+    from hw2.tracks import open_tracks
     out = {}
     for split in ("train", "valid"):
         try:

@@ -84,7 +84,7 @@ def magnitude_distances(reference: np.ndarray, estimate: np.ndarray, n_fft: int 
     """
     import torch
 
-    from hw2.data import blocks
+    from hw2.tracks import blocks
 
     ref = np.asarray(reference)
     est = np.asarray(estimate)[: len(ref)]
@@ -401,7 +401,7 @@ def iteration_sweep(separator, mixture, references: dict, iterations=(0, 4, 8, 1
 
 def score_model(model, tracks, device="cpu", chunk_dur: float = 30.0) -> dict:
     """{"vocals": SDR, "accompaniment": SDR} of a model (a `SpectrogramModel` or an `hw2.blend.Blend`) on cached
-    tracks (`hw2.data.CachedTrack`): medians over the tracks of the medians over 1-s frames, mixture phase, as
+    tracks (`hw2.cache.CachedTrack`): medians over the tracks of the medians over 1-s frames, mixture phase, as
     `hw2/infer.py` scores a checkpoint; None for a target no track could be scored on (a silent estimate)."""
     from hw2.separate import Separator  # separate imports nothing of evaluate; at the top it would load torch first
 

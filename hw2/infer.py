@@ -119,11 +119,11 @@ def run(args, log=print) -> list[dict]:
     and the scorer's own arrays; everything else is freed method by method and track by track.
     """
     from hw2 import listening, remove_stale_temporaries
-    from hw2.data import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
-                          open_tracks, read_stem)
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.model import STFT
     from hw2.separate import Separator, references
+    from hw2.tracks import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
+                            open_tracks, read_stem)
     from hw2.train import resolve_device
 
     if args.jobs is None:
@@ -309,7 +309,7 @@ def _references(track, length: int) -> tuple[dict, int]:
     One stem at a time, straight to int16 (never musdb's float64 copies), converted and added into the float32
     targets in blocks, so that at most one int16 stem lives beside them.
     """
-    from hw2.data import BLOCK, blocks, read_stem
+    from hw2.tracks import BLOCK, blocks, read_stem
 
     refs, n = {}, length
     for target, stems in (("vocals", ("vocals",)), ("accompaniment", ("drums", "bass", "other"))):

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error
-from hw2.data import blocks
 from hw2.model import STFT, SpectrogramModel
+from hw2.tracks import blocks
 
 METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")

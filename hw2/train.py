@@ -31,10 +31,11 @@ import torch
 
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, remove_stale_temporaries, run_cli
 from hw2.blend import blend_from_entry
-from hw2.data import (MIXING, OFFSETS, SOURCES, STRATEGIES, TARGETS, CachedTrack, ExcerptSampler, blocks, load_cached,
-                      open_tracks, read_stem, variant_names)
+from hw2.cache import CachedTrack, load_cached, variant_names
 from hw2.model import (ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters,
                        load_weights)
+from hw2.sampling import MIXING, OFFSETS, STRATEGIES, ExcerptSampler
+from hw2.tracks import SOURCES, TARGETS, blocks, open_tracks, read_stem
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
 MAX_PARAMS = 10_000_000  # the assignment's limit

@@ -216,8 +216,10 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
     valid loss, and why it stopped ("done" or "time-limit")."""
     from tqdm.auto import tqdm
 
-    from hw2.data import SOURCES, ExcerptSampler, open_cached
+    from hw2.cache import open_cached
     from hw2.evaluate import atomic_write_text
+    from hw2.sampling import ExcerptSampler
+    from hw2.tracks import SOURCES
     from hw2.train import atomic_torch_save, resolve_device, time_limit_reached
 
     t_start = time.monotonic()

@@ -152,8 +152,9 @@ def test_real_tracks_match_museval(musdb_root):
     within 0.01 dB."""
     from pathlib import Path
 
-    from hw2.data import CachedTrack, decode, open_tracks
+    from hw2.cache import CachedTrack
     from hw2.separate import Separator, references
+    from hw2.tracks import decode, open_tracks
 
     checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "vocals.pt"
     sep = Separator.from_checkpoint(checkpoint)
