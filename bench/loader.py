@@ -29,10 +29,10 @@ import warnings
 
 import torch
 
-from hw2 import Hw2Error
+from hw2 import RATE, Hw2Error
 from hw2.cache import BYTES_PER_SECOND, load_cached, make_variant, variant_names
 from hw2.sampling import ExcerptSampler
-from hw2.tracks import RATE, SOURCES, open_tracks
+from hw2.tracks import SOURCES, open_tracks
 
 # name -> ExcerptSampler options on top of the default (the rows of the augment grid that change the loader)
 AUGMENTATIONS = {"default": {}, "fixed offsets": {"offsets": "fixed"},

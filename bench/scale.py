@@ -37,9 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.memory import peak_mb  # noqa: E402
-from hw2 import Hw2Error, OneLineParser, run_cli  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, run_cli  # noqa: E402
 from hw2.cache import BYTES_PER_SECOND, CACHE_VERSION  # noqa: E402
-from hw2.tracks import RATE, SOURCES, STEMS  # noqa: E402
+from hw2.tracks import SOURCES, STEMS  # noqa: E402
 
 BATCH = 16
 MADE = ("musdb", "cache", "musdb-stem", "cache-stem", "musdb-long", "cache-long")  # what --out receives

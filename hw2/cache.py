@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from hw2 import Hw2Error, atomic_write, remove_stale_temporaries
-from hw2.tracks import (RATE, SOURCES, STEMS, TARGETS, common_length, open_tracks, read_stem, track_files,
+from hw2 import RATE, Hw2Error, atomic_write, remove_stale_temporaries
+from hw2.tracks import (SOURCES, STEMS, TARGET_SOURCES, common_length, open_tracks, read_stem, track_files,
                         unmounted_drive)
 
 CACHE_VERSION = 2  # bump when the cache layout changes: entries live in <cache dir>/v<CACHE_VERSION>/
@@ -58,7 +58,7 @@ class CachedTrack:
 
     def target(self, name: str) -> np.ndarray:
         """float32 (nb_channels, nb_samples) of a target: the sum of its sources."""
-        return sum(self.stem(s) for s in TARGETS[name])
+        return sum(self.stem(s) for s in TARGET_SOURCES[name])
 
 
 def cache_key(track) -> str:

@@ -21,14 +21,13 @@ from typing import Callable
 
 import numpy as np
 
-from hw2 import Hw2Error, __version__, atomic_write
+from hw2 import RATE, Hw2Error, __version__, atomic_write
+from hw2.tracks import TARGETS, blocks
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 MAGNITUDE_METRICS = ("SC", "MRSTFT")  # phase-blind, per track; lower is better, 0 for identical magnitudes
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # MRSTFT's (n_fft, hop), as Yamamoto et al. (2020)
 LOG_FLOOR = 1e-4  # magnitudes floored here before the log: about 16-bit quantisation noise in a 512-point bin
-TARGETS = ("vocals", "accompaniment")
-RATE = 44100
 STFT_DEFAULT = (4096, 1024)  # (n_fft, hop) of a row that names no model STFT: hw2.model.STFT's defaults
 
 
@@ -83,8 +82,6 @@ def magnitude_distances(reference: np.ndarray, estimate: np.ndarray, n_fft: int 
     Returns {"SC": float, "MRSTFT": float}; NaN where the reference is silent.
     """
     import torch
-
-    from hw2.tracks import blocks
 
     ref = np.asarray(reference)
     est = np.asarray(estimate)[: len(ref)]

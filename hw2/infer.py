@@ -32,7 +32,7 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -102,7 +102,7 @@ def check_writable(folder: Path) -> None:
         raise Hw2Error(f"{folder}: cannot write results here ({e.strerror}); pass --out a writable folder") from None
 
 
-def write_wav(path: Path, audio, rate: int = 44100) -> None:
+def write_wav(path: Path, audio, rate: int = RATE) -> None:
     import soundfile as sf
 
     with atomic_write(path) as tmp:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-RATE = 44100
+from hw2 import RATE, Hw2Error
 
 
 @dataclass
@@ -220,8 +220,6 @@ def describe(cfg: ModelConfig) -> str:
 def load_weights(model: nn.Module, state: dict, path, what: str = "the model its config describes") -> nn.Module:
     """`model` with the saved `state` loaded, in eval mode; weights that do not fit its shapes are one `Hw2Error`
     line naming the file (a checkpoint changed by hand, or one of another model)."""
-    from hw2 import Hw2Error
-
     try:
         model.load_state_dict(state)
     except RuntimeError:

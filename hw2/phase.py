@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2 import RATE, Hw2Error, OneLineParser, run_cli
+from hw2.tracks import TARGETS, describe_dataset, open_tracks, read_stem
 
 ITERATIONS = (0, 2, 8, 32)
 MEL_BANDS = (64, 128, 512)
@@ -36,7 +37,7 @@ def track_sweep(sep, mixture: np.ndarray, key: str, iterations=ITERATIONS, mel_b
                 mel_iterations=MEL_ITERATIONS) -> dict:
     """{(label, iterations): {target: (nb_timesteps, nb_channels) float32}} for one track, mixture float
     (nb_timesteps, nb_channels). Random phases come from `sep`'s generators, as in `Separator.separate`."""
-    from hw2.separate import TARGETS, griffinlim, mel_filters, mel_inverse, misi
+    from hw2.separate import griffinlim, mel_filters, mel_inverse, misi
 
     audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32))
     length, stft = audio.shape[-1], sep.stft
@@ -85,11 +86,10 @@ LABELS = {"griffinlim": "Griffin-Lim, random init", "griffinlim-mix": "Griffin-L
 
 
 def run(args, log=print) -> list[dict]:
-    from hw2.evaluate import TARGETS, magnitude_distances, median_of_medians, score_track, track_medians
+    from hw2.evaluate import magnitude_distances, median_of_medians, score_track, track_medians
     from hw2.infer import _references, write_wav
     from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
     from hw2.separate import Separator
-    from hw2.tracks import describe_dataset, open_tracks, read_stem
 
     torch.set_num_threads(max(1, args.threads))
     sep = Separator.from_checkpoint(args.checkpoint)
@@ -100,7 +100,7 @@ def run(args, log=print) -> list[dict]:
     for i, track in enumerate(tracks):
         mixture = read_stem(track, "mixture").astype(np.float32) / 32768
         if len(mixture) > sep.chunk_frames * sep.stft.n_hop:
-            raise Hw2Error(f"{track.name}: longer than one separation block ({len(mixture) / 44100:.0f} s); the "
+            raise Hw2Error(f"{track.name}: longer than one separation block ({len(mixture) / RATE:.0f} s); the "
                            "sweep runs whole tracks in one window: use short tracks (the 7-s preview) or --max-tracks")
         refs, n = _references(track, len(mixture))
         for (label, iters), est in track_sweep(sep, mixture, track.name, args.iterations, args.mel_bands,

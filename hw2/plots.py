@@ -18,9 +18,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from hw2 import atomic_write
+from hw2 import RATE, atomic_write
 from hw2.sampling import STRATEGIES, plan_epoch
-from hw2.tracks import RATE, SOURCES, STEMS
+from hw2.tracks import SOURCES, STEMS
 
 STEM_COLORS = {"mixture": "0.35", "drums": "tab:orange", "bass": "tab:green", "other": "tab:purple",
                "vocals": "tab:blue", "accompaniment": "tab:brown"}

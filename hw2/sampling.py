@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hw2 import Hw2Error
+from hw2 import RATE, Hw2Error
 from hw2.cache import INT16_SCALE, CachedTrack
-from hw2.tracks import RATE, SOURCES, TARGETS
+from hw2.tracks import SOURCES, TARGET_SOURCES
 
 STRATEGIES = ("balanced", "random", "exhaustive", "roundrobin", "sequential")
 MIXING = ("incoherent", "coherent")
@@ -107,8 +107,8 @@ class ExcerptSampler:
         if offsets not in OFFSETS:
             raise Hw2Error(f"unknown offsets {offsets!r}: use random or fixed")
         for t in targets:
-            if t not in TARGETS:
-                raise Hw2Error(f"unknown target {t!r}: use one of {', '.join(TARGETS)}")
+            if t not in TARGET_SOURCES:
+                raise Hw2Error(f"unknown target {t!r}: use one of {', '.join(TARGET_SOURCES)}")
         if not tracks:
             raise Hw2Error("no tracks to sample from")
         self.tracks = list(tracks)
@@ -132,9 +132,9 @@ class ExcerptSampler:
             raise Hw2Error(f"track {t.name!r} is {t.nb_samples / RATE:.2f} s long, shorter than the "
                            f"{seq_dur:g} s excerpt; lower --seq-dur")
         self._plans: dict[int, list[np.ndarray]] = {}
-        self._anchor = SOURCES.index(TARGETS[self.targets[0]][0])
+        self._anchor = SOURCES.index(TARGET_SOURCES[self.targets[0]][0])
         # where each source goes: index of the target it belongs to (or -1)
-        self._dest = [next((k for k, t in enumerate(self.targets) if s in TARGETS[t]), -1) for s in SOURCES]
+        self._dest = [next((k for k, t in enumerate(self.targets) if s in TARGET_SOURCES[t]), -1) for s in SOURCES]
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         if epoch not in self._plans:

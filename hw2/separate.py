@@ -39,11 +39,10 @@ import torch
 
 from hw2 import Hw2Error
 from hw2.model import STFT, SpectrogramModel
-from hw2.tracks import blocks
+from hw2.tracks import TARGETS, blocks
 
 METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
-TARGETS = ("vocals", "accompaniment")
 
 
 MMAP_THRESHOLD = 64 << 20  # above: full-track arrays, mapped and returned on free; below: per-block arrays

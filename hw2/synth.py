@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2 import Hw2Error, OneLineParser, run_cli
-from hw2.tracks import RATE, STEMS, SYNTH_MARKER
+from hw2 import RATE, Hw2Error, OneLineParser, run_cli
+from hw2.tracks import STEMS, SYNTH_MARKER
 
 # musdb's validation split is a fixed list of names: using some of them puts generated tracks in it
 VALID_NAMES = ("Actions - One Minute Smile", "Clara Berry And Wooldog - Waltz For My Victims",

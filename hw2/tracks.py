@@ -16,14 +16,15 @@ from typing import Sequence
 
 import numpy as np
 
-from hw2 import Hw2Error
+from hw2 import RATE, Hw2Error
 
-RATE = 44100
 STEMS = ("mixture", "drums", "bass", "other", "vocals")  # MUSDB stem ids 0..4
 SOURCES = STEMS[1:]
 # A target is a sum of sources; "accompaniment" is MUSDB's non-vocals target.
-TARGETS = {"vocals": ("vocals",), "accompaniment": ("drums", "bass", "other"),
-           "drums": ("drums",), "bass": ("bass",), "other": ("other",)}
+TARGET_SOURCES = {"vocals": ("vocals",), "accompaniment": ("drums", "bass", "other"),
+                  "drums": ("drums",), "bass": ("bass",), "other": ("other",)}
+# The two targets every separation writes and every table scores: the vocals and what is left of the mixture.
+TARGETS = ("vocals", "accompaniment")
 
 
 def unmounted_drive(path: Path) -> Path | None:

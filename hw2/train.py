@@ -35,7 +35,7 @@ from hw2.cache import CachedTrack, load_cached, variant_names
 from hw2.model import (ARCHITECTURES, ModelConfig, SpectrogramModel, build_model, count_parameters,
                        load_weights)
 from hw2.sampling import MIXING, OFFSETS, STRATEGIES, ExcerptSampler
-from hw2.tracks import SOURCES, TARGETS, blocks, open_tracks, read_stem
+from hw2.tracks import SOURCES, TARGET_SOURCES, blocks, open_tracks, read_stem
 
 CHECKPOINT_FORMAT = "hw2-openunmix-v1"
 MAX_PARAMS = 10_000_000  # the assignment's limit
@@ -52,7 +52,7 @@ class TrainConfig:
     musdb_root: str = _f("", "MUSDB18 or MUSDB18-HQ root (holds train/ and test/)")
     out: str = _f("runs/vocals", "run folder: config, history and checkpoints")
     cache_dir: str = _f("", "decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
-    target: str = _f("vocals", "source the model estimates", choices=tuple(TARGETS))
+    target: str = _f("vocals", "source the model estimates", choices=tuple(TARGET_SOURCES))
     epochs: int = _f(150, "last epoch to train")
     milestones: tuple = _f((25, 50, 150), "epochs whose weights are kept as epochNNN.pt")
     # data: Open-Unmix's defaults

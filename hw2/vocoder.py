@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw2 import Hw2Error, OneLineParser, __version__, remove_stale_temporaries, run_cli
-from hw2.model import RATE, STFT, count_parameters, load_weights
+from hw2 import RATE, Hw2Error, OneLineParser, __version__, remove_stale_temporaries, run_cli
+from hw2.model import STFT, count_parameters, load_weights
 
 CHECKPOINT_FORMAT = "hw2-vocoder-v1"
 

@@ -129,7 +129,8 @@ def test_mismatched_shapes_are_one_clear_error():
 
 
 def test_score_track_json_matches_museval():
-    from hw2.evaluate import TARGETS, score_track
+    from hw2.evaluate import score_track
+    from hw2.tracks import TARGETS
 
     refs, ests = signals(3.0)
     refs[0, :RATE] = 0

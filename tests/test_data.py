@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from hw2 import Hw2Error
+from hw2 import RATE, Hw2Error
 from hw2.cache import CACHE_VERSION, CachedTrack, cache_key, load_cached, open_cached
 from hw2.sampling import STRATEGIES, EpochBatches, ExcerptSampler, plan_epoch, read_excerpt
 from hw2.synth import VALID_NAMES
-from hw2.tracks import RATE, SOURCES, STEMS, detect_format, open_tracks, read_stems
+from hw2.tracks import SOURCES, STEMS, detect_format, open_tracks, read_stems
 
 NB_TRAIN, NB_VALID, NB_TEST = 4, 2, 1  # the generated roots' sizes (tests/conftest.py)
 
@@ -419,7 +419,7 @@ def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
     b = len(d["tracks"])
     mix = np.zeros((b, 2, N))
     tgt = np.zeros((b, len(sampler.targets), 2, N))
-    from hw2.tracks import TARGETS
+    from hw2.tracks import TARGET_SOURCES
     for i in range(b):
         for j, source in enumerate(SOURCES):
             t, s, k = d["tracks"][i, j], d["starts"][i, j], d["variants"][i, j]
@@ -431,7 +431,7 @@ def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
             x = x * d["gains"][i, j]
             mix[i] += x
             for k, target in enumerate(sampler.targets):
-                if source in TARGETS[target]:
+                if source in TARGET_SOURCES[target]:
                     tgt[i, k] += x
     return mix, tgt
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from hw2 import Hw2Error
+from hw2 import RATE, Hw2Error
 from hw2.cache import open_cached
 from hw2.model import OpenUnmix
 from hw2.separate import Separator
 from hw2.synth import VALID_NAMES, make_stems, write_track
-from hw2.tracks import RATE, open_tracks
+from hw2.tracks import open_tracks
 from hw2.train import (CHECKPOINT_FORMAT, MAX_PARAMS, TrainConfig, _chunks, atomic_torch_save, config_from_dict,
                        input_statistics, load_checkpoint, model_from_checkpoint, precision, train,
                        validation_loss)
