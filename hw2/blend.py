@@ -161,7 +161,7 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
                            "--weights)")
         from hw2.cache import open_cached
-        tracks = open_cached(musdb_root, "train", "valid", cache_dir or None)
+        tracks = open_cached(musdb_root, "train", "valid", cache_dir)
         scored = choose_weights(blend, tracks, "cpu", log, search_w)
     entry = blend.checkpoint_entry(
         [{"config": c["config"], "model": c["model"], "epoch": c.get("epoch"), "source": str(p)}

@@ -91,10 +91,11 @@ _NOTED: set = set()
 def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding this layout's entries (`<cache_dir>/v<CACHE_VERSION>`), created with its parents.
 
-    A folder on Google Drive while Drive is not mounted is refused: creating it would put the cache on the
-    runtime's disk, lost with the runtime, under a path that looks like Drive."""
-    given = cache_dir is not None and str(cache_dir) != ""
-    root = Path(cache_dir).expanduser() if given else default_cache_dir()
+    cache_dir None or "" is `default_cache_dir()`: "" is what an unset --cache-dir, config field or notebook
+    setting holds, so every caller passes its value as it is. A folder on Google Drive while Drive is not mounted
+    is refused: creating it would put the cache on the runtime's disk, lost with the runtime, under a path that
+    looks like Drive."""
+    root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     if not root.exists() and (mount := unmounted_drive(root.absolute())):
         raise Hw2Error(f"{root}: Google Drive is not mounted at {mount}, so the decoded cache cannot go there: "
                        "mount it (drive.mount('/content/drive')) or set --cache-dir / $HW2_CACHE to a local folder")
@@ -128,7 +129,8 @@ def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, pr
     stem, each written atomically, so an interrupted build leaves whole files only and the next run decodes what
     is missing. Stems are decoded one at a time (peak memory: two copies of one stem, about 0.2 GB for a
     10-minute track), `jobs` tracks at once (ffmpeg decodes on one core). `variants` (`variant_names`): pitch-shifted
-    / time-stretched copies of `stems`, made once from the decoded stems (`add_variants`)."""
+    / time-stretched copies of `stems`, made once from the decoded stems (`add_variants`). cache_dir: as in
+    `cache_folder` (None or "": the default)."""
     folder = cache_folder(cache_dir)
     entries = [folder / f"{_safe(t.name)}.{cache_key(t)}" for t in tracks]
     todo = [(t, e, [s for s in stems if not (e / f"{s}.npy").is_file()]) for t, e in zip(tracks, entries)]
@@ -200,7 +202,7 @@ def _open_entry(track, entry: Path, stems: Sequence[str]) -> CachedTrack:
     return CachedTrack(track.name, {s: a[:n] for s, a in arrays.items()})
 
 
-def open_cached(root, subset: str = "train", split: str | None = None, cache_dir=None,
+def open_cached(root, subset: str = "train", split: str | None = None, cache_dir: str | os.PathLike | None = None,
                 progress: bool = True, stems: Sequence[str] = STEMS) -> list[CachedTrack]:
     """`open_tracks` then `load_cached`: the usual way in. Training needs only `stems=SOURCES`."""
     return load_cached(open_tracks(root, subset, split), cache_dir, progress, stems)

@@ -137,10 +137,10 @@ def open_splits(root, cache_dir: str = "", progress: bool = True) -> dict:
     """{"train": [...], "valid": [...], "test": [...]}: the cached tracks of musdb's train / valid split of the
     train subset and of the test subset (left out when the root has no test/ folder)."""
     root = Path(root)
-    splits = {"train": open_cached(root, "train", "train", cache_dir or None, progress),
-              "valid": open_cached(root, "train", "valid", cache_dir or None, progress)}
+    splits = {"train": open_cached(root, "train", "train", cache_dir, progress),
+              "valid": open_cached(root, "train", "valid", cache_dir, progress)}
     if (root / "test").is_dir() and any((root / "test").iterdir()):
-        splits["test"] = open_cached(root, "test", None, cache_dir or None, progress)
+        splits["test"] = open_cached(root, "test", None, cache_dir, progress)
     return splits
 
 

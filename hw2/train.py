@@ -473,9 +473,9 @@ def _train(cfg: TrainConfig, run: Path, ckpt: dict | None, t_start: float, gate:
                        "lower --hidden-size or --nb-layers")
 
     train_files = open_tracks(cfg.musdb_root, "train", "train")
-    train_tracks = load_cached(train_files, cfg.cache_dir or None, not cfg.quiet, SOURCES,
+    train_tracks = load_cached(train_files, cfg.cache_dir, not cfg.quiet, SOURCES,
                                variants=variant_names(cfg.pitch_shift, cfg.time_stretch))
-    valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir or None, not cfg.quiet)
+    valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir, not cfg.quiet)
     sampler = make_sampler(cfg, train_tracks)
     dtype, scaler = precision(cfg.amp, device)
     log(f"{cfg.arch}: {nb_params:,} parameters (under the 10M limit); "

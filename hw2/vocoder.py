@@ -239,8 +239,8 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
     model = Vocoder(cfg).to(device)
     nb_params = count_parameters(model)
     # only the stems: the vocoder never sees a mixture; musdb's valid split only validates, test is never read
-    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, not cfg.quiet, SOURCES)
-    valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir or None, not cfg.quiet, SOURCES)
+    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir, not cfg.quiet, SOURCES)
+    valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir, not cfg.quiet, SOURCES)
     sampler = ExcerptSampler(train_tracks, cfg.seq_dur, ("vocals", "accompaniment"), "balanced", cfg.batch_size,
                              cfg.samples_per_track, mixing="coherent", gain=(cfg.gain_low, cfg.gain_high),
                              swap=False, seed=cfg.seed)

@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from hw2 import RATE, Hw2Error
-from hw2.cache import CACHE_VERSION, CachedTrack, cache_key, load_cached, open_cached
+from hw2.cache import CACHE_VERSION, CachedTrack, cache_folder, cache_key, load_cached, open_cached
 from hw2.sampling import STRATEGIES, EpochBatches, ExcerptSampler, plan_epoch, read_excerpt
 from hw2.synth import VALID_NAMES
 from hw2.tracks import SOURCES, STEMS, detect_format, open_tracks, read_stems
@@ -275,6 +275,11 @@ def test_cache_dir_on_a_missing_drive_is_one_line(wav_root, tmp_path, monkeypatc
     nested = tmp_path / "new" / "deep" / "cache"  # any other missing folder is created, parents and all
     open_cached(wav_root, "train", "valid", cache_dir=nested, progress=False)
     assert (nested / "v2").is_dir()
+
+
+def test_empty_and_none_cache_dir_are_both_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("HW2_CACHE", str(tmp_path / "default"))
+    assert cache_folder("") == cache_folder(None) == cache_folder() == tmp_path / "default" / f"v{CACHE_VERSION}"
 
 
 def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
