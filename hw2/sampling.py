@@ -15,7 +15,7 @@ import torch
 
 from hw2 import RATE, Hw2Error
 from hw2.cache import INT16_SCALE, CachedTrack
-from hw2.tracks import SOURCES, TARGET_SOURCES
+from hw2.tracks import SOURCES, TARGET_SOURCES, blocks
 
 STRATEGIES = ("balanced", "random", "exhaustive", "roundrobin", "sequential")
 MIXING = ("incoherent", "coherent")
@@ -71,7 +71,7 @@ def plan_epoch(strategy: str, lengths: Sequence[int], excerpt_len: int, *, batch
 
 
 def _chunks(pairs: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    return [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+    return [pairs[a:b] for _, a, b, _ in blocks(len(pairs), batch_size)]
 
 
 class ExcerptSampler:

@@ -347,8 +347,8 @@ def decode(track) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------- blocks
 def blocks(length: int, size: int, context: int = 0, min_size: int = 1):
     """Cut [0, length) into consecutive blocks for block-wise processing of whole tracks (statistics, validation,
-    separation, scoring): yields (lo, a, b, hi), the block [a, b) and its window [lo, hi) with up to `context`
-    on each side.
+    separation, scoring) and for an epoch's batches: yields (lo, a, b, hi), the block [a, b) and its window
+    [lo, hi) with up to `context` on each side.
 
     size 0 (or >= length) gives one block. A last block shorter than `min_size` joins the one before, so that no
     block is too short for what it feeds (an STFT's reflect padding needs more than n_fft // 2 samples).
