@@ -5,7 +5,7 @@ The track is a real MUSDB18 `.stem.mp4` looped to --duration seconds by stream c
 re-encoded; default: the MUSDB18 excerpt that ships with stempeg), in a MUSDB root of its own. One worker process
 then runs `hw2/infer.py`'s own steps in order, as the TA's command does for each track:
 
-    decode mixture         `data.read_stem`: the mixture straight to int16
+    decode mixture         `tracks.read_stem`: the mixture straight to int16
     separate / <method>    `Separator.separate` for that method alone (infer.py's order: one method at a time)
     decode references      `infer._references`: vocals and accompaniment to float32, one int16 stem at a time
     score / <method>       `evaluate.score_track` on the estimates (museval BSSEval v4, 1 s frames)
@@ -62,11 +62,11 @@ def worker(spec: dict) -> dict:
     """The TA's per-track path in this process, step by step: rows of (step, wall seconds, peak MiB)."""
     import torch
 
-    from hw2.data import check_tracks, open_tracks, read_stem
     from hw2.evaluate import score_track, track_medians
     from hw2.infer import _references
-    from hw2.separate import Separator
     from hw2.checkpoint import resolve_device
+    from hw2.separate import Separator
+    from hw2.tracks import check_tracks, open_tracks, read_stem
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])

@@ -4,7 +4,7 @@ Measures excerpts per second of building training examples (mixture, vocals) of 
 incoherent random track mixing and the gain (0.25-1.25) + left/right swap augmentations, on the same train-split
 tracks, in one run:
 
-  (a) ours:  hw2.data.ExcerptSampler reading the int16 decoded cache (one read per source excerpt, the next
+  (a) ours:  hw2.sampling.ExcerptSampler reading the int16 decoded cache (one read per source excerpt, the next
              batches prefetched in two threads), balanced sampling; in process, and through a torch DataLoader
              with `--workers` worker processes;
   (b) naive: Open-Unmix's MUSDBDataset (random_track_mix=True): for each source pick a random track, set
@@ -29,9 +29,10 @@ import warnings
 
 import torch
 
-from hw2 import Hw2Error
-from hw2.data import (BYTES_PER_SECOND, RATE, SOURCES, ExcerptSampler, load_cached, make_variant, open_tracks,
-                      variant_names)
+from hw2 import RATE, Hw2Error
+from hw2.cache import BYTES_PER_SECOND, load_cached, make_variant, variant_names
+from hw2.sampling import ExcerptSampler
+from hw2.tracks import SOURCES, open_tracks
 
 # name -> ExcerptSampler options on top of the default (the rows of the augment grid that change the loader)
 AUGMENTATIONS = {"default": {}, "fixed offsets": {"offsets": "fixed"},

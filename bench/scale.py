@@ -37,8 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.memory import peak_mb  # noqa: E402
-from hw2 import Hw2Error, OneLineParser, run_cli  # noqa: E402
-from hw2.data import BYTES_PER_SECOND, CACHE_VERSION, RATE, SOURCES, STEMS  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, run_cli  # noqa: E402
+from hw2.cache import BYTES_PER_SECOND, CACHE_VERSION  # noqa: E402
+from hw2.tracks import SOURCES, STEMS  # noqa: E402
 
 BATCH = 16
 MADE = ("musdb", "cache", "musdb-stem", "cache-stem", "musdb-long", "cache-long")  # what --out receives
@@ -125,7 +126,8 @@ def cache_files(cache: Path, tracks) -> list[Path]:
 
 
 def run_child(kind: str, *args) -> None:
-    from hw2.data import load_cached, open_cached, open_tracks
+    from hw2.cache import load_cached, open_cached
+    from hw2.tracks import open_tracks
 
     if kind == "build":  # root cache jobs with_valid: train split (4 sources), valid split (5 stems)
         root, cache, jobs = args[0], args[1], int(args[2])
@@ -139,7 +141,7 @@ def run_child(kind: str, *args) -> None:
     elif kind == "loader":  # root cache mode prefetch batches warm_gb step_ms
         import torch
 
-        from hw2.data import ExcerptSampler
+        from hw2.sampling import ExcerptSampler
         root, cache, mode, prefetch, batches = args[0], args[1], args[2], int(args[3]), int(args[4])
         warm_gb, step = float(args[5]), float(args[6]) / 1000
         tracks = open_cached(root, "train", "train", cache, False, SOURCES)

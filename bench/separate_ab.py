@@ -24,8 +24,8 @@ CODE = r'''
 import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 torch.set_num_threads(1)
-from hw2.data import open_tracks, read_stem
 from hw2.separate import Separator
+from hw2.tracks import open_tracks, read_stem
 (track,) = open_tracks(sys.argv[3], "test")
 m = read_stem(track, "mixture").astype("float32") / 32768
 sep = Separator.from_checkpoint(sys.argv[4])

@@ -1,7 +1,7 @@
 """End-to-end training throughput of Open-Unmix: seconds per optimizer step, excerpts per second, an epoch's time.
 
 One timed step is what `hw2.train` does per batch (`hw2.train.train_step`, `hw2.train.precision`): build the batch
-from the decoded cache (hw2.data.ExcerptSampler, incoherent mixing, gain + swap, balanced sampling), move it to the
+from the decoded cache (hw2.sampling.ExcerptSampler, incoherent mixing, gain + swap, balanced sampling), move it to the
 device, STFT of mixture and target, forward under the preset's autocast, MSE on magnitudes, backward, Adam step.
 Steps after `--warmup` are timed; validation and checkpointing are not.
 
@@ -33,10 +33,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's hw2, installed or not
 
 from hw2 import Hw2Error
-from hw2.data import ExcerptSampler, open_cached
+from hw2.cache import open_cached
 from hw2.model import ModelConfig, OpenUnmix, count_parameters
 from hw2.checkpoint import MAX_PARAMS, resolve_device
 from hw2.config import AMP, PRESETS, preset_config
+from hw2.sampling import ExcerptSampler
 from hw2.train import precision, train_step
 
 MUSDB18_TRAIN_TRACKS = 86  # musdb's train split of full MUSDB18: 100 train-folder tracks - 14 valid

@@ -7,6 +7,8 @@ Two policies every command shares live here:
   exit status 2, no traceback (`Hw2Error`, `OneLineParser`, `run_cli`);
 - nothing half-written: every file is written through `atomic_write`, so a crash or a kill leaves the previous
   file (or none), never a truncated one.
+
+Beside them, the one sample rate every module works at: `RATE`, MUSDB's 44.1 kHz.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 __version__ = "0.1.0"
+RATE = 44100  # MUSDB's sample rate, and so the cache's, every model's and every score's
 
 
 class Hw2Error(Exception):

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2.cache import open_cached
 from hw2.checkpoint import CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, load_checkpoint, model_from_checkpoint
 from hw2.config import config_from_dict
-from hw2.data import open_cached
 from hw2.evaluate import score_model
 from hw2.model import Blend, blend_epoch
 
@@ -86,7 +86,7 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
         if not musdb_root:
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
                            "--weights)")
-        tracks = open_cached(musdb_root, "train", "valid", cache_dir or None)
+        tracks = open_cached(musdb_root, "train", "valid", cache_dir)
         scored = choose_weights(blend, tracks, "cpu", log, search_w)
     entry = blend.checkpoint_entry(
         [{"config": c["config"], "model": c["model"], "epoch": c.get("epoch"), "source": str(p)}

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error
-from hw2.data import blocks
+from hw2.tracks import blocks
 
 FILTERS_LEN = 512
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from hw2 import Hw2Error, OneLineParser, atomic_write, atomic_write_text, run_cli
 from hw2.checkpoint import load_checkpoint
 from hw2.config import config_from_dict
-from hw2.data import open_tracks
 from hw2.evaluate import METRICS, markdown_table
 from hw2.model import ModelConfig, describe, parameters_of
+from hw2.tracks import open_tracks
 from hw2.vocoder import VocoderConfig, load_vocoder
 
 REPO = Path(__file__).resolve().parents[1]

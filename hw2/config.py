@@ -10,8 +10,9 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 
 from hw2 import Hw2Error, OneLineParser
-from hw2.data import MIXING, OFFSETS, STRATEGIES, TARGETS
 from hw2.model import ARCHITECTURES, ModelConfig
+from hw2.sampling import MIXING, OFFSETS, STRATEGIES
+from hw2.tracks import TARGET_SOURCES
 
 AMP = ("auto", "on", "off")  # auto: float16 on CUDA, float32 on the CPU; on: also bfloat16 on the CPU
 
@@ -28,7 +29,7 @@ class TrainConfig:
     musdb_root: str = flag("", "MUSDB18 or MUSDB18-HQ root (holds train/ and test/)")
     out: str = flag("runs/vocals", "run folder: config, history and checkpoints")
     cache_dir: str = flag("", "decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
-    target: str = flag("vocals", "source the model estimates", choices=tuple(TARGETS))
+    target: str = flag("vocals", "source the model estimates", choices=tuple(TARGET_SOURCES))
     epochs: int = flag(150, "last epoch to train")
     milestones: tuple = flag((25, 50, 150), "epochs whose weights are kept as epochNNN.pt")
     # data: Open-Unmix's defaults

@@ -23,16 +23,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hw2 import Hw2Error, __version__, atomic_write_text, bsseval
-from hw2.data import blocks
+from hw2 import RATE, Hw2Error, __version__, atomic_write_text, bsseval
 from hw2.separate import Separator
+from hw2.tracks import TARGETS, blocks
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 MAGNITUDE_METRICS = ("SC", "MRSTFT")  # phase-blind, per track; lower is better, 0 for identical magnitudes
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # MRSTFT's (n_fft, hop), as Yamamoto et al. (2020)
 LOG_FLOOR = 1e-4  # magnitudes floored here before the log: about 16-bit quantisation noise in a 512-point bin
-TARGETS = ("vocals", "accompaniment")
-RATE = 44100
 STFT_DEFAULT = (4096, 1024)  # (n_fft, hop) of a row that names no model STFT: hw2.model.STFT's defaults
 
 
@@ -390,7 +388,7 @@ def iteration_sweep(separator, mixture, references: dict, iterations=(0, 4, 8, 1
 
 def score_model(model, tracks, device="cpu", chunk_dur: float = 30.0) -> dict:
     """{"vocals": SDR, "accompaniment": SDR} of a model (a `SpectrogramModel` or an `hw2.blend.Blend`) on cached
-    tracks (`hw2.data.CachedTrack`): medians over the tracks of the medians over 1-s frames, mixture phase, as
+    tracks (`hw2.cache.CachedTrack`): medians over the tracks of the medians over 1-s frames, mixture phase, as
     `hw2/infer.py` scores a checkpoint; None for a target no track could be scored on (a silent estimate)."""
     sep = Separator(model, device, chunk_dur=chunk_dur)
     medians = []

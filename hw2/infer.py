@@ -32,7 +32,7 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -93,7 +93,7 @@ def example_root() -> Path:
     return root
 
 
-def write_wav(path: Path, audio, rate: int = 44100) -> None:
+def write_wav(path: Path, audio, rate: int = RATE) -> None:
     import soundfile as sf
 
     with atomic_write(path) as tmp:
@@ -115,12 +115,12 @@ def table(args, log=print) -> dict:
     and the scorer's own arrays; everything else is freed method by method and track by track.
     """
     from hw2 import listening, remove_stale_temporaries
-    from hw2.data import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
-                          open_tracks, read_stem)
+    from hw2.checkpoint import check_writable, resolve_device
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.model import STFT
-    from hw2.checkpoint import check_writable, resolve_device
     from hw2.separate import Separator, references
+    from hw2.tracks import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
+                            open_tracks, read_stem)
 
     if args.jobs is None:
         args.jobs = os.cpu_count() or 1
@@ -320,7 +320,7 @@ def _references(track, length: int) -> tuple[dict, int]:
     One stem at a time, straight to int16 (never musdb's float64 copies), converted and added into the float32
     targets in blocks, so that at most one int16 stem lives beside them.
     """
-    from hw2.data import BLOCK, blocks, read_stem
+    from hw2.tracks import BLOCK, blocks, read_stem
 
     refs, n = {}, length
     for target, stems in (("vocals", ("vocals",)), ("accompaniment", ("drums", "bass", "other"))):

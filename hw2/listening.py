@@ -16,11 +16,11 @@ from urllib.parse import quote
 
 import numpy as np
 
-from hw2 import atomic_write
+from hw2 import RATE, atomic_write
 from hw2.evaluate import row_slug, track_medians
+from hw2.tracks import TARGETS
 
 TRUE_PREFIX = "true"  # true_vocals.wav, true_accompaniment.wav: the reference stems of a sample track
-TARGETS = ("vocals", "accompaniment")
 # magma-like colour ramp, dark (quiet) to light (loud)
 RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
                  [250, 193, 39], [252, 255, 164]], dtype=float)
@@ -49,7 +49,7 @@ def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512) -> np.ndar
     return torch.stft(x, n_fft, n_hop, window=torch.hann_window(n_fft), return_complex=True).abs().numpy()
 
 
-def spectrogram_image(mag: np.ndarray, rate: int = 44100, fmax: float = 8000.0, height: int = 160,
+def spectrogram_image(mag: np.ndarray, rate: int = RATE, fmax: float = 8000.0, height: int = 160,
                       range_db: float = 70.0, ref: float | None = None) -> np.ndarray:
     """uint8 (height, frames, 3) of a `magnitude` in dB up to `fmax`, low frequencies at the bottom, `range_db`
     below `ref` (default: its own peak) black. A shared `ref` makes the images of one track compare."""

@@ -12,9 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw2 import Hw2Error
-
-RATE = 44100
+from hw2 import RATE, Hw2Error
 
 
 @dataclass

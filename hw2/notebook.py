@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2.data import detect_format, open_cached
+from hw2.cache import open_cached
+from hw2.tracks import detect_format
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVE_RUNS = "/content/drive/MyDrive/hw2-runs"
@@ -128,7 +129,7 @@ def data_note(root, splits: dict) -> str:
     if links and all(p.is_symlink() for p in links):
         source = links[0].resolve().parent.parent
         return f"Data: the first tracks of {source} (smoke mode); {counts} tracks."
-    from hw2.data import describe_dataset
+    from hw2.tracks import describe_dataset
     return f"Data: {describe_dataset(root)} ({root}); {counts} tracks."
 
 
@@ -136,10 +137,10 @@ def open_splits(root, cache_dir: str = "", progress: bool = True) -> dict:
     """{"train": [...], "valid": [...], "test": [...]}: the cached tracks of musdb's train / valid split of the
     train subset and of the test subset (left out when the root has no test/ folder)."""
     root = Path(root)
-    splits = {"train": open_cached(root, "train", "train", cache_dir or None, progress),
-              "valid": open_cached(root, "train", "valid", cache_dir or None, progress)}
+    splits = {"train": open_cached(root, "train", "train", cache_dir, progress),
+              "valid": open_cached(root, "train", "valid", cache_dir, progress)}
     if (root / "test").is_dir() and any((root / "test").iterdir()):
-        splits["test"] = open_cached(root, "test", None, cache_dir or None, progress)
+        splits["test"] = open_cached(root, "test", None, cache_dir, progress)
     return splits
 
 
@@ -270,7 +271,7 @@ def infer_args(root, checkpoint, subset: str = "train", split: str | None = "val
 
 
 def track_audio(track) -> tuple[np.ndarray, dict]:
-    """(mixture, {"vocals": ..., "accompaniment": ...}) of a cached track (`hw2.data.CachedTrack`), float32
+    """(mixture, {"vocals": ..., "accompaniment": ...}) of a cached track (`hw2.cache.CachedTrack`), float32
     arrays (nb_timesteps, nb_channels) as `hw2.separate` and `hw2.evaluate.score_track` take them; the
     accompaniment is the sum of drums, bass and other (what `hw2/infer.py` scores against)."""
     return track.stem("mixture").T, {t: track.target(t).T for t in ("vocals", "accompaniment")}

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw2 import Hw2Error, OneLineParser, atomic_write_text, run_cli
-from hw2.data import describe_dataset, open_tracks, read_stem
-from hw2.evaluate import TARGETS, magnitude_distances, median_of_medians, score_track, track_medians
+from hw2 import RATE, Hw2Error, OneLineParser, atomic_write_text, run_cli
+from hw2.evaluate import magnitude_distances, median_of_medians, score_track, track_medians
 from hw2.infer import _references, write_wav
 from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi
 from hw2.separate import Separator
+from hw2.tracks import TARGETS, describe_dataset, open_tracks, read_stem
 
 ITERATIONS = (0, 2, 8, 32)
 MEL_BANDS = (64, 128, 512)
@@ -100,7 +100,7 @@ def run(args, log=print) -> list[dict]:
     for i, track in enumerate(tracks):
         mixture = read_stem(track, "mixture").astype(np.float32) / 32768
         if len(mixture) > sep.chunk_frames * sep.stft.n_hop:
-            raise Hw2Error(f"{track.name}: longer than one separation block ({len(mixture) / 44100:.0f} s); the "
+            raise Hw2Error(f"{track.name}: longer than one separation block ({len(mixture) / RATE:.0f} s); the "
                            "sweep runs whole tracks in one window: use short tracks (the 7-s preview) or --max-tracks")
         refs, n = _references(track, len(mixture))
         for (label, iters), est in track_sweep(sep, mixture, track.name, args.iterations, args.mel_bands,

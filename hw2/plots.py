@@ -3,8 +3,8 @@
 Every `plot_*` function takes data and returns a `matplotlib.figure.Figure` built without pyplot (no global
 state, nothing shown twice in a notebook, nothing leaked in a loop); `save_figure(fig, name)` writes it to
 `report/figures/<name>.png` (or `$HW2_FIGURES/<name>.png`). The numeric helpers are pure functions of cached
-tracks (`hw2.data.CachedTrack`: int16 audio of shape (nb_stems=5, nb_channels=2, nb_samples)) or of epoch plans
-(`hw2.data.plan_epoch`: a list of int64 (batch, 2) arrays of (track, start)).
+tracks (`hw2.cache.CachedTrack`: int16 audio of shape (nb_stems=5, nb_channels=2, nb_samples)) or of epoch plans
+(`hw2.sampling.plan_epoch`: a list of int64 (batch, 2) arrays of (track, start)).
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from hw2 import atomic_write
-from hw2.data import RATE, SOURCES, STEMS, STRATEGIES, plan_epoch
+from hw2 import RATE, atomic_write
+from hw2.sampling import STRATEGIES, plan_epoch
+from hw2.tracks import SOURCES, STEMS
 
 STEM_COLORS = {"mixture": "0.35", "drums": "tab:orange", "bass": "tab:green", "other": "tab:purple",
                "vocals": "tab:blue", "accompaniment": "tab:brown"}
@@ -98,14 +99,14 @@ def vocal_activity(tracks: Sequence, threshold_db: float = -40.0, frame_dur: flo
 
 def plan_epochs(strategy: str, lengths: Sequence[int], excerpt_len: int, nb_epochs: int = 3,
                 **kw) -> list[list[np.ndarray]]:
-    """`hw2.data.plan_epoch` for epochs 0 .. nb_epochs-1: one plan (a list of (batch, 2) arrays) per epoch.
+    """`hw2.sampling.plan_epoch` for epochs 0 .. nb_epochs-1: one plan (a list of (batch, 2) arrays) per epoch.
     kw: batch_size (required), samples_per_track, hop, seed."""
     return [plan_epoch(strategy, lengths, excerpt_len, epoch=e, **kw) for e in range(nb_epochs)]
 
 
 def strategy_plans(sampler, nb_epochs: int = 3, strategies: Sequence[str] = STRATEGIES) -> dict:
     """{strategy: `plan_epochs` of it} with the excerpt length, batch size, samples per track, hop and seed of an
-    `hw2.data.ExcerptSampler` (its own strategy is ignored)."""
+    `hw2.sampling.ExcerptSampler` (its own strategy is ignored)."""
     return {s: plan_epochs(s, sampler.lengths, sampler.excerpt_len, nb_epochs, batch_size=sampler.batch_size,
                            samples_per_track=sampler.samples_per_track, hop=sampler.hop, seed=sampler.seed)
             for s in strategies}
@@ -181,7 +182,7 @@ def strategy_stats(plans: Mapping[str, Sequence[Sequence[np.ndarray]]], lengths:
 
 
 def describe_batch(sampler, epoch: int = 0, step: int = 0, names: bool = False):
-    """The random choices behind one batch of an `hw2.data.ExcerptSampler`, as a pandas DataFrame: one row per
+    """The random choices behind one batch of an `hw2.sampling.ExcerptSampler`, as a pandas DataFrame: one row per
     excerpt, one column per source, each cell `track@start s x gain` (plus `LR` when its channels are swapped).
     names: label tracks by name instead of index."""
     import pandas as pd
@@ -516,7 +517,7 @@ def history_note(run) -> str:
     """The note saved beside a run's training-curves figure, from the run's own files: its folder, data (the
     `config.json` beside `history.json`), epochs, best epoch and time per epoch."""
     from hw2 import Hw2Error
-    from hw2.data import describe_dataset
+    from hw2.tracks import describe_dataset
 
     path = Path(run)
     folder = path if path.is_dir() else path.parent

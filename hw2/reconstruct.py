@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hw2.data import blocks
 from hw2.model import STFT
+from hw2.tracks import blocks
 
 
 def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, momentum: float = 0.99,

@@ -53,7 +53,7 @@ def read_json(path: Path, fix: str):
 
 def dataset_label(data: dict) -> str:
     """The results file's own label; files written before labels were recorded get one from their root's name."""
-    from hw2.data import describe_dataset
+    from hw2.tracks import describe_dataset
 
     if data.get("dataset"):
         return str(data["dataset"])
@@ -240,7 +240,7 @@ def training(root: Path) -> dict | None:
     nb_train = re.search(r"training tracks \|[^|\n]*?\((\d+) tracks\)", card_text)
     root_ = cfg.get("musdb_root", "")
     try:
-        from hw2.data import describe_dataset
+        from hw2.tracks import describe_dataset
         dataset = describe_dataset(root_) if root_ else "not recorded"
     except Hw2Error:  # trained elsewhere: named from its root's name, never by a path of that machine
         dataset = dataset_label({"root": root_, "format": "stem"})

@@ -39,13 +39,12 @@ import torch
 
 from hw2 import Hw2Error
 from hw2.checkpoint import load_checkpoint, model_from_checkpoint
-from hw2.data import blocks
 from hw2.model import STFT, SpectrogramModel
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi, wiener
+from hw2.tracks import TARGETS, blocks
 
 METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
-TARGETS = ("vocals", "accompaniment")
 
 
 MMAP_THRESHOLD = 64 << 20  # above: full-track arrays, mapped and returned on free; below: per-block arrays

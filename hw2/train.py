@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from hw2 import Hw2Error, loop, run_cli
+from hw2.cache import CachedTrack, load_cached, variant_names
 from hw2.checkpoint import CHECKPOINT_FORMAT, MAX_PARAMS, resolve_device
 from hw2.config import AMP, PRESETS, RESUMABLE, TrainConfig, config_from_dict, config_parser, upgrade
-from hw2.data import SOURCES, CachedTrack, ExcerptSampler, blocks, load_cached, open_tracks, read_stem, variant_names
 from hw2.evaluate import score_model
 from hw2.model import SpectrogramModel, build_model, count_parameters
+from hw2.sampling import ExcerptSampler
+from hw2.tracks import SOURCES, blocks, open_tracks, read_stem
 
 
 def precision(amp: str, device) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
@@ -171,9 +173,9 @@ def _job(cfg: TrainConfig, new: bool, log: Callable[[str], None]) -> loop.Job:
                        "lower --hidden-size or --nb-layers")
 
     train_files = open_tracks(cfg.musdb_root, "train", "train")
-    train_tracks = load_cached(train_files, cfg.cache_dir or None, not cfg.quiet, SOURCES,
+    train_tracks = load_cached(train_files, cfg.cache_dir, not cfg.quiet, SOURCES,
                                variants=variant_names(cfg.pitch_shift, cfg.time_stretch))
-    valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir or None, not cfg.quiet)
+    valid_tracks = load_cached(open_tracks(cfg.musdb_root, "train", "valid"), cfg.cache_dir, not cfg.quiet)
     sampler = make_sampler(cfg, train_tracks)
     dtype, scaler = precision(cfg.amp, device)
     log(f"{cfg.arch}: {nb_params:,} parameters (under the 10M limit); "

@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw2 import Hw2Error, loop, run_cli
+from hw2 import RATE, Hw2Error, loop, run_cli
+from hw2.cache import open_cached
 from hw2.checkpoint import load_checkpoint, resolve_device
 from hw2.config import config_parser, flag
-from hw2.data import SOURCES, ExcerptSampler, open_cached
-from hw2.model import RATE, STFT, count_parameters, load_weights
+from hw2.model import STFT, count_parameters, load_weights
+from hw2.sampling import ExcerptSampler
+from hw2.tracks import SOURCES
 
 CHECKPOINT_FORMAT = "hw2-vocoder-v1"
 
@@ -233,8 +235,8 @@ def _job(cfg: VocoderConfig, log: Callable[[str], None]) -> loop.Job:
     model = Vocoder(cfg).to(device)
     nb_params = count_parameters(model)
     # only the stems: the vocoder never sees a mixture; musdb's valid split only validates, test is never read
-    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir or None, not cfg.quiet, SOURCES)
-    valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir or None, not cfg.quiet, SOURCES)
+    train_tracks = open_cached(cfg.musdb_root, "train", "train", cfg.cache_dir, not cfg.quiet, SOURCES)
+    valid_tracks = open_cached(cfg.musdb_root, "train", "valid", cfg.cache_dir, not cfg.quiet, SOURCES)
     sampler = ExcerptSampler(train_tracks, cfg.seq_dur, ("vocals", "accompaniment"), "balanced", cfg.batch_size,
                              cfg.samples_per_track, mixing="coherent", gain=(cfg.gain_low, cfg.gain_high),
                              swap=False, seed=cfg.seed)

@@ -111,7 +111,7 @@ def test_blend_checkpoint_loads_like_any_checkpoint(tmp_path):
 
 def test_choose_weights_picks_the_best_scored_point(synth):
     """On generated tracks: the chosen weight is the grid point with the highest vocals SDR."""
-    from hw2.data import open_cached
+    from hw2.cache import open_cached
 
     _, root, cache = synth
     tracks = open_cached(root, "train", "valid", cache, progress=False)
@@ -179,7 +179,7 @@ def test_ship_blend_writes_the_card_and_replaces_old_milestones(tmp_path):
 
 
 def test_fixed_vocals_weight_still_searches_the_accompaniment_weight(synth):
-    from hw2.data import open_cached
+    from hw2.cache import open_cached
 
     _, root, cache = synth
     tracks = open_cached(root, "train", "valid", cache, progress=False)

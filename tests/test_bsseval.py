@@ -129,7 +129,8 @@ def test_mismatched_shapes_are_one_clear_error():
 
 
 def test_score_track_json_matches_museval():
-    from hw2.evaluate import TARGETS, score_track
+    from hw2.evaluate import score_track
+    from hw2.tracks import TARGETS
 
     refs, ests = signals(3.0)
     refs[0, :RATE] = 0
@@ -152,8 +153,9 @@ def test_real_tracks_match_museval(musdb_root):
     within 0.01 dB."""
     from pathlib import Path
 
-    from hw2.data import CachedTrack, decode, open_tracks
+    from hw2.cache import CachedTrack
     from hw2.separate import Separator, references
+    from hw2.tracks import decode, open_tracks
 
     checkpoint = Path(__file__).resolve().parents[1] / "checkpoints" / "vocals.pt"
     sep = Separator.from_checkpoint(checkpoint)

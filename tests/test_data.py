@@ -15,11 +15,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from hw2 import Hw2Error
-from hw2.data import (CACHE_VERSION, RATE, SOURCES, STEMS, STRATEGIES, CachedTrack, ExcerptSampler, EpochBatches,
-                      cache_key, detect_format, load_cached, open_cached, open_tracks, plan_epoch, read_excerpt,
-                      read_stems)
+from hw2 import RATE, Hw2Error
+from hw2.cache import CACHE_VERSION, CachedTrack, cache_folder, cache_key, load_cached, open_cached
+from hw2.sampling import STRATEGIES, EpochBatches, ExcerptSampler, plan_epoch, read_excerpt
 from hw2.synth import VALID_NAMES
+from hw2.tracks import SOURCES, STEMS, detect_format, open_tracks, read_stems
 
 NB_TRAIN, NB_VALID, NB_TEST = 4, 2, 1  # the generated roots' sizes (tests/conftest.py)
 
@@ -277,6 +277,11 @@ def test_cache_dir_on_a_missing_drive_is_one_line(wav_root, tmp_path, monkeypatc
     assert (nested / "v2").is_dir()
 
 
+def test_empty_and_none_cache_dir_are_both_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("HW2_CACHE", str(tmp_path / "default"))
+    assert cache_folder("") == cache_folder(None) == cache_folder() == tmp_path / "default" / f"v{CACHE_VERSION}"
+
+
 def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
     root, cache = tmp_path / "root", tmp_path / "cache"
     for name in ("Synth 00 - Train", "Synth 01 - Train"):
@@ -419,7 +424,7 @@ def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
     b = len(d["tracks"])
     mix = np.zeros((b, 2, N))
     tgt = np.zeros((b, len(sampler.targets), 2, N))
-    from hw2.data import TARGETS
+    from hw2.tracks import TARGET_SOURCES
     for i in range(b):
         for j, source in enumerate(SOURCES):
             t, s, k = d["tracks"][i, j], d["starts"][i, j], d["variants"][i, j]
@@ -431,7 +436,7 @@ def expected_batch(sampler: ExcerptSampler, epoch: int, step: int):
             x = x * d["gains"][i, j]
             mix[i] += x
             for k, target in enumerate(sampler.targets):
-                if source in TARGETS[target]:
+                if source in TARGET_SOURCES[target]:
                     tgt[i, k] += x
     return mix, tgt
 
@@ -555,7 +560,7 @@ def test_variants_are_drawn_at_the_same_relative_position():
 
 def test_pitch_and_stretch_variants_in_the_cache(wav_root, tmp_path):
     """Made once per source from the decoded stems, deterministic, beside the stems without disturbing them."""
-    from hw2.data import make_variant, variant_names
+    from hw2.cache import make_variant, variant_names
 
     names = variant_names(1.0, 0.1)
     assert names == ("pitch-1", "pitch+1", "stretch0.9", "stretch1.1") and variant_names() == ()
@@ -730,7 +735,7 @@ def test_synth_cli_too_many_valid(tmp_path):
 @pytest.mark.parametrize("length,size,context,min_size", [
     (100, 30, 0, 1), (100, 30, 5, 20), (90, 30, 0, 1), (91, 30, 3, 2), (10, 0, 0, 1), (10, 30, 4, 1), (61, 30, 0, 2)])
 def test_blocks_cover_every_sample_once(length, size, context, min_size):
-    from hw2.data import blocks
+    from hw2.tracks import blocks
 
     spans = list(blocks(length, size, context, min_size))
     covered = np.concatenate([np.arange(a, b) for _, a, b, _ in spans])

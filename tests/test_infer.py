@@ -194,7 +194,7 @@ def test_checkpoints_with_the_same_file_name_get_their_own_rows(tmp_path):
 def test_example_root_is_a_musdb_root_with_one_test_track(monkeypatch, tmp_path):
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
-    from hw2.data import detect_format, open_tracks
+    from hw2.tracks import detect_format, open_tracks
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # example_root's folder lands in tmp_path
     root = example_root()
@@ -411,7 +411,7 @@ def test_stems_a_few_samples_apart_are_cut_and_said_more_are_refused(wav_root, c
     """MUSDB18-HQ tracks whose vocals.wav is shorter than the other stems: 5,000 samples (0.11 s, more than the
     4,160 AAC padding explains) are refused before any work, naming the stem and both lengths; 1,000 samples are
     cut off, said in one line, and the track is scored."""
-    from hw2.data import MAX_PADDING
+    from hw2.tracks import MAX_PADDING
 
     names = sorted(p.name for p in (wav_root / "train").iterdir())[:1]
     for cut, root in ((5000, tmp_path / "far"), (1000, tmp_path / "near")):
@@ -525,12 +525,12 @@ def test_the_models_stft_reaches_scoring_and_the_reference_rows(wav_root, tmp_pa
     4096 / 1024 defaults (the oracle mask and SC are checked against a direct computation at 2048 / 512)."""
     from dataclasses import asdict
 
-    from hw2.data import open_tracks, read_stem
     from hw2.evaluate import magnitude_distances
     from hw2.infer import _references
     from hw2.model import STFT, ModelConfig, OpenUnmix
     from hw2.separate import Separator, references
     from hw2.checkpoint import CHECKPOINT_FORMAT
+    from hw2.tracks import open_tracks, read_stem
 
     torch.manual_seed(0)
     model = OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1, n_fft=2048, n_hop=512)).eval()

@@ -150,7 +150,7 @@ def test_code_from_a_url_and_musdb_on_drive(monkeypatch, tmp_path, wav_root):
     """The course's set-up: code cloned from REPO_URL, MUSDB18 in a folder on Drive. Before the cell has mounted
     Drive, opening MUSDB_ROOT says that Drive is not mounted (not "no such folder"); after it, the tracks open."""
     from hw2 import Hw2Error
-    from hw2.data import open_tracks
+    from hw2.tracks import open_tracks
 
     my_drive = tmp_path / "students-drive"
     my_drive.mkdir()

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from hw2 import notebook, plots
-from hw2.data import RATE, STEMS, STRATEGIES, CachedTrack, ExcerptSampler, plan_epoch
+from hw2 import RATE, notebook, plots
+from hw2.cache import CachedTrack
+from hw2.sampling import STRATEGIES, ExcerptSampler, plan_epoch
+from hw2.tracks import STEMS
 
 
 def sine(amplitude: float, seconds: float, freq: float = 440.0, rate: int = 8000) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hw2 import report
-from hw2.data import describe_dataset, open_tracks
+from hw2.tracks import describe_dataset, open_tracks
 
 needs_poppler = pytest.mark.skipif(
     not (shutil.which("pdftotext") and shutil.which("pdfinfo")) or importlib.util.find_spec("typst") is None,

@@ -17,11 +17,11 @@ from torch import nn
 from hw2 import Hw2Error
 from hw2.evaluate import (METRICS, markdown_table, median_of_medians, score_track, track_medians,
                           write_results)
-from hw2.data import blocks
 from hw2.model import STFT, ModelConfig, SpectrogramModel
 from hw2.reconstruct import griffinlim, wiener
 from hw2.separate import METHODS, REFERENCES, Separator, references
 from hw2.synth import make_stems
+from hw2.tracks import blocks
 from conftest import separation_track
 from hw2.checkpoint import CHECKPOINT_FORMAT
 from hw2.config import TrainConfig

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from hw2 import Hw2Error
-from hw2.data import RATE, open_cached, open_tracks
+from hw2 import RATE, Hw2Error
+from hw2.cache import open_cached
 from hw2.model import OpenUnmix
 from hw2.separate import Separator
 from hw2.synth import VALID_NAMES, make_stems, write_track
 from hw2.checkpoint import CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, load_checkpoint, model_from_checkpoint
 from hw2.config import TrainConfig, config_from_dict
+from hw2.tracks import open_tracks
 from hw2.train import _chunks, input_statistics, precision, train, validation_loss
 
 
@@ -594,8 +595,8 @@ def test_preset_tiny_trains_from_the_command_line_and_flags_override_it(wav_root
 def test_valid_sdr_in_history_and_best_by_sdr(wav_root, wav_cache, tmp_path):
     """--sdr-every 1 --select-by sdr: every epoch's valid SDR is in history.json, and best.pt is the epoch with
     the highest one; that number is what infer.py's scorer gives for best.pt on the valid split."""
+    from hw2.cache import open_cached
     from hw2.evaluate import median_of_medians, score_track, track_medians
-    from hw2.data import open_cached
     from hw2.separate import Separator
 
     cfg = tiny(wav_root, tmp_path / "run", wav_cache, epochs=2, sdr_every=1, select_by="sdr")
