@@ -259,7 +259,8 @@ def run_grid(args, log=print) -> dict:
             f"({(time.monotonic() - t0) / 60:.1f} min)")
         table = save_row(path, args, base, done[row])
     if table["rows"]:
-        from hw2.plots import augment_note, models_note, plot_augment, plot_models, save_figure
+        from hw2.plots import save_figure
+        from hw2.score_plots import augment_note, models_note, plot_augment, plot_models
 
         if args.grid == "models":  # SDR against size and time; the ablation's rows all have one size
             save_figure(plot_models(table), "05_models", note=models_note(table))

@@ -88,7 +88,8 @@ def run(args, log=print) -> list[dict]:
     from hw2.data import describe_dataset, open_tracks, read_stem
     from hw2.evaluate import TARGETS, magnitude_distances, median_of_medians, score_track, track_medians
     from hw2.infer import _references, write_wav
-    from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
+    from hw2.plots import plot_phase_spectrograms, save_figure
+    from hw2.score_plots import plot_iteration_sweep
     from hw2.separate import Separator
 
     torch.set_num_threads(max(1, args.threads))
