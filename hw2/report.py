@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import re
 import struct
@@ -27,6 +28,10 @@ from pathlib import Path
 
 import hw2
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
+from hw2.data import describe_dataset
+from hw2.model import ModelConfig, build_model, describe, parameters_of
+from hw2.separate import Separator, griffinlim
+from hw2.train import MAX_PARAMS
 from hw2.typeset import CJK, build_readme, cjk_font_dirs, compile_typst
 
 ROOT = Path(hw2.__file__).resolve().parents[1]
@@ -54,8 +59,6 @@ def read_json(path: Path, fix: str):
 
 def dataset_label(data: dict) -> str:
     """The results file's own label; files written before labels were recorded get one from their root's name."""
-    from hw2.data import describe_dataset
-
     if data.get("dataset"):
         return str(data["dataset"])
     if data.get("root") == "stempeg example track":
@@ -209,10 +212,6 @@ def findings(results: dict) -> dict:
 
 def separation_defaults() -> dict:
     """The block size, context and Griffin-Lim settings `hw2.separate.Separator` runs with by default."""
-    import inspect
-
-    from hw2.separate import Separator, griffinlim
-
     sep = {k: v.default for k, v in inspect.signature(Separator.__init__).parameters.items()
            if v.default is not inspect.Parameter.empty}
     gl = {k: v.default for k, v in inspect.signature(griffinlim).parameters.items()
@@ -241,7 +240,6 @@ def training(root: Path) -> dict | None:
     nb_train = re.search(r"training tracks \|[^|\n]*?\((\d+) tracks\)", card_text)
     root_ = cfg.get("musdb_root", "")
     try:
-        from hw2.data import describe_dataset
         dataset = describe_dataset(root_) if root_ else "not recorded"
     except Hw2Error:  # trained elsewhere: named from its root's name, never by a path of that machine
         dataset = dataset_label({"root": root_, "format": "stem"})
@@ -258,8 +256,6 @@ def training(root: Path) -> dict | None:
 def blend_summary(path: Path) -> dict:
     """A shipped blend (`python -m hw2.card --blend`): each member's network in words, its weight, epoch and
     parameters; config.json and history.json in checkpoints/ are member 1's run."""
-    from hw2.model import ModelConfig, describe, parameters_of
-
     b = read_json(path, "ship the blend again with `python -m hw2.card --blend`")
     members = []
     for i, m in enumerate(b["members"]):
@@ -273,9 +269,6 @@ def blend_summary(path: Path) -> dict:
 
 def model_size(cfg: dict) -> dict:
     """Trainable parameters, per layer, of the Open-Unmix that `hw2.model` builds from a training config."""
-    from hw2.model import ModelConfig, build_model
-    from hw2.train import MAX_PARAMS
-
     m = build_model(ModelConfig.from_dict(cfg))
     layers = [{"name": name, "params": sum(p.numel() for p in mod.parameters())} for name, mod in m.named_children()
               if any(True for _ in mod.parameters())]
