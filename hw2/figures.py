@@ -65,6 +65,16 @@ def loss_figure(history: list[dict]) -> Figure:
     return fig
 
 
+def iteration_axis(ax, counts) -> None:
+    """An x axis of iteration counts, ticked at `counts`: linear up to the smallest positive count and
+    logarithmic above, so that 0 (the starting phase alone) stays on the axis beside hundreds of iterations."""
+    positive = [c for c in counts if c > 0]
+    if positive:
+        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()
+
+
 def iterations_figure(sweep: dict) -> Figure:
     """Vocals SDR against iterations for Griffin-Lim (random and mixture init) and MISI: more iterations, lower
     SDR; the mixture phase (0 iterations of the mixture-initialised methods) as a dashed line."""
@@ -82,11 +92,7 @@ def iterations_figure(sweep: dict) -> Figure:
             ax.plot(x, y, marker=marker, ms=7, color=color, label=label)
     if curves.get("griffinlim-mix") and curves["griffinlim-mix"][0][0] == 0:
         ax.axhline(curves["griffinlim-mix"][0][1], color=NAVY, ls=":", lw=1.2, label="mixture phase")
-    positive = [c for c in counts if c > 0]
-    if positive:
-        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
-    ax.set_xticks(counts, [str(c) for c in counts])
-    ax.minorticks_off()
+    iteration_axis(ax, counts)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("iterations")
     ax.set_ylabel("vocals SDR (dB)")

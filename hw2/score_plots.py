@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from hw2.figures import iteration_axis
 from hw2.plots import STEM_COLORS, new_figure
 
 TARGET_NAMES = ("vocals", "accompaniment")
@@ -73,7 +74,6 @@ def plot_iteration_sweep(sweeps: Mapping[str, Sequence[Mapping]], baselines: Map
     fig = new_figure(10, 3.6)
     axes = fig.subplots(1, len(TARGET_NAMES), sharey=True)
     counts = sorted({int(p["iterations"]) for s in sweeps.values() for p in s})
-    positive = [c for c in counts if c > 0]
     for ax, target in zip(axes, TARGET_NAMES):
         for k, (label, sweep) in enumerate(sweeps.items()):
             pts = sorted(sweep, key=lambda p: p["iterations"])
@@ -83,10 +83,7 @@ def plot_iteration_sweep(sweeps: Mapping[str, Sequence[Mapping]], baselines: Map
         for k, (label, values) in enumerate((baselines or {}).items()):
             if values.get(target) is not None:
                 ax.axhline(values[target], color=f"C{len(sweeps) + k}", lw=1, ls=":", label=label)
-        if positive:
-            ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
-        ax.set_xticks(counts, [str(c) for c in counts])
-        ax.minorticks_off()
+        iteration_axis(ax, counts)
         ax.axhline(0, color="black", lw=0.8)  # the score of a silent estimate (BSSEval v4 images)
         ax.set_xlabel("Griffin-Lim iterations")
         ax.set_title(target, color=STEM_COLORS[target])
