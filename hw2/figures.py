@@ -6,7 +6,7 @@ more, one message per figure, from the committed results files:
                                                              # `python hw2/infer.py ... --name phase` wrote
 
 Each figure is saved with its physical size (PNG pHYs), which the report keeps: a figure is never scaled down on
-its slide. The notebooks' exploratory figures stay in `hw2.plots`.
+its slide. The notebooks' exploratory figures are in `hw2.plots` and `hw2.score_plots`.
 """
 from __future__ import annotations
 
