@@ -20,6 +20,7 @@ from hw2.checkpoint import load_checkpoint
 from hw2.config import config_from_dict
 from hw2.evaluate import METRICS, markdown_table
 from hw2.model import ModelConfig, describe, parameters_of
+from hw2.stats import load_history
 from hw2.tracks import open_tracks
 from hw2.vocoder import VocoderConfig, load_vocoder
 
@@ -56,7 +57,7 @@ def train_command(cfg, prog: str = "python -m hw2.train") -> str:
 
 def model_card(run: Path, results: dict | None, best: dict) -> str:
     cfg = config_from_dict(json.loads((run / "config.json").read_text()))
-    history = json.loads((run / "history.json").read_text())
+    history = load_history(run)
     wall = sum(h["seconds"] for h in history)
     sdr = next((h.get("valid_sdr") for h in history if h["epoch"] == best["epoch"]), None)
     excerpts = f"{cfg.samples_per_track} excerpts of {cfg.seq_dur:g} s per train track"
@@ -165,7 +166,7 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
 def read_history(run: Path) -> list[dict] | None:
     """A run folder's history.json (one dict per epoch, with its "seconds"); None where it is not here."""
     try:
-        return json.loads((Path(run) / "history.json").read_text())
+        return load_history(run)
     except (OSError, ValueError):
         return None
 
@@ -251,7 +252,7 @@ def ship(run: Path, dest: Path, results_path: Path | None) -> Path:
 def vocoder_card(run: Path, results: dict | None, best: dict) -> str:
     """The vocoder's card: its config, budget and losses from the run folder, the SDR table if given."""
     cfg = VocoderConfig.from_dict(json.loads((run / "config.json").read_text()))
-    history = json.loads((run / "history.json").read_text())
+    history = load_history(run)
     counts = _split_counts(cfg.musdb_root)
     lines = [
         "# Model card: vocoder (`checkpoints/vocoder.pt`)",

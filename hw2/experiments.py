@@ -24,7 +24,8 @@ from pathlib import Path
 from hw2 import Hw2Error, OneLineParser, atomic_write_text, infer, run_cli
 from hw2.checkpoint import load_checkpoint
 from hw2.config import ADDED_LATER, RESUMABLE, TrainConfig
-from hw2.plots import augment_note, models_note, plot_augment, plot_models, save_figure
+from hw2.plots import save_figure
+from hw2.score_plots import augment_note, models_note, plot_augment, plot_models
 from hw2.train import train
 
 # The base: the recipe of the first shipped model (Open-Unmix, random track mixing; before the blend), with a budget

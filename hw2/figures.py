@@ -6,7 +6,7 @@ more, one message per figure, from the committed results files:
                                                              # `python hw2/infer.py ... --name phase` wrote
 
 Each figure is saved with its physical size (PNG pHYs), which the report keeps: a figure is never scaled down on
-its slide. The notebooks' exploratory figures stay in `hw2.plots`.
+its slide. The notebooks' exploratory figures are in `hw2.plots` and `hw2.score_plots`.
 """
 from __future__ import annotations
 
@@ -66,6 +66,16 @@ def loss_figure(history: list[dict]) -> Figure:
     return fig
 
 
+def iteration_axis(ax, counts) -> None:
+    """An x axis of iteration counts, ticked at `counts`: linear up to the smallest positive count and
+    logarithmic above, so that 0 (the starting phase alone) stays on the axis beside hundreds of iterations."""
+    positive = [c for c in counts if c > 0]
+    if positive:
+        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()
+
+
 def iterations_figure(sweep: dict) -> Figure:
     """Vocals SDR against iterations for Griffin-Lim (random and mixture init) and MISI: more iterations, lower
     SDR; the mixture phase (0 iterations of the mixture-initialised methods) as a dashed line."""
@@ -83,11 +93,7 @@ def iterations_figure(sweep: dict) -> Figure:
             ax.plot(x, y, marker=marker, ms=7, color=color, label=label)
     if curves.get("griffinlim-mix") and curves["griffinlim-mix"][0][0] == 0:
         ax.axhline(curves["griffinlim-mix"][0][1], color=NAVY, ls=":", lw=1.2, label="mixture phase")
-    positive = [c for c in counts if c > 0]
-    if positive:
-        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.5)
-    ax.set_xticks(counts, [str(c) for c in counts])
-    ax.minorticks_off()
+    iteration_axis(ax, counts)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("iterations")
     ax.set_ylabel("vocals SDR (dB)")

@@ -26,7 +26,8 @@ import torch
 from hw2 import RATE, Hw2Error, OneLineParser, atomic_write_text, run_cli
 from hw2.evaluate import magnitude_distances, median_of_medians, score_track, track_medians
 from hw2.infer import _references, write_wav
-from hw2.plots import plot_iteration_sweep, plot_phase_spectrograms, save_figure
+from hw2.plots import plot_phase_spectrograms, save_figure
+from hw2.score_plots import plot_iteration_sweep
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi
 from hw2.separate import Separator
 from hw2.tracks import TARGETS, describe_dataset, open_tracks, read_stem

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import re
 import struct
@@ -27,6 +28,12 @@ from pathlib import Path
 
 import hw2
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
+from hw2.checkpoint import MAX_PARAMS
+from hw2.model import ModelConfig, build_model, describe, parameters_of
+from hw2.reconstruct import griffinlim
+from hw2.separate import Separator
+from hw2.tracks import describe_dataset
+from hw2.typeset import CJK, build_readme, cjk_font_dirs, compile_typst
 
 ROOT = Path(hw2.__file__).resolve().parents[1]
 METHOD_NAMES = {"mixture": "mixture phase", "griffinlim": "Griffin-Lim, random init",
@@ -53,8 +60,6 @@ def read_json(path: Path, fix: str):
 
 def dataset_label(data: dict) -> str:
     """The results file's own label; files written before labels were recorded get one from their root's name."""
-    from hw2.tracks import describe_dataset
-
     if data.get("dataset"):
         return str(data["dataset"])
     if data.get("root") == "stempeg example track":
@@ -208,10 +213,6 @@ def findings(results: dict) -> dict:
 
 def separation_defaults() -> dict:
     """The block size, context and Griffin-Lim settings `hw2.separate.Separator` runs with by default."""
-    import inspect
-
-    from hw2.separate import Separator, griffinlim
-
     sep = {k: v.default for k, v in inspect.signature(Separator.__init__).parameters.items()
            if v.default is not inspect.Parameter.empty}
     gl = {k: v.default for k, v in inspect.signature(griffinlim).parameters.items()
@@ -240,7 +241,6 @@ def training(root: Path) -> dict | None:
     nb_train = re.search(r"training tracks \|[^|\n]*?\((\d+) tracks\)", card_text)
     root_ = cfg.get("musdb_root", "")
     try:
-        from hw2.tracks import describe_dataset
         dataset = describe_dataset(root_) if root_ else "not recorded"
     except Hw2Error:  # trained elsewhere: named from its root's name, never by a path of that machine
         dataset = dataset_label({"root": root_, "format": "stem"})
@@ -257,8 +257,6 @@ def training(root: Path) -> dict | None:
 def blend_summary(path: Path) -> dict:
     """A shipped blend (`python -m hw2.card --blend`): each member's network in words, its weight, epoch and
     parameters; config.json and history.json in checkpoints/ are member 1's run."""
-    from hw2.model import ModelConfig, describe, parameters_of
-
     b = read_json(path, "ship the blend again with `python -m hw2.card --blend`")
     members = []
     for i, m in enumerate(b["members"]):
@@ -272,9 +270,6 @@ def blend_summary(path: Path) -> dict:
 
 def model_size(cfg: dict) -> dict:
     """Trainable parameters, per layer, of the Open-Unmix that `hw2.model` builds from a training config."""
-    from hw2.model import ModelConfig, build_model
-    from hw2.checkpoint import MAX_PARAMS
-
     m = build_model(ModelConfig.from_dict(cfg))
     layers = [{"name": name, "params": sum(p.numel() for p in mod.parameters())} for name, mod in m.named_children()
               if any(True for _ in mod.parameters())]
@@ -353,47 +348,7 @@ def reproduce_commands(results: dict, tr: dict | None, shown) -> list[dict]:
     return out
 
 
-# -------------------------------------------------------------------------------------------------- compiling
-def compile_typst(source, root: Path, out: Path, font_paths=()) -> None:
-    """Compile a .typ file (or Typst source bytes) to `out`, atomically; Typst's error becomes one line."""
-    try:
-        import typst
-    except ImportError:
-        raise Hw2Error("the typst package is not installed: pip install -r requirements-dev.txt "
-                       "(or pip install typst)") from None
-    name = source if isinstance(source, Path) else "README (converted from Markdown)"
-    try:
-        pdf, warnings = typst.compile_with_warnings(str(source) if isinstance(source, Path) else source,
-                                                     root=str(root), font_paths=list(font_paths))
-    except typst.TypstError as e:  # its diagnostic names the file, line and column
-        where = re.search(r"┌─ (\S+)", getattr(e, "diagnostic", "") or "")
-        raise Hw2Error(f"{where.group(1) if where else name}: Typst cannot compile it: {e.message}; fix the "
-                       "markup there and rebuild") from None
-    for w in warnings:  # a missing optional font (the CJK fallback) is not worth a line
-        if "unknown font family" not in w.message:
-            print(f"warning: {name}: {w.message}", file=sys.stderr)
-    with atomic_write(out) as tmp:
-        tmp.write_bytes(pdf)
-
-
-CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0002fa1f]")
-FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.fonts", "~/.local/share/fonts", "/Library/Fonts",
-             "~/Library/Fonts", "C:/Windows/Fonts")
-CJK_FONT_FILES = re.compile(r"cjk|sourcehan|wqy|wenquanyi|droidsansfallback|msjh|mingliu|pingfang|notosanstc|"
-                            r"notoseriftc", re.I)
-
-
-def cjk_font_dirs() -> list[str]:
-    """Folders holding a font with Chinese characters (Noto CJK, Source Han, WenQuanYi, ...), for Typst."""
-    found = set()
-    for d in FONT_DIRS:
-        base = Path(d).expanduser()
-        if base.is_dir():
-            found.update(str(f.parent) for f in base.rglob("*") if f.suffix.lower() in (".ttf", ".otf", ".ttc")
-                         and CJK_FONT_FILES.search(f.name))
-    return sorted(found)
-
-
+# ----------------------------------------------------------------------------------------------------- building
 def starter_paragraphs(source: Path) -> list[str]:
     """`line N: first words` of every paragraph report.typ still marks as starter prose (#starter[...])."""
     out = []
@@ -431,128 +386,6 @@ def build_report(root: Path, student: dict, out: Path | None = None, log=print) 
         log(f"{len(starters)} paragraphs of report/report.typ are still starter text (tagged in the PDF); rewrite "
             "each and delete its #starter[...] marker:\n  " + "\n  ".join(starters))
     return out or default
-
-
-# ------------------------------------------------------------------------------ the TA's guide (Markdown) -> Typst
-_INLINE = re.compile(r"\[!\[(?P<balt>[^\]]*)\]\([^)]*\)\]\((?P<blink>[^)\s]+)\)"  # [![alt](img)](link)
-                     r"|!\[(?P<ialt>[^\]]*)\]\([^)]*\)"  # ![alt](img)
-                     r"|\[(?P<text>[^\]]+)\]\((?P<link>[^)\s]+)\)"  # [text](link)
-                     r"|(?P<tick>`+)(?P<code>.+?)(?P=tick)"  # `code`
-                     r"|\*\*(?P<bold>.+?)\*\*"  # **bold**
-                     r"|<(?P<auto>https?://[^>\s]+)>")  # <https://...>
-
-
-def _escape(s: str) -> str:
-    return re.sub(r"([\\#$*_@<>\[\]`~=\-+/:])", r"\\\1", s)
-
-
-def inline(s: str) -> str:
-    """One line of Markdown as Typst markup: links, code, bold; everything else literal."""
-    out, pos = [], 0
-    for m in _INLINE.finditer(s):
-        out.append(_escape(s[pos:m.start()]))
-        g = m.groupdict()
-        if g["blink"]:
-            out.append(f"#link({json.dumps(g['blink'])})[{_escape(g['balt'] or g['blink'])}]")
-        elif g["ialt"] is not None:
-            out.append(f"#emph[{_escape(g['ialt'])}]")
-        elif g["link"]:
-            out.append(f"#link({json.dumps(g['link'])})[{inline(g['text'])}]")
-        elif g["code"]:
-            out.append(f"#raw({json.dumps(g['code'].strip())})")
-        elif g["bold"]:
-            out.append(f"#strong[{inline(g['bold'])}]")
-        else:
-            out.append(f"#link({json.dumps(g['auto'])})")
-        pos = m.end()
-    return "".join(out) + _escape(s[pos:])
-
-
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-
-
-CODE_WIDTH = 140  # characters: the template shrinks a block to fit its widest line, down to about 6 pt here
-
-
-def wrap_code(line: str, width: int = CODE_WIDTH) -> list[str]:
-    """A code line longer than `width`, cut at spaces into lines ending in a shell continuation (` \\`), so
-    that what is copied still runs; shorter lines stay whole."""
-    out = []
-    while len(line) > width and (cut := line.rfind(" ", 0, width - 2)) > len(line) - len(line.lstrip()):
-        out.append(line[:cut] + " \\")
-        line = "    " + line[cut + 1:]
-    return out + [line]
-
-
-def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
-    """Markdown (the TA's guide) as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
-    every line whole: the README template scales a block's font down until its widest line fits."""
-    out, lines, i = [], md.splitlines(), 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            lang, body = line[3:].strip(), []
-            i += 1
-            while i < len(lines) and not lines[i].startswith("```"):
-                body.append(lines[i])
-                i += 1
-            body = [w for line_ in body for w in wrap_code(line_, code_width)]
-            out.append(f"#code-block({json.dumps(chr(10).join(body))}, lang: {json.dumps(lang or 'text')})")
-        elif m := re.match(r"(#{1,6})\s+(.*)", line):
-            out.append("=" * len(m.group(1)) + " " + inline(m.group(2)))
-        elif line.lstrip().startswith("|") and i + 1 < len(lines) and re.match(r"\s*\|?\s*:?-", lines[i + 1]):
-            head, aligns = _cells(line), _cells(lines[i + 1])
-            rows, i = [], i + 2
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                rows.append(_cells(lines[i]))
-                i += 1
-            align = ", ".join("right" if a.endswith(":") else "left" for a in aligns)
-            cells = ", ".join(f"[{inline(c)}]" for c in head) + ", " + ", ".join(
-                f"[{inline(c)}]" for r in rows for c in (r + [""] * len(head))[:len(head)])
-            out.append(f"#md-table(columns: {len(head)}, align: ({align},), {cells})")
-            continue
-        elif m := re.match(r"(\s*)([-*+]|\d+[.)])\s+(.*)", line):
-            marker = "-" if m.group(2) in "-*+" else "+"
-            out.append("  " * (len(m.group(1)) // 2) + f"{marker} {inline(m.group(3))}")
-        else:
-            out.append(inline(line))
-        i += 1
-    return "\n".join(out) + "\n"
-
-
-README_TEMPLATE = """#set page(paper: "a4", margin: (x: 16mm, y: 16mm), numbering: "1 / 1")
-#set text(font: ("DejaVu Sans", "Libertinus Serif", "Noto Sans CJK TC"), size: 9.5pt)
-#set par(justify: false)
-#show heading: set text(fill: rgb("#1F3A5F"))
-#show raw.where(block: false): box.with(fill: luma(240), inset: (x: 2pt), outset: (y: 2pt), radius: 2pt)
-#show link: set text(fill: rgb("#1F5FA0"))
-// a code block's font shrinks until its widest line fits: a command is never broken across two lines
-#let code-block(body, lang: "text") = block(width: 100%, fill: luma(245), inset: 6pt, radius: 3pt,
-  layout(size => context {
-    let it = raw(body, lang: lang, block: true)
-    let w = measure(text(size: 8.5pt, it)).width
-    text(size: if w > size.width { 8.5pt * (size.width / w) } else { 8.5pt }, it)
-  }))
-#let md-table(columns: 1, align: (), ..cells) = table(columns: columns, align: align, stroke: 0.4pt + luma(200),
-  inset: 4pt, ..cells.pos().map(c => text(size: 8.5pt, c)))
-"""
-
-
-GUIDE = Path("docs") / "ta-guide.md"  # README.pdf's source: the TA's guide, two A4 pages
-GUIDE_CODE_WIDTH = 96  # characters: a command cut here (with ` \\`) keeps the code font at 8.5 pt on A4
-
-
-def build_readme(root: Path, out: Path) -> Path:
-    """README.pdf from the TA's guide (docs/ta-guide.md), converted to Typst."""
-    guide = root / GUIDE
-    try:
-        md = guide.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise Hw2Error(f"{guide}: cannot read the TA's guide ({type(e).__name__}); restore it with `git checkout "
-                       f"{GUIDE.as_posix()}` or pass --no-readme") from None
-    compile_typst((README_TEMPLATE + markdown_to_typst(md, GUIDE_CODE_WIDTH)).encode(), root, out)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

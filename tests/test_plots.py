@@ -1,12 +1,14 @@
-"""hw2.plots: the numbers behind the figures (levels, activity, plan statistics), that every figure function
-returns a Figure, and that save_figure writes where $HW2_FIGURES says. hw2.notebook's pure helpers too."""
+"""hw2.stats, hw2.plots, hw2.score_plots and hw2.players: the numbers behind the figures (levels, activity, plan
+statistics), that every figure function returns a Figure, that save_figure writes where $HW2_FIGURES says, and
+that the players build. hw2.notebook's pure helpers too."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from hw2 import RATE, notebook, plots
+from hw2 import notebook, players, plots, score_plots, stats
+from hw2 import RATE
 from hw2.cache import CachedTrack
 from hw2.sampling import STRATEGIES, ExcerptSampler, plan_epoch
 from hw2.tracks import STEMS
@@ -31,23 +33,23 @@ def make_track(stems: dict[str, np.ndarray], name: str = "t", rate: int = RATE) 
 
 # ------------------------------------------------------------------------------------------------------ levels
 def test_rms_db_of_known_signals():
-    assert plots.rms_db(sine(1.0, 1.0)) == pytest.approx(-3.0103, abs=1e-3)  # full-scale sine
-    assert plots.rms_db(sine(0.5, 1.0)) == pytest.approx(-9.0309, abs=1e-3)  # half amplitude: -6 dB more
-    assert plots.rms_db(np.ones(100)) == pytest.approx(0.0)
-    assert plots.rms_db(np.zeros(100)) == plots.FLOOR_DB
-    assert plots.rms_db(np.zeros(100), floor_db=-60) == -60
+    assert stats.rms_db(sine(1.0, 1.0)) == pytest.approx(-3.0103, abs=1e-3)  # full-scale sine
+    assert stats.rms_db(sine(0.5, 1.0)) == pytest.approx(-9.0309, abs=1e-3)  # half amplitude: -6 dB more
+    assert stats.rms_db(np.ones(100)) == pytest.approx(0.0)
+    assert stats.rms_db(np.zeros(100)) == stats.FLOOR_DB
+    assert stats.rms_db(np.zeros(100), floor_db=-60) == -60
 
 
 def test_stem_loudness_per_stem_and_track():
     rate = 8000
     a = make_track({"vocals": sine(0.5, 2.0, rate=rate), "bass": sine(0.25, 2.0, 60, rate=rate)}, rate=rate)
     b = make_track({"drums": sine(0.1, 2.0, rate=rate)}, rate=rate)
-    loud = plots.stem_loudness([a, b])
+    loud = stats.stem_loudness([a, b])
     assert loud.shape == (2, 5)
     vocals, bass, drums = STEMS.index("vocals"), STEMS.index("bass"), STEMS.index("drums")
     assert loud[0, vocals] == pytest.approx(-9.03, abs=0.01)
     assert loud[0, bass] == pytest.approx(-15.05, abs=0.01)
-    assert loud[0, drums] == plots.FLOOR_DB  # silent
+    assert loud[0, drums] == stats.FLOOR_DB  # silent
     assert loud[1, drums] == pytest.approx(20 * np.log10(0.1 / np.sqrt(2)), abs=0.01)
 
 
@@ -56,24 +58,24 @@ def test_vocal_activity_of_gated_vocals():
     gate = np.repeat([1, 1, 0, 1, 0], rate).astype(float)  # vocals in seconds 0, 1 and 3 of 5
     gated = make_track({"vocals": sine(0.5, 5.0, rate=rate) * gate, "drums": sine(0.5, 5.0, rate=rate)}, rate=rate)
     silent = make_track({"drums": sine(0.5, 5.0, rate=rate)}, rate=rate)
-    assert plots.vocal_activity([gated, silent]) == pytest.approx([0.6, 0.0])
+    assert stats.vocal_activity([gated, silent]) == pytest.approx([0.6, 0.0])
     # frames of 2.5 s: both hold some vocals, and their level is above -40 dB
-    assert plots.vocal_activity([gated], frame_dur=2.5) == pytest.approx([1.0])
+    assert stats.vocal_activity([gated], frame_dur=2.5) == pytest.approx([1.0])
     # above any level the track reaches, nothing counts
-    assert plots.vocal_activity([gated], threshold_db=0.0) == pytest.approx([0.0])
+    assert stats.vocal_activity([gated], threshold_db=0.0) == pytest.approx([0.0])
 
 
 def test_frame_rms_db_frames():
     rate = 1000
     x = np.concatenate([np.ones(rate), np.zeros(rate), 0.5 * np.ones(rate // 2)])  # 2.5 s
-    levels = plots.frame_rms_db(np.stack([x, x]), rate, 1.0)
-    assert levels == pytest.approx([0.0, plots.FLOOR_DB])  # the last half frame is dropped
-    assert plots.frame_rms_db(0.5 * np.ones(10), rate, 1.0) == pytest.approx([-6.0206], abs=1e-3)  # < 1 frame
+    levels = stats.frame_rms_db(np.stack([x, x]), rate, 1.0)
+    assert levels == pytest.approx([0.0, stats.FLOOR_DB])  # the last half frame is dropped
+    assert stats.frame_rms_db(0.5 * np.ones(10), rate, 1.0) == pytest.approx([-6.0206], abs=1e-3)  # < 1 frame
 
 
 def test_track_durations():
     t = CachedTrack("x", np.zeros((5, 2, 3 * RATE), np.int16))
-    assert plots.track_durations([t, t]) == pytest.approx([3.0, 3.0])
+    assert stats.track_durations([t, t]) == pytest.approx([3.0, 3.0])
 
 
 # ------------------------------------------------------------------------------------------------------ plans
@@ -83,32 +85,32 @@ EXCERPT = 1_000
 
 def test_plan_stats_balanced_and_roundrobin():
     balanced = plan_epoch("balanced", LENGTHS, EXCERPT, batch_size=4, samples_per_track=3, seed=1)
-    s = plots.plan_stats(balanced, LENGTHS, EXCERPT)
+    s = stats.plan_stats(balanced, LENGTHS, EXCERPT)
     assert s["nb_excerpts"] == 12 and s["nb_batches"] == 3
     assert list(s["excerpts_per_track"]) == [3, 3, 3, 3]
     assert (s["tracks_per_batch"] + s["repeats_per_batch"] == 4).all()
-    rr = plots.plan_stats(plan_epoch("roundrobin", LENGTHS, EXCERPT, batch_size=4), LENGTHS, EXCERPT)
+    rr = stats.plan_stats(plan_epoch("roundrobin", LENGTHS, EXCERPT, batch_size=4), LENGTHS, EXCERPT)
     assert (rr["repeats_per_batch"] == 0).all()
 
 
 def test_coverage_of_the_grid_and_of_overlaps():
     seq = plan_epoch("sequential", LENGTHS, EXCERPT, batch_size=4)
     # every whole excerpt on a hop = excerpt grid: all of each track, as the lengths are multiples
-    assert plots.plan_stats(seq, LENGTHS, EXCERPT)["coverage"] == pytest.approx(1.0)
+    assert stats.plan_stats(seq, LENGTHS, EXCERPT)["coverage"] == pytest.approx(1.0)
     # overlapping excerpts count once: [0, 1000) and [500, 1500) cover 1500 samples of track 0
     pairs = np.array([[0, 0], [0, 500], [1, 6000]])
-    assert plots.plan_stats([pairs], LENGTHS, EXCERPT)["coverage"] == pytest.approx(2500 / sum(LENGTHS))
+    assert stats.plan_stats([pairs], LENGTHS, EXCERPT)["coverage"] == pytest.approx(2500 / sum(LENGTHS))
 
 
 def test_strategy_stats_table():
-    plans = {s: plots.plan_epochs(s, LENGTHS, EXCERPT, 2, batch_size=4, samples_per_track=3, seed=0)
+    plans = {s: stats.plan_epochs(s, LENGTHS, EXCERPT, 2, batch_size=4, samples_per_track=3, seed=0)
              for s in STRATEGIES}
-    table = plots.strategy_stats(plans, LENGTHS, EXCERPT)
+    table = stats.strategy_stats(plans, LENGTHS, EXCERPT)
     assert list(table.index) == list(STRATEGIES)
     assert table.loc["roundrobin", "repeats/batch"] == 0
     assert table.loc["sequential", "epoch 2 seen in epoch 1"] == 1.0
     assert table.loc["balanced", "min excerpts/track"] == table.loc["balanced", "max excerpts/track"] == 3
-    text = plots.plan_table(plans, epoch=0, nb_batches=2)
+    text = stats.plan_table(plans, epoch=0, nb_batches=2)
     assert len(text) == 2 * len(STRATEGIES)
 
 
@@ -125,15 +127,15 @@ def tracks():
 def test_figures_are_figures_and_save_figure_writes_png(tracks, tmp_path, monkeypatch):
     monkeypatch.setenv("HW2_FIGURES", str(tmp_path / "figs"))
     lengths = [t.nb_samples for t in tracks]
-    plans = {s: plots.plan_epochs(s, lengths, 8000, 2, batch_size=2, samples_per_track=2) for s in STRATEGIES}
+    plans = {s: stats.plan_epochs(s, lengths, 8000, 2, batch_size=2, samples_per_track=2) for s in STRATEGIES}
     sampler = ExcerptSampler(tracks, 0.5, batch_size=2, seed=0)
     history = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e + 0.01 * e, "lr": 1e-3, "seconds": 2.0,
                 "best": True} for e in range(1, 6)]
     figures = {
-        "durations": plots.plot_durations({"train": plots.track_durations(tracks[:2]),
-                                           "valid": plots.track_durations(tracks[2:])}),
-        "loudness": plots.plot_loudness(plots.stem_loudness(tracks)),
-        "activity": plots.plot_vocal_activity(plots.vocal_activity(tracks)),
+        "durations": plots.plot_durations({"train": stats.track_durations(tracks[:2]),
+                                           "valid": stats.track_durations(tracks[2:])}),
+        "loudness": plots.plot_loudness(stats.stem_loudness(tracks)),
+        "activity": plots.plot_vocal_activity(stats.vocal_activity(tracks)),
         "spectrograms": plots.plot_spectrograms(tracks[0], dur=2.0),
         "coverage": plots.plot_coverage(plans, lengths, 8000),
         "order": plots.plot_batch_order(plans),
@@ -160,14 +162,14 @@ def test_figures_dir_default_is_the_repository(monkeypatch):
 def test_history_from_a_run_folder(tmp_path):
     rows = [{"epoch": 1, "train_loss": 2.0, "valid_loss": 3.0, "lr": 1e-3, "seconds": 1.5, "best": True}]
     (tmp_path / "history.json").write_text(__import__("json").dumps(rows))
-    assert plots.load_history(tmp_path) == rows
-    assert plots.history_table(tmp_path).loc[1, "valid_loss"] == 3.0
+    assert stats.load_history(tmp_path) == rows
+    assert stats.history_table(tmp_path).loc[1, "valid_loss"] == 3.0
     assert isinstance(plots.plot_history(tmp_path), Figure)
 
 
 def test_describe_batch(tracks):
     sampler = ExcerptSampler(tracks, 0.5, batch_size=2, seed=0)
-    table = plots.describe_batch(sampler)
+    table = stats.describe_batch(sampler)
     assert table.shape == (2, 4) and list(table.columns) == ["drums", "bass", "other", "vocals"]
 
 
@@ -175,16 +177,16 @@ def test_describe_batch(tracks):
 def test_audio_player_layouts():
     stereo = np.stack([sine(0.5, 1.0), sine(0.2, 1.0)])  # (2, 8000)
     for x in (stereo, stereo.T, stereo[0]):
-        assert plots.audio_player(x, 8000).data  # WAV bytes
-    short = plots.audio_player(stereo, 8000, start=0.25, dur=0.5)
-    mono = plots.audio_player(stereo, 8000, mono=True)
-    assert len(short.data) < len(plots.audio_player(stereo, 8000).data)
-    assert len(mono.data) < len(plots.audio_player(stereo, 8000).data)
+        assert players.audio_player(x, 8000).data  # WAV bytes
+    short = players.audio_player(stereo, 8000, start=0.25, dur=0.5)
+    mono = players.audio_player(stereo, 8000, mono=True)
+    assert len(short.data) < len(players.audio_player(stereo, 8000).data)
+    assert len(mono.data) < len(players.audio_player(stereo, 8000).data)
 
 
 def test_players_and_picker_build(tracks):
-    assert "<audio" in plots.stem_players(tracks[0], 0, 0.5).data
-    picker = plots.track_picker(tracks, 0.0, 0.5)
+    assert "<audio" in players.stem_players(tracks[0], 0, 0.5).data
+    picker = players.track_picker(tracks, 0.0, 0.5)
     dropdown, out = picker.children
     assert len(out.outputs) == 2  # players and spectrogram of the first track
     dropdown.value = 2
@@ -227,20 +229,20 @@ def sdr_rows() -> list[dict]:
 
 
 def test_phase_figures():
-    fig = plots.plot_sdr_table(sdr_rows())
+    fig = score_plots.plot_sdr_table(sdr_rows())
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [r["label"] for r in sdr_rows()]
     assert len(ax.patches) == 5  # 3 rows x 2 targets, less the missing score
     assert "n/a" in [t.get_text() for t in ax.texts]
-    assert isinstance(plots.plot_sdr_table([]), Figure)
+    assert isinstance(score_plots.plot_sdr_table([]), Figure)
 
     sweep = [{"iterations": n, "vocals": -n / 10, "accompaniment": None if n == 8 else 1.0} for n in (0, 8, 32)]
-    fig = plots.plot_iteration_sweep({"random init": sweep, "mixture init": sweep[::-1]},
-                                     baselines={"mixture phase": {"vocals": 4.0, "accompaniment": 7.0}})
+    fig = score_plots.plot_iteration_sweep({"random init": sweep, "mixture init": sweep[::-1]},
+                                           baselines={"mixture phase": {"vocals": 4.0, "accompaniment": 7.0}})
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert len(fig.axes[0].lines) == 2 + 1 + 1  # two sweeps, the baseline, the 0 dB line
-    assert isinstance(plots.plot_iteration_sweep({"one point": sweep[:1]}), Figure)
+    assert isinstance(score_plots.plot_iteration_sweep({"one point": sweep[:1]}), Figure)
 
     rate = 8000
     stereo = np.stack([sine(0.5, 2.0, 440, rate), sine(0.2, 2.0, 660, rate)], axis=1)  # (nb_timesteps, 2)
@@ -256,17 +258,17 @@ def test_audio_and_wav_players(tmp_path):
     import soundfile as sf
 
     stereo = np.stack([sine(0.5, 1.0), sine(0.2, 1.0)], axis=1)  # (nb_timesteps, nb_channels)
-    html = plots.audio_players({"truth": {"mixture": stereo, "vocals": stereo},
-                                "mixture": {"vocals": stereo[:, 0]}}, 8000, 0.25, 0.5).data
+    html = players.audio_players({"truth": {"mixture": stereo, "vocals": stereo},
+                                  "mixture": {"vocals": stereo[:, 0]}}, 8000, 0.25, 0.5).data
     assert html.count("<audio") == 3 and "truth" in html
     folder = tmp_path / "samples" / "track A"  # as hw2/infer.py writes them
     folder.mkdir(parents=True)
     for name in ("vocals-mixture_vocals", "mixture", "vocals-mixture_accompaniment"):
         sf.write(folder / f"{name}.wav", stereo, 8000)
-    html = plots.wav_players(tmp_path / "samples", dur=0.5).data
+    html = players.wav_players(tmp_path / "samples", dur=0.5).data
     assert html.count("<audio") == 3 and "track A" in html
     assert html.index("<b>mixture</b>") < html.index("<b>vocals-mixture_accompaniment</b>")  # mixture first
-    assert "no listening samples" in plots.wav_players(tmp_path / "nothing").data
+    assert "no listening samples" in players.wav_players(tmp_path / "nothing").data
 
 
 def test_infer_args_are_the_commands(tmp_path):

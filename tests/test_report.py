@@ -1,5 +1,5 @@
-"""hw2.report: the report and README.pdf built with Typst from small results files in a temporary folder, read
-back with poppler (pdftotext, pdfinfo)."""
+"""hw2.report and hw2.typeset: the report and README.pdf built with Typst from small results files in a temporary
+folder, read back with poppler (pdftotext, pdfinfo)."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hw2 import report
+from hw2 import report, typeset
 from hw2.tracks import describe_dataset, open_tracks
 
 needs_poppler = pytest.mark.skipif(
@@ -169,10 +169,10 @@ def test_readme_commands_stay_whole_on_one_line(repo):
     lines = [" ".join(x.split()) for x in text.splitlines()]
     code = re.search(r"```bash\n(.*?)```", README, re.S).group(1).splitlines()
     for line in code:
-        if len(line) <= report.GUIDE_CODE_WIDTH:
+        if len(line) <= typeset.GUIDE_CODE_WIDTH:
             assert " ".join(line.split()) in lines, line
     # a longer line is cut at a space with a shell continuation: joined back, it is the same command
-    parts = report.wrap_code(LONG, report.GUIDE_CODE_WIDTH)
+    parts = typeset.wrap_code(LONG, typeset.GUIDE_CODE_WIDTH)
     assert len(parts) >= 2 and parts[0].endswith(" \\")
     assert " ".join(" ".join(p.rstrip("\\").split()) for p in parts) == LONG
     assert all(" ".join(p.split()) in lines for p in parts)
@@ -205,7 +205,7 @@ def test_labels_come_from_the_data(wav_root):
 
 
 def test_markdown_to_typst_escapes_markup():
-    out = report.inline("a -- b `--flag` [x](http://y) #h $5 *s* @r // c")
+    out = typeset.inline("a -- b `--flag` [x](http://y) #h $5 *s* @r // c")
     assert "#raw(\"--flag\")" in out and "#link(\"http://y\")[x]" in out
     assert "\\#h" in out and "\\$5" in out and "\\/\\/" in out and "\\-\\-" in out
 
@@ -322,7 +322,7 @@ def test_readme_md_fits_on_a_few_screens_and_links_its_docs():
 
 
 def test_chinese_name_and_id_leave_one_pdf_with_the_name_on_its_cover(repo):
-    if not report.cjk_font_dirs():
+    if not typeset.cjk_font_dirs():
         pytest.skip("no CJK font on this machine (apt-get install -y fonts-noto-cjk)")
     assert report.main(["--root", str(repo), "--no-readme"]) == 0  # the placeholder report.pdf
     (repo / "report" / "student.toml").write_text('name = "林美玲"\nid = "r12345678"\ndrive = ""\n')
