@@ -26,6 +26,7 @@ from hw2.checkpoint import load_checkpoint
 from hw2.config import ADDED_LATER, RESUMABLE, TrainConfig
 from hw2.plots import save_figure
 from hw2.score_plots import augment_note, models_note, plot_augment, plot_models
+from hw2.stats import load_history
 from hw2.train import train
 
 # The base: the recipe of the first shipped model (Open-Unmix, random track mixing; before the blend), with a budget
@@ -113,7 +114,7 @@ def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=pri
     if summary["stopped"] == "time-limit":
         raise Hw2Error(f"{row}: stopped at its time limit; run the same command to continue")
     run = Path(cfg.out)
-    history = json.loads((run / "history.json").read_text())
+    history = load_history(run)
     best = load_checkpoint(run / "best.pt")
     table = infer.table(infer.arguments(cfg.musdb_root, [run / "best.pt"], name=f"{grid}-{row}", out=results_dir,
                                         jobs=jobs))
