@@ -55,16 +55,18 @@ class Job:
     info: dict = field(default_factory=dict)
 
 
-def open_run(cfg, fmt: str, kind: str, from_dict: Callable[[dict], object], resumable: set,
+def open_run(cfg, fmt: str, kind: str, writer: str, from_dict: Callable[[dict], object], resumable: set,
              log: Callable[[str], None]) -> tuple[dict | None, dict | None]:
     """Check `cfg.out` before any work: (the last.pt to resume from, or None for a new run; the summary of a
-    run that is already finished, or None). A folder that cannot be written, holds another config, or holds
-    checkpoints that a new run would overwrite, is one `Hw2Error` line."""
+    run that is already finished, or None). `kind` and `writer` name the model and its command in error lines,
+    `from_dict` reads a saved config, `resumable` names the fields that may change on resuming. A folder that
+    cannot be written, holds another config, or holds checkpoints a new run would overwrite, is one `Hw2Error`
+    line."""
     run = Path(cfg.out)
     check_writable(run)
     if run.is_dir():
         remove_stale_temporaries(run)  # left by a kill during a save
-    ckpt = _resume_point(run, cfg, fmt, kind, from_dict, resumable)
+    ckpt = _resume_point(run, cfg, fmt, kind, writer, from_dict, resumable)
     if ckpt is None or not _finished(ckpt["state"], cfg):
         return ckpt, None
     done = ckpt["state"]
@@ -74,7 +76,7 @@ def open_run(cfg, fmt: str, kind: str, from_dict: Callable[[dict], object], resu
     return ckpt, summary(run, done, stop)
 
 
-def _resume_point(run: Path, cfg, fmt: str, kind: str, from_dict, resumable: set) -> dict | None:
+def _resume_point(run: Path, cfg, fmt: str, kind: str, writer: str, from_dict, resumable: set) -> dict | None:
     saved = run / "config.json"
     if not saved.exists():
         if run.exists() and any(run.glob("*.pt")):
@@ -96,7 +98,7 @@ def _resume_point(run: Path, cfg, fmt: str, kind: str, from_dict, resumable: set
             raise Hw2Error(f"{run}: holds {', '.join(kept)} but no last.pt to resume from (killed before its "
                            "first full save?); starting over would overwrite them: move them away, or use a new --out")
         return None
-    ckpt = load_checkpoint(run / "last.pt", fmt=fmt, kind=kind)
+    ckpt = load_checkpoint(run / "last.pt", fmt=fmt, kind=kind, flag="--out", writer=writer)
     if "state" not in ckpt:
         raise Hw2Error(f"{run / 'last.pt'}: not a resumable checkpoint; choose a new --out")
     return ckpt

@@ -155,7 +155,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     if cfg.n_hop > cfg.n_fft:
         raise Hw2Error(f"--n-hop {cfg.n_hop} exceeds --n-fft {cfg.n_fft}: the STFT could not be inverted; "
                        "use a hop of at most the window (Open-Unmix: 4096 / 1024)")
-    ckpt, finished = loop.open_run(cfg, CHECKPOINT_FORMAT, "Open-Unmix", config_from_dict, RESUMABLE, log)
+    ckpt, finished = loop.open_run(cfg, CHECKPOINT_FORMAT, "Open-Unmix", "python -m hw2.train", config_from_dict, RESUMABLE, log)
     if finished:
         return finished
     return loop.fit(partial(_job, cfg, ckpt is None, log), Path(cfg.out), ckpt, t_start, log)

@@ -222,7 +222,7 @@ def train(cfg: VocoderConfig, log: Callable[[str], None] = print) -> dict:
         raise Hw2Error("--lr and --seq-dur must be positive and 0 < --gain-low <= --gain-high")
     if cfg.n_hop > cfg.n_fft or not cfg.loss_ffts:
         raise Hw2Error("--n-hop must not exceed --n-fft, and --loss-ffts needs at least one resolution")
-    ckpt, finished = loop.open_run(cfg, CHECKPOINT_FORMAT, "vocoder", VocoderConfig.from_dict, RESUMABLE, log)
+    ckpt, finished = loop.open_run(cfg, CHECKPOINT_FORMAT, "vocoder", "python -m hw2.vocoder", VocoderConfig.from_dict, RESUMABLE, log)
     if finished:
         return finished
     return loop.fit(partial(_job, cfg, log), Path(cfg.out), ckpt, t_start, log)
