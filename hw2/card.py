@@ -265,7 +265,7 @@ def vocoder_card(run: Path, results: dict | None, best: dict) -> str:
         "magnitude with that phase; mono (each channel on its own) |",
         f"| parameters | {best['nb_params']:,} |",
         f"| initialisation | from scratch (random weights, seed {cfg.seed}); no pretrained weights, no extra data |",
-        f"| data | `{cfg.musdb_root}`: the vocals and accompaniment (drums + bass + other) stems of musdb's train "
+        f"| data | `{shown_path(cfg.musdb_root)}`: the vocals and accompaniment (drums + bass + other) stems of musdb's train "
         f"split ({counts['train']} tracks), never a mixture; the test split was never read |",
         f"| model selection | lowest loss on the full stems of musdb's valid split ({counts['valid']} tracks) |",
         f"| an epoch | {cfg.samples_per_track} excerpts of {cfg.seq_dur:g} s per train track, random gain "
