@@ -4,6 +4,7 @@
     python -m hw2.blend --members runs/a/best.pt runs/b/best.pt --accompaniment runs/acc/best.pt --swap ...
     python -m hw2.blend --members runs/a/epoch025.pt runs/b/epoch025.pt --weights 0.6 --out blend-epoch025.pt
     python -m hw2.blend ... --out runs/blend/best.pt --milestones   # + runs/blend/epochNNN.pt, same weights
+    python -m hw2.blend --unpack checkpoints/vocals.pt --out runs/shipped   # runs/shipped/member1/best.pt, ...
 
 The vocals magnitude is a weighted average of the members' vocals magnitudes, V = w V_1 + (1 - w) V_2 (a mask
 model's output is its mask times the mixture, so this is also the average of their masks). With an accompaniment
@@ -25,7 +26,8 @@ import numpy as np
 
 from hw2 import Hw2Error, OneLineParser, run_cli
 from hw2.cache import open_cached
-from hw2.checkpoint import CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, load_checkpoint, model_from_checkpoint
+from hw2.checkpoint import (CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, check_writable, load_checkpoint,
+                            model_from_checkpoint)
 from hw2.config import config_from_dict
 from hw2.evaluate import score_model
 from hw2.model import Blend, blend_epoch
@@ -103,9 +105,38 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
     return out
 
 
+def unpack(path: Path, out: Path, log=print) -> list[Path]:
+    """A blend back into its members' run folders: out/member1/best.pt, out/member2/best.pt (out/accompaniment/
+    best.pt), and an epochNNN.pt in each for every blend milestone beside `path`. The shipped blend's members can
+    then be blended again (with an accompaniment network, other weights) without their training runs."""
+    path = Path(path)
+    entry = load_checkpoint(path).get("blend")
+    if entry is None:
+        raise Hw2Error(f"{path}: not a blend checkpoint; --unpack takes a file written by `python -m hw2.blend`")
+    check_writable(out, "the members' checkpoints")
+    blends = {"best.pt": entry}
+    for f in sorted(path.parent.glob("epoch[0-9][0-9][0-9].pt")):
+        e = load_checkpoint(f).get("blend")
+        if e is not None and len(e["members"]) == len(entry["members"]):
+            blends[f.name] = e
+    written = []
+    for name, e in blends.items():
+        nets = [(f"member{i + 1}", m) for i, m in enumerate(e["members"])] + \
+            ([("accompaniment", e["accompaniment"])] if e.get("accompaniment") else [])
+        for folder, m in nets:
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": m["config"], "model": m["model"],
+                               "epoch": m.get("epoch")}, out / folder / name)
+            written.append(out / folder / name)
+    log(f"wrote {len(written)} checkpoints of {len(blends)} blend(s) under {out}")
+    return written
+
+
 def main(argv=None) -> int:
     p = OneLineParser(prog="python -m hw2.blend", description=__doc__.split("\n\n")[0])
-    p.add_argument("--members", nargs="+", required=True, help="vocals checkpoints (one or two)")
+    p.add_argument("--members", nargs="+", default=[], help="vocals checkpoints (one or two)")
+    p.add_argument("--unpack", default="", help="a blend checkpoint to split into its members' checkpoints, "
+                   "written under --out (a folder); its epochNNN.pt milestones too")
     p.add_argument("--accompaniment", default="", help="an accompaniment checkpoint (--target accompaniment)")
     p.add_argument("--weights", nargs="+", type=float, default=None,
                    help="fix w (the first member's weight) and, with --accompaniment, u; those not given are "
@@ -113,13 +144,17 @@ def main(argv=None) -> int:
     p.add_argument("--swap", action="store_true", help="average over the left/right swapped mixture too")
     p.add_argument("--musdb-root", default="", help="MUSDB root whose valid split chooses the weights")
     p.add_argument("--cache-dir", default="", help="decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
-    p.add_argument("--out", required=True, help="the blend checkpoint to write")
+    p.add_argument("--out", required=True, help="the blend checkpoint to write (with --unpack: a folder)")
     p.add_argument("--milestones", action="store_true",
                    help="also write epochNNN.pt beside --out for every milestone all members' run folders hold, "
                         "with the weights chosen for --out (the epoch table of a blend)")
     args = p.parse_args(argv)
     if len(args.members) > 2:
         p.error("--members takes one or two checkpoints")
+    if bool(args.members) == bool(args.unpack):
+        p.error("give either --members (to blend) or --unpack (to split a blend)")
+    if args.unpack:
+        return run_cli(lambda: unpack(Path(args.unpack), Path(args.out)))
 
     def work():
         out = build(args.members, Path(args.out), args.musdb_root, args.accompaniment or None, args.weights,

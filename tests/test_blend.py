@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hw2 import Hw2Error
-from hw2.blend import Blend, blend_milestones, build, choose_weights
+from hw2.blend import Blend, blend_milestones, build, choose_weights, unpack
 from hw2.model import ModelConfig, OpenUnmix, UNet
 from hw2.separate import Separator
 from hw2.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, model_from_checkpoint
@@ -188,3 +188,30 @@ def test_fixed_vocals_weight_still_searches_the_accompaniment_weight(synth):
     scored = choose_weights(blend, tracks, log=lambda s: None, search_w=False)
     assert len(scored) == 11 and {r["w"] for r in scored} == {0.3} and blend.weights == [0.3, 0.7]
     assert blend.accompaniment_weight == max(scored, key=lambda r: r["accompaniment"])["u"]
+
+
+def test_unpack_gives_back_the_members_and_their_milestones(tmp_path, mag):
+    a, b, acc = _models()
+    kws = (dict(hidden_size=16, nb_layers=1), dict(arch="unet", hidden_size=16, nb_layers=2))
+    for run, model, kw in (("ra", a, kws[0]), ("rb", b, kws[1])):
+        (tmp_path / run).mkdir()
+        for name, epoch in (("best.pt", 30), ("epoch025.pt", 25)):
+            _save(tmp_path / run / name, model, epoch=epoch, **kw)
+    pc = _save(tmp_path / "acc.pt", acc, target="accompaniment", epoch=7, arch="unet", hidden_size=16, nb_layers=2)
+    (tmp_path / "blend").mkdir()
+    best = build([tmp_path / "ra" / "best.pt", tmp_path / "rb" / "best.pt"], tmp_path / "blend" / "best.pt",
+                 weights=[0.3], log=lambda s: None)
+    blend_milestones(best, log=lambda s: None)
+    written = unpack(best, tmp_path / "out", log=lambda s: None)
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in written) == [
+        "member1/best.pt", "member1/epoch025.pt", "member2/best.pt", "member2/epoch025.pt"]
+    m2 = load_checkpoint(tmp_path / "out" / "member2" / "epoch025.pt")
+    assert m2["epoch"] == 25 and "blend" not in m2
+    # the members blend again, now with an accompaniment network, to the same vocals estimate
+    again = build([tmp_path / "out" / "member1" / "best.pt", tmp_path / "out" / "member2" / "best.pt"],
+                  tmp_path / "again.pt", accompaniment_path=pc, weights=[0.3, 0.0], log=lambda s: None)
+    first, second = (model_from_checkpoint(load_checkpoint(p))[0].eval() for p in (best, again))
+    with torch.no_grad():
+        assert torch.equal(first(mag), second(mag))
+    with pytest.raises(Hw2Error, match="not a blend checkpoint"):
+        unpack(tmp_path / "ra" / "best.pt", tmp_path / "x")
