@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from hw2 import atomic_write_text
     from hw2.checkpoint import load_checkpoint, model_from_checkpoint
 
-    labels, paths = zip(*(c.split("=", 1) for c in args.candidate))
+    labels, paths = zip(*(c.rsplit("=", 1) for c in args.candidate))  # a label may hold "="
     notes = dict(n.split("=", 1) for n in args.note)
     cmd = ["python", "hw2/infer.py", "--musdb-root", args.musdb_root, "--subset", "train", "--split", "valid",
            "--phase", *args.phase, "--samples", "0", "--jobs", "1", "--name", f"{args.name}-scores", "--checkpoint",
