@@ -47,7 +47,7 @@ OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", 
             "tuning": "results/tuning-width.json"}
 SYNTHETIC = re.compile(r"generated|synth", re.I)  # hw2.synth roots: never a test or valid table of the report
 STUDENT_KEYS = ("name", "id", "drive")
-MAX_COMMAND = 240  # characters of a command on the Reproduce slide
+MAX_COMMAND = 160  # characters of a command on the Reproduce slide
 
 
 # ------------------------------------------------------------------------------------------------- gathering
