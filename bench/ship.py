@@ -101,8 +101,9 @@ def main(argv=None) -> int:
                      f"{r['vocals_sdr']:.2f} | {r['accompaniment_sdr']:.2f} |")
     lines += ["", f"Data: {scores['data'].get('dataset')}, subset `train`, split `valid`, "
               f"{scores['data'].get('nb_tracks')} tracks; SDR in dB, BSSEval v4, median over 1 s frames, then "
-              f"over tracks; {', '.join(args.phase)} phase. Every row was selected on this same valid split (epochs by valid SDR, "
-              "blend weights by a grid of 11), so the numbers are optimistic as estimates of unseen music.", ""]
+              f"over tracks; {', '.join(args.phase)} phase. Every row was selected on this same valid split "
+              "(epochs by valid SDR, blend weights by a grid of 11), so the numbers are optimistic as estimates of "
+              "unseen music.", ""]
     lines += [f"- **{label}**: {notes[label]}" for label in labels if notes.get(label)]
     lines += ["", f"Scores: `{scores['command']}`", "", f"Table: `{out['command']}`"]
     atomic_write_text(REPO / "results" / f"{args.name}.md", "\n".join(lines) + "\n")
