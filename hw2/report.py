@@ -263,7 +263,8 @@ def blend_summary(path: Path) -> dict:
         mc = ModelConfig.from_dict(m["config"])
         members.append({"describe": describe(mc), "arch": mc.arch, "epoch": m.get("epoch"),
                         "weight": b["weights"][i] if i < len(b["weights"]) else b.get("accompaniment_weight"),
-                        "mixing": m["config"].get("mixing"), "select_by": m["config"].get("select_by", "loss"), "target": m["config"].get("target", "vocals"),
+                        "mixing": m["config"].get("mixing"), "select_by": m["config"].get("select_by", "loss"),
+                        "target": m["config"].get("target", "vocals"),
                         "params": parameters_of(mc)})
     return {"members": members, "swap": b.get("swap", False), "params": sum(m["params"] for m in members)}
 
