@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2 import Hw2Error, OneLineParser, run_cli
+from hw2 import Hw2Error, OneLineParser, atomic_write_text, run_cli
 from hw2.cache import open_cached
 from hw2.checkpoint import (CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, check_writable, load_checkpoint,
                             model_from_checkpoint)
@@ -108,7 +108,9 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
 def unpack(path: Path, out: Path, log=print) -> list[Path]:
     """A blend back into its members' run folders: out/member1/best.pt, out/member2/best.pt (out/accompaniment/
     best.pt), and an epochNNN.pt in each for every blend milestone beside `path`. The shipped blend's members can
-    then be blended again (with an accompaniment network, other weights) without their training runs."""
+    then be blended again (with an accompaniment network, other weights) without their training runs. The
+    config.json and history.json beside `path` (member 1's, as `hw2.card` ships them) go to out/member1/, which
+    `hw2.card --blend` needs to ship the new blend."""
     path = Path(path)
     entry = load_checkpoint(path).get("blend")
     if entry is None:
@@ -128,6 +130,9 @@ def unpack(path: Path, out: Path, log=print) -> list[Path]:
             atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": m["config"], "model": m["model"],
                                "epoch": m.get("epoch")}, out / folder / name)
             written.append(out / folder / name)
+    for name in ("config.json", "history.json"):
+        if (path.parent / name).is_file():
+            atomic_write_text(out / "member1" / name, (path.parent / name).read_text())
     log(f"wrote {len(written)} checkpoints of {len(blends)} blend(s) under {out}")
     return written
 

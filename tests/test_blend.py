@@ -202,11 +202,15 @@ def test_unpack_gives_back_the_members_and_their_milestones(tmp_path, mag):
     best = build([tmp_path / "ra" / "best.pt", tmp_path / "rb" / "best.pt"], tmp_path / "blend" / "best.pt",
                  weights=[0.3], log=lambda s: None)
     blend_milestones(best, log=lambda s: None)
+    (tmp_path / "blend" / "history.json").write_text('{"epochs": []}')
     written = unpack(best, tmp_path / "out", log=lambda s: None)
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in written) == [
         "member1/best.pt", "member1/epoch025.pt", "member2/best.pt", "member2/epoch025.pt"]
     m2 = load_checkpoint(tmp_path / "out" / "member2" / "epoch025.pt")
     assert m2["epoch"] == 25 and "blend" not in m2
+    # member 1's history (shipped beside the blend) goes with it; there was no config.json to copy
+    assert (tmp_path / "out" / "member1" / "history.json").read_text() == '{"epochs": []}'
+    assert not (tmp_path / "out" / "member1" / "config.json").exists()
     # the members blend again, now with an accompaniment network, to the same vocals estimate
     again = build([tmp_path / "out" / "member1" / "best.pt", tmp_path / "out" / "member2" / "best.pt"],
                   tmp_path / "again.pt", accompaniment_path=pc, weights=[0.3, 0.0], log=lambda s: None)
