@@ -121,8 +121,14 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
     params = [parameters_of(ModelConfig.from_dict(m["config"])) for m in members]
     nb_params = sum(params)
     weights = entry["weights"] + ([entry["accompaniment_weight"]] if entry.get("accompaniment") else [])
+    scored = entry.get("scored", [])
+    searched = {k: len({r[k] for r in scored}) > 1 for k in ("w", "u")}  # the grids hw2.blend ran, if any
+    fixed = [] if searched["w"] else [entry["weights"][0]] + (
+        [entry["accompaniment_weight"]] if entry.get("accompaniment") and not searched["u"] else [])
+    vocals_models = f"{len(entry['members'])} vocals model{'s' if len(entry['members']) > 1 else ''}"
     lines = [
-        "# Model card: a blend of two vocals models (`checkpoints/vocals.pt`)", "",
+        f"# Model card: a blend of {vocals_models}"
+        + (" and an accompaniment model" if entry.get("accompaniment") else "") + " (`checkpoints/vocals.pt`)", "",
         "The vocals magnitude is the weighted average of the members' vocals magnitudes (network blending, Uhlich "
         "et al., ICASSP 2017); the accompaniment is what is left of the mixture"
         + (", blended with an accompaniment network's estimate" if entry.get("accompaniment") else "")
@@ -134,15 +140,17 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
         f"| data | `{shown_path(members[0]['config']['musdb_root'])}`, its train folder, with musdb's standard "
         "train / valid split |",
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
-        f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order), chosen on musdb's valid split "
-        f"({counts['valid']} tracks) among 0, 0.1, ..., 1 by the median vocals SDR (mixture phase) |", "",
+        f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order); {_weights_origin(entry, searched, counts)} |",
+        "",
         "| member | weight | network | parameters | epochs trained | selected epoch | selection | training min |",
         "|---|---:|---|---:|---:|---:|---|---:|",
     ]
     commands = []
     for i, (m, w) in enumerate(zip(members, weights)):
         run = Path(m.get("source", "")).parent
-        cfg = replace(config_from_dict(m["config"]), out=str(run))  # where its checkpoints live now
+        # the folder's config.json is the last command's (a resumed run may have trained more --epochs)
+        saved = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else m["config"]
+        cfg = replace(config_from_dict(saved), out=str(run))  # where its checkpoints live now
         history = read_history(run)
         minutes = "-" if history is None else f"{sum(h['seconds'] for h in history) / 60:.1f}"
         trained = "-" if history is None else str(len(history))
@@ -154,13 +162,27 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
               f"{' '.join(m.get('source', '?') for m in entry['members'])}"
               + (f" --accompaniment {entry['accompaniment'].get('source')}" if entry.get("accompaniment") else "")
               + (" --swap" if entry.get("swap") else "")
-              + f" --musdb-root MUSDB_ROOT --out {shown_path(path.resolve())} "
+              + (f" --weights {' '.join(f'{w:g}' for w in fixed)}" if fixed and len(entry["members"]) == 2 else "")
+              + f" --musdb-root MUSDB_ROOT --out {shown_path(path.absolute())} "
               "--milestones`", ""]
     lines += _results_lines(results)
     lines += ["Files: `vocals.pt` (the blend of the members' selected epochs), `epochNNN.pt` (the blend of the "
               "members' epoch-NNN milestones, same weights), `config.json` and `history.json` (member 1's run), "
               "`blend.json` (members, weights, sources)."]
     return "\n".join(lines) + "\n"
+
+
+def _weights_origin(entry: dict, searched: dict, counts: dict) -> str:
+    """How a blend's weights were set, in words: the grids hw2.blend searched on the valid split, or --weights."""
+    grid = f"chosen on musdb's valid split ({counts['valid']} tracks) among 0, 0.1, ..., 1"
+    parts = []
+    if len(entry["members"]) == 2:
+        parts.append(f"the vocals weights {grid} by the median vocals SDR (mixture phase)" if searched["w"]
+                     else "the vocals weights fixed with `--weights`")
+    if entry.get("accompaniment"):
+        parts.append(f"the accompaniment weight {grid} by the median accompaniment SDR (mixture phase)"
+                     if searched["u"] else "the accompaniment weight fixed with `--weights`")
+    return "; ".join(parts) or "one vocals model"
 
 
 def read_history(run: Path) -> list[dict] | None:

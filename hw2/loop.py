@@ -146,10 +146,10 @@ def _loop(job: Job, ckpt: dict | None, t_start: float, gate: InterruptGate, resu
     select_by = getattr(cfg, "select_by", "loss")
     state = {"epoch": 0, "step": 0, "loss_sum": 0.0, "loss_count": 0, "best_loss": math.inf, "best_epoch": 0,
              "bad_epochs": 0, "history": [], "seconds": 0.0, "best_sdr": -math.inf}
-    if ckpt is None:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2))
-    else:
+    run.mkdir(parents=True, exist_ok=True)
+    # a resume may change the resumable fields (--epochs, --milestones, ...): the folder keeps the latest command's
+    atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2))
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         job.optimizer.load_state_dict(ckpt["optimizer"])
         for name, obj in job.stateful.items():

@@ -170,7 +170,9 @@ def test_ship_blend_writes_the_card_and_replaces_old_milestones(tmp_path):
     ship_blend(best, dest, None)
     assert sorted(p.name for p in dest.glob("*.pt")) == ["epoch025.pt", "vocals.pt"]
     card = (dest / "MODEL_CARD.md").read_text()
-    assert "weights | 0.4, 0.6" in card and "spectrogram U-Net" in card and "Open-Unmix, hidden 16" in card
+    assert "weights | 0.4, 0.6 (in member order); the vocals weights fixed with `--weights`" in card
+    assert "--weights 0.4 --musdb-root" in card and "a blend of 2 vocals models (" in card
+    assert "spectrogram U-Net" in card and "Open-Unmix, hidden 16" in card
     assert "highest median vocals SDR" in card and "| 2.0 |" in card  # member 2's selection and minutes
     assert json.loads((dest / "blend.json").read_text())["weights"] == [0.4, 0.6]
     assert isinstance(model_from_checkpoint(load_checkpoint(dest / "vocals.pt"))[0], Blend)

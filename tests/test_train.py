@@ -229,6 +229,8 @@ def test_resume_with_more_epochs_continues(wav_root, wav_cache, tmp_path):
     train(cfg, log=lambda m: None)
     summary = train(replace(cfg, epochs=2), log=lambda m: None)
     assert summary["epochs_done"] == 2 and [e["epoch"] for e in history(tmp_path / "run")] == [1, 2]
+    # the folder's config.json is the extended run's, so a card reproduces the 2 epochs, not the first command's 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 2
 
 
 def test_mixed_precision_on_cpu_resumes_exactly(wav_root, wav_cache, tmp_path):
