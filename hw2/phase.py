@@ -47,8 +47,8 @@ def track_sweep(sep, mixture: np.ndarray, key: str, iterations=ITERATIONS, mel_b
     audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32))
     length, stft = audio.shape[-1], sep.stft
     X = stft(audio)
-    V = sep.model(X.abs()[None])[0]
-    mags = torch.stack([V, torch.relu(X.abs() - V)], 1)  # (nb_channels, 2, nb_bins, nb_frames)
+    V, A = (m[0] for m in sep.model.targets(X.abs()[None]))  # a blend's accompaniment network included
+    mags = torch.stack([V, A], 1)  # (nb_channels, 2, nb_bins, nb_frames)
     waves: dict = {}
 
     def put(label, n, j, ch, wave):

@@ -88,6 +88,26 @@ def test_separator_misi_adds_up_to_the_mixture_in_blocks(track, tiny_model):
     assert sdr(mixture, out["vocals"] + out["accompaniment"]) > 60
 
 
+def test_the_sweep_starts_from_the_models_own_estimates(track):
+    """The iteration sweep's 0-iteration rows are the mixture phase of the model's (vocals, accompaniment):
+    with a blend's accompaniment network, not the residual."""
+    from hw2.model import Blend, UNet
+    from hw2.phase import track_sweep
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="unet", hidden_size=8, nb_layers=2)
+    blend = Blend([OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()], [1.0], UNet(cfg).eval(), 0.5).eval()
+    mixture = track["mixture"]
+    sep = Separator(blend, chunk_dur=60.0)
+    want = sep.separate(mixture, ["mixture"], key="t")["mixture"]
+    got = track_sweep(sep, mixture, "t", iterations=(0,), mel_bands=(), mel_iterations=(0,))[("griffinlim-mix", 0)]
+    residual = track_sweep(Separator(blend.members[0], chunk_dur=60.0), mixture, "t", iterations=(0,), mel_bands=(),
+                           mel_iterations=(0,))[("griffinlim-mix", 0)]
+    for target in ("vocals", "accompaniment"):
+        assert sdr(want[target], got[target]) > 60
+    assert sdr(want["accompaniment"], residual["accompaniment"]) < 40  # the check can tell the two apart
+
+
 # ----------------------------------------------------------------------------------------------- mel inversion
 @pytest.mark.parametrize("n_mels", [32, 128, 512])
 def test_mel_filters_are_librosas(n_mels):
