@@ -184,6 +184,17 @@ def findings(results: dict) -> dict:
                        "single": s1 and s1.get("vocals_sdr"), "single_label": s1 and s1.get("label"),
                        "blend": b1 and b1.get("vocals_sdr"), "gain": _diff(b1 and b1.get("vocals_sdr"),
                                                                             s1 and s1.get("vocals_sdr"))}
+    acc = [r for r in results.get("ship-acc", {}).get("rows", []) if r.get("method") == "mixture"]
+    if len(acc) >= 2:  # bench/ship.py --phase: the residual blend (fewest parameters) against accompaniment networks
+        residual = min(acc, key=lambda r: r.get("parameters") or 0)
+        top = max((r for r in acc if r is not residual), key=lambda r: r.get("accompaniment_sdr") or -99)
+        wiener = [r for r in results["ship-acc"]["rows"] if r.get("method") == "wiener"]
+        out["ship_acc"] = {"file": results["ship-acc"]["file"], "residual": residual.get("accompaniment_sdr"),
+                           "network": top.get("accompaniment_sdr"),
+                           "gain": _diff(top.get("accompaniment_sdr"), residual.get("accompaniment_sdr")),
+                           "vocals_change": _diff(top.get("vocals_sdr"), residual.get("vocals_sdr")),
+                           "wiener_vocals_gain": max((_diff(w.get("vocals_sdr"), residual.get("vocals_sdr"))
+                                                      for w in wiener), default=None)}
     unet = results.get("unet-150", {}).get("rows", [])
     if unet:
         own = [r for r in unet if not str(r.get("checkpoint", "")).startswith("checkpoints/")]

@@ -375,3 +375,17 @@ def test_report_figures_are_drawn_at_their_slot_size(repo):
     assert (abs(w - figures.SLOTS["r_loss"][0]) < 0.1) and (abs(h - figures.SLOTS["r_loss"][1]) < 0.1)
     assert report.gather(repo, {})["figures"]["r_loss"]["width_cm"] == pytest.approx(w)
 
+
+
+def test_the_accompaniment_finding_compares_the_residual_blend_with_the_best_network_row():
+    from hw2.report import findings
+
+    rows = [{"method": "mixture", "parameters": 5, "vocals_sdr": 5.0, "accompaniment_sdr": 8.5},
+            {"method": "wiener", "parameters": 5, "vocals_sdr": 4.9, "accompaniment_sdr": 8.2},
+            {"method": "mixture", "parameters": 8, "vocals_sdr": 5.0, "accompaniment_sdr": 8.8},
+            {"method": "mixture", "parameters": 8, "vocals_sdr": 5.0, "accompaniment_sdr": 9.0},
+            {"method": "wiener", "parameters": 8, "vocals_sdr": 5.05, "accompaniment_sdr": 8.7}]
+    got = findings({"ship-acc": {"file": "ship-acc.json", "rows": rows}})["ship_acc"]
+    assert got["residual"] == 8.5 and got["network"] == 9.0 and abs(got["gain"] - 0.5) < 1e-9
+    assert got["vocals_change"] == 0.0 and abs(got["wiener_vocals_gain"] - 0.05) < 1e-9
+    assert "ship_acc" not in findings({"ship-acc": {"file": "x", "rows": rows[:1]}})
