@@ -57,7 +57,8 @@ def keep_freed_memory() -> bool:
     iteration. By default glibc unmaps every freed block above 32 MB and the next allocation page-faults it back
     in, which on CPU cost more than the arithmetic (`python bench/separate.py --malloc-baseline` measures both).
     Allocations above MMAP_THRESHOLD (a long track's full-length arrays) are still mapped and returned when freed,
-    so what the heap keeps is bounded by one block's working set, not by the track.
+    so what the heap keeps is bounded by one block's working set, not by the track; `release_freed_memory` hands
+    that back once a track is separated.
     HW2_MALLOC_TUNING=0 leaves the allocator alone. Returns whether the setting was applied (glibc only).
     """
     if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
@@ -68,6 +69,18 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
+
+
+def release_freed_memory() -> None:
+    """Hand the block working set that `keep_freed_memory` kept back to the OS (glibc's malloc_trim), once a
+    whole track is separated: the caller scores next, and its full-track references would otherwise sit on top
+    of a heap that Griffin-Lim left holding a block's spectrograms. Same switch as `keep_freed_memory`."""
+    if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class Separator:
@@ -164,6 +177,7 @@ class Separator:
             for m, est in self._window(audio.to(self.device), methods, lo // hop, gens, (a - lo, b - lo)).items():
                 for t, wave in est.items():
                     out[m][t][a:b] = _to_numpy(wave[:, a - lo:b - lo])
+        release_freed_memory()
         return out
 
     def _window(self, audio: torch.Tensor, methods, first_frame: int, gens: dict, keep: tuple) -> dict:
