@@ -50,6 +50,17 @@ REFERENCES = ("mix-as-estimate", "oracle-irm")
 MMAP_THRESHOLD = 64 << 20  # above: full-track arrays, mapped and returned on free; below: per-block arrays
 
 
+def _tunable_glibc():
+    """glibc, where the allocator may be tuned (Linux, HW2_MALLOC_TUNING not 0); else None."""
+    if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc to keep freed per-block arrays for reuse instead of handing them back to the OS at once.
 
@@ -61,26 +72,20 @@ def keep_freed_memory() -> bool:
     that back once a track is separated.
     HW2_MALLOC_TUNING=0 leaves the allocator alone. Returns whether the setting was applied (glibc only).
     """
-    if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+    libc = _tunable_glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):  # not glibc
-        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def release_freed_memory() -> None:
     """Hand the block working set that `keep_freed_memory` kept back to the OS (glibc's malloc_trim), once a
     whole track is separated: the caller scores next, and its full-track references would otherwise sit on top
     of a heap that Griffin-Lim left holding a block's spectrograms. Same switch as `keep_freed_memory`."""
-    if os.environ.get("HW2_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    libc = _tunable_glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class Separator:
