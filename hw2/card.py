@@ -140,7 +140,8 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
         f"| data | `{shown_path(members[0]['config']['musdb_root'])}`, its train folder, with musdb's standard "
         "train / valid split |",
         f"| training tracks | musdb's train split ({counts['train']} tracks); the test split was never read |",
-        f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order); {_weights_origin(entry, searched, counts)} |",
+        f"| weights | {', '.join(f'{w:g}' for w in weights)} (in member order); "
+        f"{_weights_origin(entry, searched, counts)} |",
         "",
         "| member | weight | network | parameters | epochs trained | selected epoch | selection | training min |",
         "|---|---:|---|---:|---:|---:|---|---:|",
@@ -162,7 +163,8 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
               f"{' '.join(m.get('source', '?') for m in entry['members'])}"
               + (f" --accompaniment {entry['accompaniment'].get('source')}" if entry.get("accompaniment") else "")
               + (" --swap" if entry.get("swap") else "")
-              + (f" --weights {' '.join(f'{w:g}' for w in fixed)}" if fixed and len(entry["members"]) == 2 else "")
+              + (f" --weights {' '.join(f'{w:g}' for w in fixed)}" if len(entry["members"]) == 2 and fixed
+                 or len(fixed) > 1 else "")  # one member: its w is not a choice, only a fixed u is
               + f" --musdb-root MUSDB_ROOT --out {shown_path(path.absolute())} "
               "--milestones`", ""]
     lines += _results_lines(results)

@@ -193,8 +193,8 @@ def findings(results: dict) -> dict:
                            "network": top.get("accompaniment_sdr"),
                            "gain": _diff(top.get("accompaniment_sdr"), residual.get("accompaniment_sdr")),
                            "vocals_change": _diff(top.get("vocals_sdr"), residual.get("vocals_sdr")),
-                           "wiener_vocals_gain": max((_diff(w.get("vocals_sdr"), residual.get("vocals_sdr"))
-                                                      for w in wiener), default=None)}
+                           "wiener_vocals_gain": max((g for g in (_diff(w.get("vocals_sdr"), residual.get("vocals_sdr"))
+                                                                 for w in wiener) if g is not None), default=None)}
     unet = results.get("unet-150", {}).get("rows", [])
     if unet:
         own = [r for r in unet if not str(r.get("checkpoint", "")).startswith("checkpoints/")]

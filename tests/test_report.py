@@ -376,7 +376,6 @@ def test_report_figures_are_drawn_at_their_slot_size(repo):
     assert report.gather(repo, {})["figures"]["r_loss"]["width_cm"] == pytest.approx(w)
 
 
-
 def test_the_accompaniment_finding_compares_the_residual_blend_with_the_best_network_row():
     from hw2.report import findings
 
