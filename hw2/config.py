@@ -14,7 +14,8 @@ from hw2.model import ARCHITECTURES, ModelConfig
 from hw2.sampling import MIXING, OFFSETS, STRATEGIES
 from hw2.tracks import TARGET_SOURCES
 
-AMP = ("auto", "on", "off")  # auto: float16 on CUDA, float32 on the CPU; on: also bfloat16 on the CPU
+AMP = ("auto", "on", "off")
+LOSSES = ("mse", "wave-l1")  # auto: float16 on CUDA, float32 on the CPU; on: also bfloat16 on the CPU
 
 
 def flag(default, help: str, **kw):
@@ -72,7 +73,12 @@ class TrainConfig:
     unidirectional: bool = flag(False, "unidirectional LSTM (causal)")
     skip: bool = flag(True, "skip connection around the LSTM")
     mask: bool = flag(True, "output a mask times the mixture (--no-mask: the magnitude itself)")
-    arch: str = flag("openunmix", "network: openunmix, or unet (nb_layers: its depth)", choices=tuple(ARCHITECTURES))
+    arch: str = flag("openunmix", "network: openunmix, unet (nb_layers: its depth), or tfctdf (complex output; "
+                     "hidden_size: its channel step, nb_layers: its depth)", choices=tuple(ARCHITECTURES))
+    tfc_layers: int = flag(3, "tfctdf: 3x3 convolutions per TFC block")
+    tdf_bottleneck: int = flag(8, "tfctdf: the TDF layer's frequency bottleneck factor (0: one full-size layer)")
+    loss: str = flag("mse", "mse: on magnitudes (complex models: on real and imaginary parts); wave-l1 (complex "
+                     "models): L1 on the waveform of the estimate", choices=LOSSES)
     # run
     seed: int = flag(42, "seed of the weights and of every batch")
     device: str = flag("auto", "auto, cpu, cuda or cuda:N")
@@ -95,6 +101,16 @@ PRESETS = {
     # a model a laptop CPU trains in hours, not weeks: a quarter of the width, two LSTM layers, shorter excerpts
     "cpu": dict(epochs=30, milestones=(10, 20, 30), seq_dur=4.0, batch_size=8, samples_per_track=16, n_fft=2048,
                 n_hop=512, hidden_size=128, nb_layers=2, amp="off", nb_workers=0),
+    # complex output (issue 29): MDX-Net's vocals model on our STFT: 2048 bins (all but Nyquist at n_fft 4096),
+    # channels 32 more per level, 5 levels, 3 convolutions per block, TDF bottleneck 8; for a student's GPU
+    "tfctdf": dict(arch="tfctdf", hidden_size=32, nb_layers=5, bandwidth=22050.0, tfc_layers=3, tdf_bottleneck=8,
+                   sdr_every=5, select_by="sdr"),
+    # the same family sized for one CPU core, its 150 epochs of the study's budget (4-s excerpts, 2 per track) at most
+    # twice the U-Net's: a quarter of the bins (512, up to 5.5 kHz), a quarter of the channel step (8), 4 levels,
+    # 2 convolutions per block, TDF bottleneck 4 (bench/train_step.py: 1.6x the U-Net's step on one core)
+    "tfctdf-cpu": dict(arch="tfctdf", hidden_size=8, nb_layers=4, bandwidth=5600.0, tfc_layers=2, tdf_bottleneck=4,
+                       seq_dur=4.0, samples_per_track=2, lr_decay_patience=20, patience=150, sdr_every=5,
+                       select_by="sdr", milestones=(25, 50, 75, 100, 125, 150)),
     # Colab's T4 (tensor cores): float16 autocast, Colab's 2 CPU cores building batches
     "t4": dict(amp="auto", nb_workers=2),
     # a GTX 1080 Ti (Pascal: slow float16, no tensor cores): float32, a workstation's cores building batches
@@ -110,7 +126,7 @@ def preset_config(name: str, **fields) -> TrainConfig:
 
 
 # fields added after runs were made: their values for those runs (the loader did neither then)
-ADDED_LATER = {"offsets": "random", "pitch_shift": 0.0, "time_stretch": 0.0, "sign_flip": False}
+ADDED_LATER = {"offsets": "random", "pitch_shift": 0.0, "time_stretch": 0.0, "sign_flip": False, "loss": "mse"}
 
 # fields that may change between a run and its resumption without changing what is trained
 RESUMABLE = {"musdb_root", "out", "cache_dir", "epochs", "milestones", "device", "nb_workers", "max_minutes", "quiet",

@@ -386,14 +386,16 @@ def iteration_sweep(separator, mixture, references: dict, iterations=(0, 4, 8, 1
     return out
 
 
-def score_model(model, tracks, device="cpu", chunk_dur: float = 30.0) -> dict:
+def score_model(model, tracks, device="cpu", chunk_dur: float = 30.0, method: str | None = None) -> dict:
     """{"vocals": SDR, "accompaniment": SDR} of a model (a `SpectrogramModel` or an `hw2.blend.Blend`) on cached
-    tracks (`hw2.cache.CachedTrack`): medians over the tracks of the medians over 1-s frames, mixture phase, as
-    `hw2/infer.py` scores a checkpoint; None for a target no track could be scored on (a silent estimate)."""
+    tracks (`hw2.cache.CachedTrack`): medians over the tracks of the medians over 1-s frames, as `hw2/infer.py`
+    scores a checkpoint; None for a target no track could be scored on (a silent estimate). method: the phase
+    method, by default a complex model's own phase ("network") and the mixture's for a magnitude model."""
+    method = method or ("network" if getattr(model, "complex_output", False) else "mixture")
     sep = Separator(model, device, chunk_dur=chunk_dur)
     medians = []
     for track in tracks:
-        est = sep.separate(track.stem("mixture").T, ("mixture",), key=track.name)["mixture"]
+        est = sep.separate(track.stem("mixture").T, (method,), key=track.name)[method]
         refs = {"vocals": track.target("vocals").T, "accompaniment": track.target("accompaniment").T}
         try:
             medians.append(track_medians(score_track(track.name, refs, est, device=device)))

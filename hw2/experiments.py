@@ -35,6 +35,11 @@ BASE = dict(hidden_size=256, seq_dur=4.0, samples_per_track=2, lr_decay_patience
             mixing="incoherent", quiet=True)
 BASE_SEED = 42  # TrainConfig's default seed
 OURS = "ours (hw2.model)"
+MDX_NET = "ours, after MDX-Net (Kim et al., MDX 2021; github.com/kuielab/mdx-net)"
+# the complex TFC-TDF U-Net at its CPU size (hw2.config.PRESETS["tfctdf-cpu"]), trained with the recipe the study
+# keeps (coherent mixing, valid SDR every 5 epochs, best epoch by valid SDR), scored with its own phase
+TFCTDF = {"arch": "tfctdf", "hidden_size": 8, "nb_layers": 4, "bandwidth": 5600.0, "tfc_layers": 2,
+          "tdf_bottleneck": 4, "mixing": "coherent", "sdr_every": 5, "select_by": "sdr"}
 OPEN_UNMIX = "ours, after Open-Unmix (Stöter et al., JOSS 2019; github.com/sigsep/open-unmix-pytorch)"
 
 # name -> (fields changed from BASE, what it tests, code)
@@ -50,6 +55,10 @@ GRIDS = {
         "no-mask": ({"mask": False}, "the network outputs the magnitude, not a mask", OPEN_UNMIX),
         "unet": ({"arch": "unet", "hidden_size": 64, "nb_layers": 6},
                  "spectrogram U-Net, 6 levels, 8-256 channels (Jansson et al., ISMIR 2017)", OURS),
+        "tfctdf": (TFCTDF, "TFC-TDF U-Net, complex output (its own phase), MSE on the complex spectrum; coherent "
+                           "mixing, best epoch by valid SDR", MDX_NET),
+        "tfctdf-wave": ({**TFCTDF, "loss": "wave-l1"}, "the same, trained with an L1 loss on the waveform",
+                        MDX_NET),
     },
     # optional task 2: the shipped model with the loader's augmentations taken away one at a time
     "augment": {
@@ -116,11 +125,12 @@ def run_variant(grid: str, name: str, cfg, results_dir: Path, jobs: int, log=pri
     run = Path(cfg.out)
     history = load_history(run)
     best = load_checkpoint(run / "best.pt")
+    method = "network" if cfg.arch == "tfctdf" else "mixture"  # a complex model's own phase
     table = infer.table(infer.arguments(cfg.musdb_root, [run / "best.pt"], name=f"{grid}-{row}", out=results_dir,
-                                        jobs=jobs))
+                                        jobs=jobs, phase=(method,)))
     scored_row = table["rows"][0]
     # a results row like infer.py's (label, method, epoch, scores: every metric), plus the comparison's columns
-    return {"label": row, "variant": row, "base": name, "seed": cfg.seed, "method": "mixture", "checkpoint": str(run / "best.pt"),
+    return {"label": row, "variant": row, "base": name, "seed": cfg.seed, "method": method, "checkpoint": str(run / "best.pt"),
             "epoch": best["epoch"], "scores": scored_row["scores"], "nb_tracks": scored_row.get("nb_tracks"),
             "description": GRIDS[grid][name][1], "code": GRIDS[grid][name][2], "pretrained": False,
             "params": best["nb_params"], "epochs": len(history),

@@ -27,7 +27,9 @@ class ModelConfig:
     unidirectional: bool = False
     skip: bool = True  # concatenate the LSTM's input to its output before the decoder
     mask: bool = True  # the output is a mask times the mixture; False: the network outputs the magnitude itself
-    arch: str = "openunmix"  # or "unet": Jansson et al. (2017), see UNet
+    arch: str = "openunmix"  # or "unet": Jansson et al. (2017), see UNet; "tfctdf": complex output, see TFCTDFNet
+    tfc_layers: int = 3  # tfctdf: 3x3 convolutions per TFC block
+    tdf_bottleneck: int = 8  # tfctdf: the TDF's frequency bottleneck (bins / this); 0: one full-size layer
     rate: int = RATE
 
     @classmethod
@@ -66,7 +68,10 @@ def bandwidth_to_max_bin(rate: float, n_fft: int, bandwidth: float) -> int:
 
 class SpectrogramModel(nn.Module):
     """What every hw2 model shares: the STFT, the magnitude, and Open-Unmix's input scaler over the bins below
-    `bandwidth`. Subclasses map a mixture magnitude to a target magnitude of the same shape."""
+    `bandwidth`. Subclasses map a mixture magnitude to a target magnitude of the same shape, or, with
+    `complex_output`, a mixture complex spectrogram to the target's complex spectrogram (`TFCTDFNet`)."""
+
+    complex_output = False  # True: forward() takes and returns complex spectrograms, not magnitudes
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -195,7 +200,103 @@ class UNet(SpectrogramModel):
         return mask * mag
 
 
-ARCHITECTURES = {"openunmix": OpenUnmix, "unet": UNet}
+class TFCTDF(nn.Module):
+    """One TFC-TDF block (Choi et al., ISMIR 2020; Kim et al., MDX 2021), on (nb_samples, channels, nb_frames, f):
+    TFC, `nb_convs` 3x3 convolutions over time and frequency (batch norm, ReLU), then TDF, a fully connected layer
+    across the f bins of each frame and channel (f -> f / bottleneck -> f, batch norm, ReLU), added back."""
+
+    def __init__(self, channels: int, f: int, nb_convs: int, bottleneck: int):
+        super().__init__()
+        self.tfc = nn.Sequential(*(nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+                                                 nn.BatchNorm2d(channels), nn.ReLU()) for _ in range(nb_convs)))
+        hidden = f // bottleneck if bottleneck > 0 else f
+        layers = [nn.Linear(f, hidden, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
+        if bottleneck > 0:
+            layers += [nn.Linear(hidden, f, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
+        self.tdf = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.tfc(x)
+        return x + self.tdf(x)
+
+
+class TFCTDFNet(SpectrogramModel):
+    """A TFC-TDF U-Net that estimates the target's complex spectrogram: the phase is predicted, not copied. Our own
+    code after KUIELab's TFC-TDF-U-Net v2 (Kim et al., "KUIELab-MDX-Net", MDX workshop 2021) and DTTNet (Chen et
+    al., ICASSP 2024): real and imaginary parts in, real and imaginary parts out, no mask.
+
+    input    the mixture's bins below `bandwidth`, cut to a multiple of 2**nb_layers (the band the network sees),
+             real and imaginary parts of each audio channel as 2 * nb_channels image channels, each bin scaled by
+             the training mixtures' magnitude std (Open-Unmix's scaler, without the mean: a complex value has none)
+    encoder  a 1x1 convolution to `hidden_size` channels, then `nb_layers` levels of a TFC-TDF block and a 2x2
+             convolution of stride 2 (frequency and time halved, `hidden_size` channels more each level)
+    decoder  a TFC-TDF block at the bottom; per level a 2x2 transposed convolution, multiplied by the encoder's
+             output of that level (MDX-Net's multiplicative skip), a TFC-TDF block; a 1x1 convolution back to
+             2 * nb_channels, times the bin's std
+    output   the target's complex spectrogram, zero above the band. Time is padded to a multiple of 2**nb_layers
+             and cropped back.
+    `targets` gives the accompaniment as the mixture minus the vocals, complex: the two add up to the mixture.
+    """
+
+    complex_output = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.depth = max(1, cfg.nb_layers)
+        m = 2 ** self.depth
+        self.nb_bins = max(m, self.nb_bins // m * m)  # the band, cut so that every level halves it exactly
+        del self.input_mean  # a complex input is scaled, not centred
+        self.input_scale = nn.Parameter(torch.ones(self.nb_bins))
+        g, nb_ch = max(1, cfg.hidden_size), cfg.nb_channels
+        block = lambda c, f: TFCTDF(c, f, cfg.tfc_layers, cfg.tdf_bottleneck)  # noqa: E731
+        self.first = nn.Sequential(nn.Conv2d(2 * nb_ch, g, 1, bias=False), nn.BatchNorm2d(g), nn.ReLU())
+        self.enc, self.down, self.up, self.dec = (nn.ModuleList() for _ in range(4))
+        c, f = g, self.nb_bins
+        for _ in range(self.depth):
+            self.enc.append(block(c, f))
+            self.down.append(nn.Sequential(nn.Conv2d(c, c + g, 2, 2, bias=False), nn.BatchNorm2d(c + g), nn.ReLU()))
+            c, f = c + g, f // 2
+        self.mid = block(c, f)
+        for _ in range(self.depth):
+            self.up.append(nn.Sequential(nn.ConvTranspose2d(c, c - g, 2, 2, bias=False), nn.BatchNorm2d(c - g),
+                                         nn.ReLU()))
+            c, f = c - g, f * 2
+            self.dec.append(block(c, f))
+        self.last = nn.Conv2d(g, 2 * nb_ch, 1)
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.input_scale.copy_(1.0 / std[: self.nb_bins].clamp_min(1e-8))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        """Mixture complex spectrogram (nb_samples, nb_channels, nb_bins, nb_frames) -> target complex spectrogram,
+        same shape."""
+        nb_samples, nb_channels, nb_bins, nb_frames = spec.shape
+        x = torch.view_as_real(spec[:, :, : self.nb_bins]) * self.input_scale[:, None, None]
+        x = x.permute(0, 1, 4, 3, 2).reshape(nb_samples, 2 * nb_channels, nb_frames, self.nb_bins)  # (.., T, F)
+        x = nn.functional.pad(x, (0, 0, 0, -nb_frames % 2 ** self.depth))
+        x = self.first(x)
+        skips = []
+        for enc, down in zip(self.enc, self.down):
+            x = enc(x)
+            skips.append(x)
+            x = down(x)
+        x = self.mid(x)
+        for up, dec in zip(self.up, self.dec):
+            x = dec(up(x) * skips.pop())
+        x = self.last(x)[:, :, :nb_frames]  # (nb_samples, 2 * nb_channels, nb_frames, nb_bins)
+        x = x.reshape(nb_samples, nb_channels, 2, nb_frames, self.nb_bins).permute(0, 1, 4, 3, 2)
+        out = torch.view_as_complex((x.float() / self.input_scale.float()[:, None, None]).contiguous())
+        return nn.functional.pad(out, (0, 0, 0, nb_bins - self.nb_bins))
+
+    def targets(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture complex spectrogram -> (vocals, accompaniment) complex spectrograms, the accompaniment the
+        mixture minus the vocals; each (nb_samples, nb_channels, nb_bins, nb_frames)."""
+        vocals = self(spec)
+        return vocals, spec - vocals
+
+
+ARCHITECTURES = {"openunmix": OpenUnmix, "unet": UNet, "tfctdf": TFCTDFNet}
 
 
 def build_model(cfg: ModelConfig) -> SpectrogramModel:
@@ -208,6 +309,14 @@ def build_model(cfg: ModelConfig) -> SpectrogramModel:
 def describe(cfg: ModelConfig) -> str:
     """One line naming the network a config builds, for model cards and reports."""
     common = f"bandwidth {cfg.bandwidth:g} Hz, {'stereo' if cfg.nb_channels == 2 else 'mono'}, STFT {cfg.n_fft}/{cfg.n_hop}"
+    if cfg.arch == "tfctdf":
+        g, depth = max(1, cfg.hidden_size), max(1, cfg.nb_layers)
+        m = 2 ** depth
+        bins = max(m, min(bandwidth_to_max_bin(cfg.rate, cfg.n_fft, cfg.bandwidth), cfg.n_fft // 2 + 1) // m * m)
+        return (f"TFC-TDF U-Net after MDX-Net (Kim et al., 2021), complex output, {depth} levels, {g}-{g * (depth + 1)} "
+                f"channels, {cfg.tfc_layers} convolutions per block, TDF bottleneck {cfg.tdf_bottleneck}, "
+                f"{bins} bins ({bins * cfg.rate / cfg.n_fft / 1000:.1f} kHz), "
+                f"{'stereo' if cfg.nb_channels == 2 else 'mono'}, STFT {cfg.n_fft}/{cfg.n_hop}")
     if cfg.arch == "unet":
         base = max(1, cfg.hidden_size // 8)
         return (f"spectrogram U-Net (Jansson et al., ISMIR 2017), {max(1, cfg.nb_layers)} levels, "

@@ -44,7 +44,7 @@ def griffinlim(mag: torch.Tensor, stft: STFT, length: int, n_iter: int = 32, mom
 
 
 def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter: int = 8,
-         refine: bool = True, snapshots: dict | None = None) -> torch.Tensor:
+         refine: bool = True, snapshots: dict | None = None, init: torch.Tensor | None = None) -> torch.Tensor:
     """Multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005; Magron et al. 2015), from the mixture's
     phase. Each iteration takes every source's waveform s_j = iSTFT(|S_j| e^{i phi_j}), shares the mixture's error
     e = x - sum_k s_k equally (s_j + e / J), and keeps the phase of that signal's STFT under the magnitude |S_j|.
@@ -53,10 +53,11 @@ def misi(mags: torch.Tensor, mix: torch.Tensor, stft: STFT, length: int, n_iter:
     Returns the waveforms (nb_sources, length). refine=True returns s_j + e / J, whose magnitudes the last error
     share has refined and which add up to iSTFT(mix) exactly; refine=False returns s_j, with the magnitudes as
     given. n_iter=0 with refine=False is the mixture phase. snapshots: {iterations: None}, filled with the pair
-    (refined, fixed) of waveforms after that many iterations.
+    (refined, fixed) of waveforms after that many iterations. init: complex (nb_sources, nb_bins, nb_frames) whose
+    phases start the iterations instead of the mixture's (a complex model's own estimates).
     """
     x = stft.inverse(mix, length)
-    angles = torch.exp(1j * mix.angle())
+    angles = torch.exp(1j * (mix if init is None else init).angle())
     nb_sources = mags.shape[0]
     for i in range(n_iter + 1):
         s = stft.inverse(mags * angles, length)  # (J, length)
@@ -131,13 +132,15 @@ def mel_inverse(mag: torch.Tensor, stft: STFT, length: int, fb: torch.Tensor, n_
 
 
 def wiener(mags: torch.Tensor, mix: torch.Tensor, iterations: int = 1, eps: float = 1e-10,
-           frames_per_block: int = 256) -> torch.Tensor:
+           frames_per_block: int = 256, init: torch.Tensor | None = None) -> torch.Tensor:
     """Multichannel Wiener filter by expectation-maximisation (Open-Unmix / norbert).
 
     mags: (nb_sources, nb_channels, nb_bins, nb_frames) magnitude estimates; mix: complex
     (nb_channels, nb_bins, nb_frames). Returns complex estimates (nb_sources, nb_channels, nb_bins, nb_frames).
+    init: complex estimates of the mags' shape to start from instead of the mags with the mixture's phase (a
+    complex model's own).
     """
-    y = mags * torch.exp(1j * mix.angle())[None]
+    y = mags * torch.exp(1j * mix.angle())[None] if init is None else init
     if iterations == 0:
         return y
     scale = max(1.0, float(mix.abs().max()) / 10)  # norbert's scaling (max |X| / 10), for numerical stability

@@ -1,16 +1,19 @@
 """Checkpoint to estimates: vocals and accompaniment (non-vocals) of a full track, with a choice of phase.
 
-The model estimates the vocals magnitude V. The accompaniment magnitude is what is left of the mixture,
+The model estimates the vocals magnitude V, or, a complex model (`hw2.model.TFCTDFNet`), the vocals' complex
+spectrogram, whose magnitude is then V and whose accompaniment is the mixture minus it. The accompaniment magnitude is what is left of the mixture,
 A = max(|X| - V, 0), or a network's own estimate in a blend with an accompaniment member (`hw2.blend`). Each
 method then gives both magnitudes a phase:
 
+    network         a complex model's own estimates, inverted as they are: the phase is the network's
     mixture         the mixture's phase (Open-Unmix's default)
     griffinlim      Griffin-Lim from a random phase (the assignment's Task 2)
     griffinlim-mix  Griffin-Lim started from the mixture's phase
     wiener          a multichannel Wiener post-filter over (V, A), one EM iteration in 300-frame windows, as Open-Unmix
+                    (started from a complex model's own estimates)
     misi            multiple-input spectrogram inversion (Gunawardana & Sejdinovic 2005): Griffin-Lim over V and A
                     jointly, from the mixture's phase, with the mixture's error shared equally between them, so
-                    that the estimates add up to the mixture
+                    that the estimates add up to the mixture (a complex model: from its own phases)
     mel             each magnitude through a mel power spectrogram and back (librosa's mel_to_audio: non-negative
                     least squares through the mel filterbank, then Griffin-Lim from a random phase), in torch
     vocoder         a phase from the magnitude alone, by a vocoder trained from scratch (`hw2.vocoder`), per channel
@@ -43,7 +46,7 @@ from hw2.model import STFT, SpectrogramModel
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi, wiener
 from hw2.tracks import TARGETS, blocks
 
-METHODS = ("mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
+METHODS = ("network", "mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
 
 
@@ -167,6 +170,9 @@ class Separator:
         for m in methods:
             if m not in METHODS:
                 raise Hw2Error(f"unknown phase method {m!r}: use one or more of {', '.join(METHODS)}")
+        if "network" in methods and not getattr(self.model, "complex_output", False):
+            raise Hw2Error(f"{self.name}: the network phase method needs a complex model (python -m hw2.train "
+                           "--arch tfctdf); this one estimates magnitudes, so use --phase mixture")
         if "vocoder" in methods and self.vocoder is None:
             raise Hw2Error("the vocoder method needs a vocoder: pass --vocoder PATH (train one with "
                            "`python -m hw2.vocoder`)")
@@ -190,17 +196,25 @@ class Separator:
         the samples in `keep` (a range of the window) are used."""
         length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        V, A = (e[0] for e in self.model.targets(X.abs()[None]))
+        if getattr(self.model, "complex_output", False):  # its own complex (vocals, accompaniment)
+            Vc, Ac = (e[0] for e in self.model.targets(X[None]))
+            V, A = Vc.abs(), Ac.abs()
+        else:
+            Vc = Ac = None
+            V, A = (e[0] for e in self.model.targets(X.abs()[None]))
         # Griffin-Lim needs no context (the model had it): it runs on the kept frames plus a margin beyond n_fft,
         # not on the whole window (1.5 times the work); the output lands at sample f0 * hop of the window
         margin = self.stft.n_fft // hop + 1
         f0, f1 = max(0, keep[0] // hop - margin), min(X.shape[-1], -(-keep[1] // hop) + margin)
         gl_length = length - f0 * hop if f1 == X.shape[-1] else (f1 - f0 - 1) * hop
         out = {m: {} for m in methods}
+        if "network" in methods:
+            out["network"] = {"vocals": self.stft.inverse(Vc, length), "accompaniment": self.stft.inverse(Ac, length)}
         if "wiener" in methods:  # joint over channels and targets
             y = torch.empty((2, *X.shape), dtype=X.dtype, device=X.device)
             for s, e in _grid(first_frame, X.shape[-1], self.wiener_win):
-                y[..., s:e] = wiener(torch.stack([V[..., s:e], A[..., s:e]]), X[..., s:e])
+                y[..., s:e] = wiener(torch.stack([V[..., s:e], A[..., s:e]]), X[..., s:e],
+                                     init=None if Vc is None else torch.stack([Vc[..., s:e], Ac[..., s:e]]))
             out["wiener"] = {t: self.stft.inverse(y[j], length) for j, t in enumerate(TARGETS)}
             del y
         if "misi" in methods:  # joint over targets, one channel at a time, on Griffin-Lim's frames
@@ -208,14 +222,15 @@ class Separator:
             for ch in range(X.shape[0]):
                 waves[ch, :, f0 * hop:f0 * hop + gl_length] = misi(
                     torch.stack([V[ch, :, f0:f1], A[ch, :, f0:f1]]), X[ch, :, f0:f1], self.stft, gl_length,
-                    self.misi_iters, self.misi_refine)
+                    self.misi_iters, self.misi_refine,
+                    init=None if Vc is None else torch.stack([Vc[ch, :, f0:f1], Ac[ch, :, f0:f1]]))
             out["misi"] = {t: waves[:, j] for j, t in enumerate(TARGETS)}
         if "mel" in methods:
             fb = mel_filters(self.model.cfg.rate, self.stft.n_fft, self.n_mels).to(X.device)
             fb_pinv = torch.linalg.pinv(fb.double()).float()
         # everything else one target and one channel at a time, so that few window-size arrays live at once
         for target in TARGETS:
-            chans = {m: [] for m in methods if m not in ("wiener", "misi")}
+            chans = {m: [] for m in methods if m not in ("wiener", "misi", "network")}
             for ch in range(X.shape[0]):
                 S = V[ch] if target == "vocals" else A[ch]
                 for m in chans:

@@ -76,19 +76,42 @@ def _chunks(signals: list, rate: int, chunk_dur: float, n_fft: int):
         yield tuple(torch.from_numpy(s[None, :, a:b]) for s in signals)
 
 
+def spectral_loss(model: SpectrogramModel, mix: torch.Tensor, tgt: torch.Tensor, loss: str = "mse",
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The training loss of a batch of waveforms (nb_samples, nb_channels, nb_timesteps), the model under autocast
+    to `dtype` unless None; the STFT and the loss stay float32.
+
+    mse      a magnitude model: MSE between the estimated and true target magnitudes (Open-Unmix); a complex model
+             (`complex_output`): MSE between the estimated and true complex spectrograms, over real and
+             imaginary parts (MDX-Net)
+    wave-l1  a complex model: L1 between the estimate's waveform (its inverse STFT) and the true target's
+    """
+    with torch.no_grad():
+        X, Y = model.stft(mix), model.stft(tgt)
+    with torch.autocast(mix.device.type, dtype=dtype, enabled=dtype is not None):
+        est = model(X if model.complex_output else X.abs())
+    if not model.complex_output:
+        if loss != "mse":
+            raise Hw2Error(f"--loss {loss} needs a complex model (--arch tfctdf); magnitude models train with mse")
+        return torch.nn.functional.mse_loss(est.float(), Y.abs())
+    if loss == "wave-l1":
+        return torch.nn.functional.l1_loss(model.stft.inverse(est, tgt.shape[-1]), tgt)
+    return torch.nn.functional.mse_loss(torch.view_as_real(est), torch.view_as_real(Y))
+
+
 @torch.no_grad()
-def validation_loss(model: SpectrogramModel, tracks: list[CachedTrack], target: str, device, chunk_dur: float) -> float:
-    """MSE between estimated and true target magnitudes over full valid tracks (real mixtures), in chunks."""
+def validation_loss(model: SpectrogramModel, tracks: list[CachedTrack], target: str, device, chunk_dur: float,
+                    loss: str = "mse") -> float:
+    """The training loss (`spectral_loss`) over full valid tracks (real mixtures), in chunks, each weighted by its
+    STFT frames (so a magnitude model's is the MSE over every bin of every frame)."""
     model.eval()
     total, count = 0.0, 0
     for track in tracks:
         for mix, tgt in _chunks([track.stem("mixture"), track.target(target)], track.rate, chunk_dur,
                                 model.cfg.n_fft):
-            _, mag = model.magnitude(mix.to(device))
-            est = model(mag)
-            ref = model.magnitude(tgt.to(device))[1]
-            total += torch.nn.functional.mse_loss(est, ref, reduction="sum").item()
-            count += ref.numel()
+            frames = mix.shape[-1] // model.cfg.n_hop + 1
+            total += spectral_loss(model, mix.to(device), tgt.to(device), loss).item() * frames
+            count += frames
     model.train()
     return total / max(count, 1)
 
@@ -111,21 +134,16 @@ def make_sampler(cfg: TrainConfig, tracks: list[CachedTrack]) -> ExcerptSampler:
 
 
 def train_step(model: SpectrogramModel, optimizer, scaler, mix: torch.Tensor, tgt: torch.Tensor, device,
-               dtype: torch.dtype | None = None) -> torch.Tensor:
-    """One optimisation step on a batch of waveforms (nb_samples, nb_channels, nb_timesteps): MSE between the
-    estimated and true target magnitudes, the model under autocast to `dtype` unless None (`precision` gives
-    dtype and scaler). The STFT and the loss stay float32. Returns the loss."""
+               dtype: torch.dtype | None = None, loss: str = "mse") -> torch.Tensor:
+    """One optimisation step on a batch of waveforms (nb_samples, nb_channels, nb_timesteps) with `spectral_loss`
+    (`precision` gives dtype and scaler). Returns the loss."""
     mix, tgt = mix.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
-    with torch.no_grad():
-        x, y = model.magnitude(mix)[1], model.magnitude(tgt)[1]
-    with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-        est = model(x)
-    loss = torch.nn.functional.mse_loss(est.float(), y)
+    value = spectral_loss(model, mix, tgt, loss, dtype)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(value).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss
+    return value
 
 
 # -------------------------------------------------------------------------------------------------------- train
@@ -152,6 +170,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         v = getattr(cfg, name)
         if not math.isfinite(v) or v < 0 or (v == 0 and name not in ("weight_decay",)):
             raise Hw2Error(f"--{name.replace('_', '-')} must be a positive number, got {v}")
+    if cfg.loss != "mse" and cfg.arch != "tfctdf":
+        raise Hw2Error(f"--loss {cfg.loss} needs a complex model (--arch tfctdf); magnitude models train with mse")
+    if cfg.arch == "tfctdf" and cfg.nb_channels != 2:
+        raise Hw2Error("--arch tfctdf is a stereo model: drop --nb-channels 1")
     if cfg.n_hop > cfg.n_fft:
         raise Hw2Error(f"--n-hop {cfg.n_hop} exceeds --n-fft {cfg.n_fft}: the STFT could not be inverted; "
                        "use a hop of at most the window (Open-Unmix: 4096 / 1024)")
@@ -199,10 +221,11 @@ def _job(cfg: TrainConfig, new: bool, log: Callable[[str], None]) -> loop.Job:
 
     def step(batch) -> tuple[float, int]:
         mix, tgt = batch
-        return train_step(model, optimizer, scaler, mix, tgt, device, dtype).item(), len(mix)
+        return train_step(model, optimizer, scaler, mix, tgt, device, dtype, cfg.loss).item(), len(mix)
 
     def validate(epoch: int) -> dict:
-        scores = {"valid_loss": validation_loss(model, valid_tracks, cfg.target, device, cfg.valid_chunk_dur)}
+        scores = {"valid_loss": validation_loss(model, valid_tracks, cfg.target, device, cfg.valid_chunk_dur,
+                                               cfg.loss)}
         if cfg.sdr_every:
             scores["valid_sdr"] = validation_sdr(model, valid_tracks, device, cfg.valid_chunk_dur) \
                 if (epoch + 1) % cfg.sdr_every == 0 else None
