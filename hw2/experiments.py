@@ -7,8 +7,8 @@
 
 Each variant is the shipped model's training config with a few fields changed, trained from scratch with the
 same data, seed, augmentation and number of epochs (the budget), in `runs/experiments/<grid>/<variant>`; its best
-checkpoint (lowest valid loss) is separated with the mixture phase and scored by `hw2/infer.py` on the valid
-split. A row already in the table with the same config is not trained again, and an interrupted run resumes, so
+checkpoint (lowest valid loss, or highest valid SDR where the variant says so) is separated with the mixture phase
+(a complex network: with its own) and scored by `hw2/infer.py` on the valid split. A row already in the table with the same config is not trained again, and an interrupted run resumes, so
 the same command finishes an interrupted grid. Writes `results/<grid>.json` and `results/<grid>.md`. A
 `--set seed=N` other than the base seed (42) writes rows `<variant>-seedN` beside the others; the augment grid's
 table gives each row's difference to `all-on` at its seed, and the means over seeds.
@@ -25,7 +25,7 @@ from hw2 import Hw2Error, OneLineParser, atomic_write_text, infer, run_cli
 from hw2.checkpoint import load_checkpoint
 from hw2.config import ADDED_LATER, RESUMABLE, TrainConfig
 from hw2.plots import save_figure
-from hw2.score_plots import augment_note, models_note, plot_augment, plot_models
+from hw2.score_plots import augment_note, models_note, phases_used, plot_augment, plot_models
 from hw2.stats import load_history
 from hw2.train import train
 
@@ -233,7 +233,7 @@ def markdown(table: dict) -> str:
     data = table["data"]
     lines += ["", f"Budget: {table['budget']}. Data: {data.get('dataset', '')} (`{table['musdb_root']}`), trained on "
               f"musdb's train split, scored on its valid split ({data.get('nb_tracks')} tracks; SDR in dB, BSSEval "
-              "v4, median over 1 s frames, then over tracks; mixture phase).", "",
+              f"v4, median over 1 s frames, then over tracks; {phases_used(table)}).", "",
               f"Command: `{table['command']}` (code at commit {table.get('commit')})", ""]
     return "\n".join(lines)
 

@@ -116,8 +116,14 @@ def plot_models(table: dict) -> Figure:
 def models_note(table: dict) -> str:
     data = table.get("data", {})
     return (f"{len(table['rows'])} variants trained from scratch at one budget ({table['budget']}), scored on "
-            f"{data.get('dataset', table.get('musdb_root'))}, valid split ({data.get('nb_tracks')} tracks), mixture "
-            f"phase; from results/{table['grid']}.json: {table['command']}")
+            f"{data.get('dataset', table.get('musdb_root'))}, valid split ({data.get('nb_tracks')} tracks), "
+            f"{phases_used(table)}; from results/{table['grid']}.json: {table['command']}")
+
+
+def phases_used(table: dict) -> str:
+    """The phase a grid's rows were scored with, in words: the mixture's, and a complex network's own where one is."""
+    own = [r["variant"] for r in table["rows"] if r.get("method") == "network"]
+    return "mixture phase" + (f" ({', '.join(own)}: the network's own phase)" if own else "")
 
 
 def plot_augment(table: dict) -> Figure:
@@ -153,4 +159,5 @@ def augment_note(table: dict) -> str:
     return (f"Difference to the default (all-on: random gain, swap, track mixing, random offsets) of each "
             f"augmentation variant, trained from scratch at one budget ({table['budget']}), seeds "
             f"{', '.join(map(str, seeds))}, scored on {data.get('dataset', table.get('musdb_root'))}, valid split "
-            f"({data.get('nb_tracks')} tracks), mixture phase; from results/{table['grid']}.json: {table['command']}")
+            f"({data.get('nb_tracks')} tracks), {phases_used(table)}; from results/{table['grid']}.json: "
+            f"{table['command']}")
