@@ -48,17 +48,20 @@ def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512, max_column
     with `max_columns`, frames beyond that many are max-pooled into it (an image shown 320 px wide needs no more)."""
     import torch
 
-    x = np.asarray(audio, np.float32).reshape(len(audio), -1).mean(axis=1)
+    x = np.asarray(audio, np.float32)
+    x = x if x.ndim == 1 else x.reshape(len(x), -1).mean(axis=1)
     if len(x) < n_fft:
         x = np.pad(x, (0, n_fft - len(x)))
-    x = torch.from_numpy(np.pad(x, n_fft // 2, mode="reflect"))  # torch.stft's center=True, block by block
-    nb_frames = 1 + (len(x) - n_fft) // n_hop
+    half = n_fft // 2
+    nb_frames = 1 + len(x) // n_hop  # torch.stft's with center=True, whose reflect padding each block adds here
     columns = min(nb_frames, max_columns) if max_columns else nb_frames
-    out = np.zeros((n_fft // 2 + 1, columns), np.float32)
+    out = np.zeros((half + 1, columns), np.float32)
     window, step = torch.hann_window(n_fft), 4096
     for s in range(0, nb_frames, step):
         e = min(nb_frames, s + step)
-        mag = torch.stft(x[s * n_hop:(e - 1) * n_hop + n_fft], n_fft, n_hop, window=window, center=False,
+        lo, hi = s * n_hop - half, (e - 1) * n_hop + half
+        seg = np.pad(x[max(lo, 0):min(hi, len(x))], (max(0, -lo), max(0, hi - len(x))), mode="reflect")
+        mag = torch.stft(torch.from_numpy(seg), n_fft, n_hop, window=window, center=False,
                          return_complex=True).abs().numpy()
         cols = np.arange(s, e) * columns // nb_frames  # non-decreasing: each column the max of its frames
         first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
