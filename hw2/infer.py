@@ -127,7 +127,7 @@ def run(args, log=print) -> list[dict]:
     """The command's work (`table`); returns the table's rows. With --input, `hw2.songs.separate_songs`."""
     if getattr(args, "input", None):
         from hw2.songs import separate_songs
-        return separate_songs(args, log)
+        return separate_songs(args, load_separators, _row_names, log)
     return table(args, log)["rows"]
 
 

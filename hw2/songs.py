@@ -29,15 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
 
-from hw2 import RATE, Hw2Error, atomic_write, atomic_write_text
-from hw2.tracks import BLOCK, TARGETS, bad_tracks_message, require_ffmpeg
+from hw2 import RATE, Hw2Error, atomic_write, atomic_write_text, listening
+from hw2.checkpoint import check_writable
+from hw2.tracks import BLOCK, TARGETS, _ffmpeg_pcm, bad_tracks_message, require_ffmpeg
 
 # what a folder given to --input is searched for (a file given by name is tried whatever its suffix)
 AUDIO_SUFFIXES = (".aac", ".aif", ".aiff", ".ape", ".flac", ".m4a", ".mka", ".mp3", ".mp4", ".oga", ".ogg", ".opus",
                   ".wav", ".webm", ".wma", ".wv")
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".aif", ".aiff")  # read without ffmpeg when at 44.1 kHz
 INFO = "separation.json"
+MIN_SECONDS = 0.1  # more than half the longest STFT window (n_fft 4096 at 44.1 kHz: 0.046 s)
 
 
 @dataclass
@@ -74,8 +78,6 @@ def find_inputs(items) -> tuple[list[Path], list[str]]:
 def probe(path: Path) -> Song:
     """Channels, rate, length and reader of one input, from its header; an `Hw2Error` line if it cannot be
     separated."""
-    import soundfile as sf
-
     frames = None
     if path.suffix.lower() in SOUNDFILE_SUFFIXES:
         try:
@@ -85,10 +87,10 @@ def probe(path: Path) -> Song:
         if info is not None and info.frames == 0:
             raise Hw2Error(f"{path}: holds no audio (0 samples): pass another file")
         if info is not None and info.samplerate == RATE and info.channels in (1, 2):
-            return Song(path, RATE, info.channels, info.frames, None, info.frames / RATE)
+            return _long_enough(Song(path, RATE, info.channels, info.frames, None, info.frames / RATE))
         frames = info.frames if info is not None else None
     require_ffmpeg()
-    import stempeg
+    import stempeg  # here: slow to import, and WAV and FLAC inputs do without it
 
     try:
         probed = stempeg.Info(str(path))
@@ -108,15 +110,20 @@ def probe(path: Path) -> Song:
     seconds = float(stream.get("duration") or probed.info.get("format", {}).get("duration") or 0)
     if rate <= 0 or seconds <= 0:
         raise Hw2Error(f"{path}: its audio stream holds no audio ({seconds:g} s at {rate} Hz): pass another file")
-    return Song(path, rate, channels, frames, int(stream["index"]), seconds)
+    return _long_enough(Song(path, rate, channels, frames, int(stream["index"]), seconds))
+
+
+def _long_enough(song: Song) -> Song:
+    if song.seconds < MIN_SECONDS:  # refused here, before any work, not by the STFT after other songs are written
+        raise Hw2Error(f"{song.path}: {song.seconds:.3f} s of audio, too short to separate (at least "
+                       f"{MIN_SECONDS} s): pass a longer file")
+    return song
 
 
 def read_song(song: Song | str | Path) -> np.ndarray:
     """int16 (nb_samples, 2) at 44.1 kHz of one input (a `Song`, or a path, probed first): what
     `Separator.separate` takes. Mono is the channel twice. Memory: the result plus one block (ffmpeg's decode of
     a mono file: its int16 samples besides)."""
-    import soundfile as sf
-
     song = song if isinstance(song, Song) else probe(Path(song))
     if song.stream is None:
         out = np.empty((song.frames, 2), np.int16)
@@ -136,8 +143,6 @@ def read_song(song: Song | str | Path) -> np.ndarray:
 
 
 def _decode(song: Song, rate: int) -> list[np.ndarray]:
-    from hw2.tracks import _ffmpeg_pcm
-
     try:
         return _ffmpeg_pcm(song.path, song.stream, song.channels, rate)
     except Hw2Error:
@@ -156,8 +161,6 @@ def input_length(song: Song) -> int:
 def write_estimate(path: Path, audio: np.ndarray, song: Song) -> None:
     """Write float (nb_samples, 2) 44.1 kHz `audio` as a 16-bit WAV with the song's channels, rate and length,
     block by block (no full-length copy): through soundfile at 44.1 kHz, else resampled by ffmpeg."""
-    import soundfile as sf
-
     def chunks():
         for lo in range(0, len(audio), BLOCK):
             block = audio[lo:lo + BLOCK]
@@ -186,15 +189,10 @@ def write_estimate(path: Path, audio: np.ndarray, song: Song) -> None:
                            f"({err.splitlines()[-1][:100] if err else f'exit {proc.returncode}'})")
 
 
-def separate_songs(args, log=print) -> list[dict]:
+def separate_songs(args, load_separators, distinct_names, log=print) -> list[dict]:
     """The --input command: check every input, then separate and write each; returns one dict per song (its
-    input, folder and files)."""
-    from tqdm.auto import tqdm
-
-    from hw2 import listening
-    from hw2.checkpoint import check_writable
-    from hw2.infer import _row_names, load_separators
-
+    input, folder and files). `hw2.infer`, on the floor above, hands in its `load_separators(args)` and
+    `_row_names(paths)`, so that separators are set up and files named as for MUSDB rows without an import back."""
     if args.musdb_root:
         raise Hw2Error("--input and --musdb-root together: --input separates your own files (no scores), "
                        "--musdb-root scores MUSDB tracks; pass one of them")
@@ -217,7 +215,7 @@ def separate_songs(args, log=print) -> list[dict]:
     for sep in separators:
         sep.check_methods(args.phase)
     pairs = [(sep, m) for sep in separators for m in args.phase]
-    names = _row_names([s.path for s in songs])  # the file stem; with its folder where two inputs share one
+    names = distinct_names([s.path for s in songs])  # the file stem; with its folder where two share one
     log(f"separating {len(songs)} file{'s' * (len(songs) != 1)} ({sum(s.seconds for s in songs) / 60:.1f} min of "
         f"audio) with {', '.join(f'{sep.name} / {m}' for sep, m in pairs)}; no scores: your files have no true "
         "stems")
@@ -235,7 +233,7 @@ def separate_songs(args, log=print) -> list[dict]:
                 sub = folder / f"{sep.name}-{method}" if len(pairs) > 1 else folder
                 ticks = _Ticks(bar, song.seconds / seconds)
                 est = sep.separate(mixture, [method], key=name, progress=ticks)[method]
-                ticks.finish(round(song.seconds))
+                ticks.to(round(song.seconds))  # the header's seconds, whatever the decoder gave
                 for target in TARGETS:
                     write_estimate(sub / f"{target}.wav", est[target], song)
                 del est
@@ -273,9 +271,6 @@ class _Ticks:
         if seconds > self.shown:
             self.bar.update(seconds - self.shown)
             self.shown = seconds
-
-    def finish(self, seconds: int) -> None:
-        self.to(seconds)
 
 
 def _page_songs(out: Path) -> list:

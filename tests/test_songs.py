@@ -190,11 +190,13 @@ def bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     wav = tmp / "ok.wav"
     sf.write(wav, np.zeros((RATE, 2)), RATE)
     sf.write(tmp / "surround.wav", np.zeros((RATE, 6)), 48000)
+    sf.write(tmp / "click.wav", np.zeros((400, 2)), RATE)
     return {"missing": (["--input", str(tmp / "nope.mp3")], "no such file or folder"),
             "no-audio-stream": (["--input", str(video)], "no audio stream (video only)"),
             "not-audio": (["--input", str(tmp / "text.mp3")], "ffmpeg cannot read it"),
             "no-audio-files": (["--input", str(tmp / "empty")], "no audio files in this folder"),
             "six-channels": (["--input", str(tmp / "surround.wav")], "6 audio channels"),
+            "too-short": (["--input", str(tmp / "click.wav")], "too short to separate"),
             "with-musdb-root": (["--input", str(wav), "--musdb-root", str(tmp)], "--input and --musdb-root"),
             "with-references": (["--input", str(wav), "--references"], "--references needs")}
 
@@ -206,7 +208,7 @@ def bad(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.mark.parametrize("case", ["missing", "no-audio-stream", "not-audio", "no-audio-files", "six-channels",
-                                  "with-musdb-root", "with-references"])
+                                  "too-short", "with-musdb-root", "with-references"])
 def test_bad_input_is_one_error_line_and_nothing_written(case, bad, half, tmp_path, capsys):
     argv, says = bad[1][case]
     out = tmp_path / "out"
