@@ -1,5 +1,6 @@
 """The listening page: `<samples>/index.html` beside the WAVs that `hw2/infer.py` writes, one section per sample
-track with an audio player per file, the track's SDR per method and a spectrogram image per vocals estimate.
+track with an audio player per file, the track's SDR per method and a spectrogram image per vocals estimate; and
+its variant without scores for songs separated from any audio file (`write_song_page`, `infer.py --input`).
 
 It opens from the folder itself (file://): relative links, no script, no server, no internet. It is written with
 the TA's install alone (requirements.txt has no plotting library), so the spectrograms are drawn here with
