@@ -4,6 +4,7 @@
     python hw2/infer.py --musdb-root PATH --phase mixture griffinlim --samples 3
     python hw2/infer.py --musdb-root PATH --subset train --split valid --references
     python hw2/infer.py                                         # no MUSDB at hand: stempeg's bundled MUSDB track
+    python hw2/infer.py --input song.mp3 [more files or folders]  # your own songs: separated, not scored
 
 Prints the SDR table (median over 1-second frames, then over tracks) and writes, under --out (the repository's
 `results/`, from whatever folder the command runs in): `<name>.json` and `<name>.md` (the table),
@@ -48,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python hw2/infer.py", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--musdb-root", default="", help="MUSDB18 or MUSDB18-HQ root; empty: stempeg's example track")
+    p.add_argument("--input", nargs="+", metavar="FILE_OR_FOLDER",
+                   help="separate your own audio files (any format ffmpeg reads; a folder: the audio files in it) "
+                        "instead of MUSDB tracks: vocals.wav and accompaniment.wav per file under OUT/songs/<file>/, "
+                        "and a listening page; no scores (hw2.songs)")
     p.add_argument("--subset", default="test", choices=("train", "test"))
     p.add_argument("--split", default=None, choices=("train", "valid"),
                    help="musdb's split of the train subset (valid: the 14 validation tracks)")
@@ -78,6 +83,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_separators(args) -> list:
+    """One `Separator` per --checkpoint, with the command's phase settings and, for --phase vocoder, the vocoder;
+    each named after its checkpoint, distinctly (`_row_names`)."""
+    from hw2.checkpoint import resolve_device
+    from hw2.separate import Separator
+
+    device = resolve_device(args.device)
+    separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters, misi_iters=args.misi_iters,
+                                            misi_refine=not args.misi_fixed, n_mels=args.n_mels,
+                                            mel_iters=args.mel_iters) for c in args.checkpoint]
+    if "vocoder" in args.phase:
+        for sep in separators:
+            sep.load_vocoder(args.vocoder)
+    for sep, row_name in zip(separators, _row_names(args.checkpoint)):
+        sep.name = row_name  # distinct, or two checkpoints named best.pt would merge into one row
+    return separators
+
+
 def example_root() -> Path:
     """A MUSDB root in the temporary folder holding the one MUSDB18 track that ships inside the stempeg package
     (a link to it), made once and reused by later runs."""
@@ -101,7 +124,10 @@ def write_wav(path: Path, audio, rate: int = RATE) -> None:
 
 
 def run(args, log=print) -> list[dict]:
-    """The command's work (`table`); returns the table's rows."""
+    """The command's work (`table`); returns the table's rows. With --input, `hw2.songs.separate_songs`."""
+    if getattr(args, "input", None):
+        from hw2.songs import separate_songs
+        return separate_songs(args, load_separators, _row_names, log)
     return table(args, log)["rows"]
 
 
@@ -115,10 +141,10 @@ def table(args, log=print) -> dict:
     and the scorer's own arrays; everything else is freed method by method and track by track.
     """
     from hw2 import listening, remove_stale_temporaries
-    from hw2.checkpoint import check_writable, resolve_device
+    from hw2.checkpoint import check_writable
     from hw2.evaluate import Evaluation, markdown_table, row_slug, write_results
     from hw2.model import STFT
-    from hw2.separate import Separator, references
+    from hw2.separate import references
     from hw2.tracks import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
                             open_tracks, read_stem)
 
@@ -131,15 +157,7 @@ def table(args, log=print) -> dict:
     if args.scorer == "museval" and importlib.util.find_spec("museval") is None:
         raise Hw2Error("--scorer museval needs museval, which the TA's requirements leave out: pip install museval "
                        "(or keep the default --scorer hw2, which gives museval's numbers)")
-    device = resolve_device(args.device)
-    separators = [Separator.from_checkpoint(c, device, gl_iters=args.gl_iters, misi_iters=args.misi_iters,
-                                            misi_refine=not args.misi_fixed, n_mels=args.n_mels,
-                                            mel_iters=args.mel_iters) for c in args.checkpoint]
-    if "vocoder" in args.phase:
-        for sep in separators:
-            sep.load_vocoder(args.vocoder)
-    for sep, row_name in zip(separators, _row_names(args.checkpoint)):
-        sep.name = row_name  # distinct, or two checkpoints named best.pt would merge into one row
+    separators = load_separators(args)
     out = Path(args.out).absolute()  # printed paths are absolute: the TA copies them from any folder
     check_writable(out, "results")
     title = ""

@@ -1,5 +1,6 @@
 """The listening page: `<samples>/index.html` beside the WAVs that `hw2/infer.py` writes, one section per sample
-track with an audio player per file, the track's SDR per method and a spectrogram image per vocals estimate.
+track with an audio player per file, the track's SDR per method and a spectrogram image per vocals estimate; and
+its variant without scores for songs separated from any audio file (`write_song_page`, `infer.py --input`).
 
 It opens from the folder itself (file://): relative links, no script, no server, no internet. It is written with
 the TA's install alone (requirements.txt has no plotting library), so the spectrograms are drawn here with
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -20,6 +22,7 @@ from hw2 import RATE, atomic_write
 from hw2.evaluate import row_slug, track_medians
 from hw2.tracks import TARGETS
 
+IMAGE_COLUMNS = 1280  # a longer file's frames are max-pooled to this many (the page shows 320 px)
 TRUE_PREFIX = "true"  # true_vocals.wav, true_accompaniment.wav: the reference stems of a sample track
 # magma-like colour ramp, dark (quiet) to light (loud)
 RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
@@ -39,14 +42,45 @@ def png_bytes(rgb: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512) -> np.ndarray:
-    """(n_fft // 2 + 1, nb_frames) STFT magnitude of the channel mean of float `audio` (nb_samples, nb_channels)."""
+def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512, max_columns: int = 0) -> np.ndarray:
+    """(n_fft // 2 + 1, nb_frames) STFT magnitude of the channel mean of float `audio` (nb_samples, nb_channels).
+
+    The STFT runs over blocks of frames, so a 10-minute file costs its mono copy, not a full complex STFT (0.4 GB);
+    with `max_columns`, frames beyond that many are max-pooled into it (an image shown 320 px wide needs no more)."""
     import torch
 
-    x = torch.from_numpy(np.asarray(audio, np.float32).reshape(len(audio), -1).mean(axis=1))
+    x = np.asarray(audio, np.float32)
+    x = x if x.ndim == 1 else x.reshape(len(x), -1).mean(axis=1)
     if len(x) < n_fft:
-        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
-    return torch.stft(x, n_fft, n_hop, window=torch.hann_window(n_fft), return_complex=True).abs().numpy()
+        x = np.pad(x, (0, n_fft - len(x)))
+    half = n_fft // 2
+    nb_frames = 1 + len(x) // n_hop  # torch.stft's with center=True, whose reflect padding each block adds here
+    columns = min(nb_frames, max_columns) if max_columns else nb_frames
+    out = np.zeros((half + 1, columns), np.float32)
+    window, step = torch.hann_window(n_fft), 4096
+    for s in range(0, nb_frames, step):
+        e = min(nb_frames, s + step)
+        lo, hi = s * n_hop - half, (e - 1) * n_hop + half
+        seg = np.pad(x[max(lo, 0):min(hi, len(x))], (max(0, -lo), max(0, hi - len(x))), mode="reflect")
+        mag = torch.stft(torch.from_numpy(seg), n_fft, n_hop, window=window, center=False,
+                         return_complex=True).abs().numpy()
+        cols = np.arange(s, e) * columns // nb_frames  # non-decreasing: each column the max of its frames
+        first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+        out[:, cols[first]] = np.maximum(out[:, cols[first]], np.maximum.reduceat(mag, first, axis=1))
+    return out
+
+
+def read_mono(path: Path) -> tuple[np.ndarray, int]:
+    """(float32 channel mean of a sound file, its rate), read block by block: no stereo float copy of it."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    out = np.empty(info.frames, np.float32)
+    pos = 0
+    for block in sf.blocks(str(path), 1 << 18, dtype="float32", always_2d=True):
+        out[pos:pos + len(block)] = block.mean(axis=1)
+        pos += len(block)
+    return out[:pos], info.samplerate
 
 
 def spectrogram_image(mag: np.ndarray, rate: int = RATE, fmax: float = 8000.0, height: int = 160,
@@ -78,7 +112,13 @@ def track_sdr(score_file: Path) -> dict:
 
 
 def _href(path: Path, folder: Path) -> str:
-    return "/".join(quote(part) for part in path.relative_to(folder).parts)
+    """A link from the page in `folder` to `path`: relative (the folder may move, or be opened from elsewhere),
+    climbing out of it with ../ for a song's input file; absolute where no relative path exists (another drive)."""
+    try:
+        rel = Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute()))
+    except ValueError:
+        return Path(path).absolute().as_uri()
+    return "/".join(quote(part) for part in rel.parts)
 
 
 def _fmt(v) -> str:
@@ -95,18 +135,14 @@ def write_page(samples: Path, rows: list[dict], score_file, title: str = "Listen
     """Write `samples/index.html` and one spectrogram PNG per vocals file. `rows`: the table's rows (dicts with
     "label", "method" and the slug `hw2.evaluate.row_slug` gives); `score_file(row, track)`: the path of that
     row's museval JSON for the track (`Evaluation.path`). Returns the page, or None when there are no samples."""
-    import soundfile as sf
-
-
     samples = Path(samples)
     tracks = sorted(d for d in samples.iterdir() if d.is_dir()) if samples.is_dir() else []
     tracks = [d for d in tracks if (d / "mixture.wav").is_file()]
     if not tracks:
         return None
-    parts = []
+    sections = []
     for d in tracks:
-        lines = []  # (label, sdr dict or None, vocals file, accompaniment file)
-        lines.append(("mixture", None, d / "mixture.wav", None))
+        lines = [("mixture", None, d / "mixture.wav", None)]  # (label, sdr dict or None, vocals, accompaniment)
         if (d / f"{TRUE_PREFIX}_vocals.wav").is_file():
             lines.append(("true stems (reference)", None, d / f"{TRUE_PREFIX}_vocals.wav",
                           d / f"{TRUE_PREFIX}_accompaniment.wav"))
@@ -115,29 +151,52 @@ def write_page(samples: Path, rows: list[dict], score_file, title: str = "Listen
             voc, acc = d / f"{slug}_vocals.wav", d / f"{slug}_accompaniment.wav"
             if voc.is_file() or acc.is_file():
                 lines.append((row.get("label", slug), track_sdr(Path(score_file(row, d.name))), voc, acc))
-        # one dB reference per track (the mixture's peak), so that the images compare
-        mix, rate = sf.read(d / "mixture.wav", dtype="float32", always_2d=True)
-        ref = float(magnitude(mix).max())
+        sections.append((d.name, lines, [d / "mixture.wav"]))  # the mixture's peak: the images compare
+    return _write(samples, title, SCORED_INTRO, sections, "mixture's peak", scored=True)
+
+
+def write_song_page(folder: Path, songs: list, title: str = "Separated songs") -> Path:
+    """The page without scores, for songs separated from any audio file (`hw2.songs`): no true stems exist to
+    score against. `songs`: [(name, input file, [(label, vocals WAV, accompaniment WAV)])]; each song's input
+    plays from where it lies (a link relative to the page), the estimates beside the page, with a spectrogram
+    per vocals file in dB from the loudest estimate's peak. Writes and returns `folder/index.html`."""
+    sections = [(name, [(f"mixture: {Path(src).name} (the input)", None, Path(src), None),
+                        *((label, None, voc, acc) for label, voc, acc in ests)],
+                 [f for _, voc, acc in ests for f in (voc, acc)]) for name, src, ests in songs]
+    return _write(Path(folder), title, SONG_INTRO, sections, "loudest estimate's peak", scored=False)
+
+
+def _write(folder: Path, title: str, intro: str, sections: list, ref_name: str, scored: bool) -> Path:
+    """The page: per section (heading, lines, files whose loudest STFT bin is the dB reference of its images), a
+    table of lines (label, SDR dict or None, first file, second file or None), a player per file, the SDRs if
+    `scored`, and a spectrogram of each first file that is a WAV inside `folder` (the hw2-written ones)."""
+    parts = []
+    for heading, lines, ref_files in sections:
+        ref = max(float(magnitude(read_mono(f)[0], max_columns=IMAGE_COLUMNS).max()) for f in ref_files)
         body = []
         for label, sdr, voc, acc in lines:
             img = ""
-            if voc.is_file():
-                audio, rate = sf.read(voc, dtype="float32", always_2d=True)
+            if voc.suffix == ".wav" and voc.is_file() and folder.absolute() in voc.absolute().parents:
+                audio, rate = read_mono(voc)
                 png = voc.with_suffix(".png")
                 with atomic_write(png) as tmp:
-                    tmp.write_bytes(png_bytes(spectrogram_image(magnitude(audio), rate, ref=ref)))
-                img = f'<img src="{_href(png, samples)}" alt="spectrogram of {html.escape(voc.name)}">'
-            sdr_cells = "".join(f"<td class=num>{_fmt(sdr.get(t)) if sdr else ''}</td>" for t in TARGETS)
-            body.append(f"<tr><th>{html.escape(label)}</th>{_player(voc, samples)}"
-                        f"{_player(acc, samples) if acc is not None else '<td></td>'}{sdr_cells}"
+                    tmp.write_bytes(png_bytes(spectrogram_image(magnitude(audio, max_columns=IMAGE_COLUMNS), rate,
+                                                                ref=ref)))
+                del audio
+                img = f'<img src="{_href(png, folder)}" alt="spectrogram of {html.escape(voc.name)}">'
+            sdr_cells = "".join(f"<td class=num>{_fmt(sdr.get(t)) if sdr else ''}</td>" for t in TARGETS) \
+                if scored else ""
+            body.append(f"<tr><th>{html.escape(label)}</th>{_player(voc, folder)}"
+                        f"{_player(acc, folder) if acc is not None else '<td></td>'}{sdr_cells}"
                         f"<td>{img}</td></tr>")
-        parts.append(f"<section><h2>{html.escape(d.name)}</h2><table><thead><tr><th>what</th>"
-                     "<th>vocals (or the mixture)</th><th>accompaniment</th><th>vocals SDR</th>"
-                     "<th>accompaniment SDR</th><th>spectrogram of the first column, 0–8 kHz, dB from the "
-                     "mixture's peak</th></tr></thead><tbody>" + "".join(body) + "</tbody></table></section>")
-    page = samples / "index.html"
+        sdr_heads = "<th>vocals SDR</th><th>accompaniment SDR</th>" if scored else ""
+        parts.append(f"<section><h2>{html.escape(heading)}</h2><table><thead><tr><th>what</th>"
+                     f"<th>vocals (or the mixture)</th><th>accompaniment</th>{sdr_heads}<th>spectrogram of the "
+                     f"first column, 0–8 kHz, dB from the {ref_name}</th></tr></thead><tbody>" + "".join(body)
+                     + "</tbody></table></section>")
+    page = folder / "index.html"
     with atomic_write(page) as tmp:
-        tmp.write_text(PAGE.format(title=html.escape(title), body="\n".join(parts)), encoding="utf-8")
+        tmp.write_text(PAGE.format(title=html.escape(title), intro=intro, body="\n".join(parts)), encoding="utf-8")
     return page
 
 
@@ -153,9 +212,11 @@ img {{ height: 80px; width: 320px; image-rendering: auto; }}
 </style></head>
 <body>
 <h1>{title}</h1>
-<p>Per track: the mixture, the true stems and each method's estimates, with the track's SDR (museval BSSEval v4,
-median over its 1 s frames; the results table gives the median over all tracks). Opens from this folder: no
-server, no internet.</p>
+<p>{intro} Opens from this folder: no server, no internet.</p>
 {body}
 </body></html>
 """
+SCORED_INTRO = """Per track: the mixture, the true stems and each method's estimates, with the track's SDR (museval
+BSSEval v4, median over its 1 s frames; the results table gives the median over all tracks)."""
+SONG_INTRO = """Per song: the input file as the mixture, and the vocals and accompaniment each checkpoint and phase
+method separated from it. No scores: a song has no true stems to score against."""

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw2 import Hw2Error
+from hw2 import RATE, Hw2Error
 from hw2.checkpoint import load_checkpoint, model_from_checkpoint
 from hw2.model import STFT, SpectrogramModel
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi, wiener
@@ -160,13 +160,8 @@ class Separator:
         """Random Griffin-Lim phases depend only on (seed, key): reruns and parallel runs agree."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(key.encode()))
 
-    @torch.no_grad()
-    def separate(self, mixture: np.ndarray, methods=("mixture",), key: str = "") -> dict:
-        """mixture: (nb_timesteps, nb_channels), float in [-1, 1] or int16 PCM ->
-        {method: {"vocals": arr, "accompaniment": arr}}, float32 (nb_timesteps, nb_channels) each.
-
-        All methods share one model pass per block; to hold one method's outputs at a time on a long track, call
-        it once per method."""
+    def check_methods(self, methods) -> None:
+        """Refuse, with one line, a method this separator cannot run: callers check before any work."""
         for m in methods:
             if m not in METHODS:
                 raise Hw2Error(f"unknown phase method {m!r}: use one or more of {', '.join(METHODS)}")
@@ -176,6 +171,32 @@ class Separator:
         if "vocoder" in methods and self.vocoder is None:
             raise Hw2Error("the vocoder method needs a vocoder: pass --vocoder PATH (train one with "
                            "`python -m hw2.vocoder`)")
+
+    @torch.no_grad()
+    def separate(self, mixture: np.ndarray, methods=("mixture",), key: str = "", rate: int = RATE,
+                 progress=None) -> dict:
+        """mixture: (nb_timesteps, nb_channels), float in [-1, 1] or int16 PCM, at `rate` Hz ->
+        {method: {"vocals": arr, "accompaniment": arr}}, float32 of the mixture's shape each.
+
+        Stereo is what the models learnt from (MUSDB): a mono mixture, (nb_timesteps, 1) or (nb_timesteps,), is
+        separated as its own channel twice and each estimate given back mono, in the mixture's shape (the mean
+        of its two channels). The model's rate (44.1 kHz) is the only one accepted: other rates are refused,
+        not guessed at (`hw2.songs.read_song` decodes any file to 44.1 kHz stereo int16).
+        All methods share one model pass per block; to hold one method's outputs at a time on a long track, call
+        it once per method. `progress(nb_samples)`, if given, is called as each block is done."""
+        self.check_methods(methods)
+        if int(rate) != self.model.cfg.rate:
+            raise Hw2Error(f"audio at {rate} Hz; {self.name} works at {self.model.cfg.rate} Hz: resample it first "
+                           "(hw2.songs.read_song(path) decodes any file to 44.1 kHz stereo, or ffmpeg -ar 44100)")
+        shape = np.shape(mixture)
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] not in (1, 2)):
+            raise Hw2Error(f"a mixture of shape {shape}: pass (nb_timesteps, 2) or (nb_timesteps, 1) audio "
+                           "(a (2, nb_timesteps) array: its transpose)")
+        if len(shape) == 1 or shape[1] == 1:  # the channel twice: int16 of a 10-minute song, 0.1 GB
+            mixture = np.repeat(np.reshape(mixture, (-1, 1)), 2, axis=1)
+        if len(mixture) <= self.stft.n_fft // 2:  # the STFT's reflect padding needs more
+            raise Hw2Error(f"a mixture of {len(mixture)} samples; separation needs more than "
+                           f"{self.stft.n_fft // 2} ({self.stft.n_fft / 2 / self.model.cfg.rate:.3f} s)")
         length, nb_channels = mixture.shape
         hop = self.stft.n_hop
         out = {m: {t: np.empty((length, nb_channels), np.float32) for t in TARGETS} for m in methods}
@@ -188,6 +209,10 @@ class Separator:
             for m, est in self._window(audio.to(self.device), methods, lo // hop, gens, (a - lo, b - lo)).items():
                 for t, wave in est.items():
                     out[m][t][a:b] = _to_numpy(wave[:, a - lo:b - lo])
+            if progress is not None:
+                progress(b - a)
+        if shape != mixture.shape:  # mono in, mono out
+            out = {m: {t: est.mean(axis=1).reshape(shape) for t, est in ests.items()} for m, ests in out.items()}
         release_freed_memory()
         return out
 
