@@ -90,8 +90,9 @@ def _resume_point(run: Path, cfg, fmt: str, kind: str, writer: str, from_dict, r
     diff = [k for k in new if k not in resumable and old.get(k) != new[k]]
     if diff:
         k = diff[0]
-        raise Hw2Error(f"{run}: holds a {kind} run with a different config ({k}: {old.get(k)!r} there, {new[k]!r} "
-                       "now); use the same flags to resume it, or a new --out")
+        article = "an" if kind[:1].lower() in "aeiou" else "a"  # an Open-Unmix run, a vocoder run
+        raise Hw2Error(f"{run}: holds {article} {kind} run with a different config ({k}: {old.get(k)!r} there, "
+                       f"{new[k]!r} now); use the same flags to resume it, or a new --out")
     if not (run / "last.pt").exists():
         kept = sorted(p.name for p in run.glob("*.pt"))
         if kept:

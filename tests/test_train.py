@@ -342,7 +342,8 @@ def test_run_folder_with_another_config(wav_root, wav_cache, tmp_path):
     run.mkdir()
     cfg = tiny(wav_root, run, wav_cache)
     (run / "config.json").write_text(json.dumps(asdict(cfg)))
-    with pytest.raises(Hw2Error, match=r"different config \(hidden_size: 32 there, 16 now\)"):
+    with pytest.raises(Hw2Error, match=r"holds an Open-Unmix run with a different config \(hidden_size: 32 there, "
+                                       r"16 now\)"):
         train(replace(cfg, hidden_size=16), log=lambda m: None)
     with pytest.raises(Hw2Error, match=r"different config \(sampler"):
         train(replace(cfg, sampler="exhaustive"), log=lambda m: None)
