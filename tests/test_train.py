@@ -391,6 +391,25 @@ def test_load_checkpoint_bad_files(tmp_path):
             load_checkpoint(other)
 
 
+def test_a_folder_or_another_file_as_checkpoint_says_what_it_is(tmp_path):
+    """A run folder is not "no such checkpoint": the line names the .pt files in it. A file that is no checkpoint
+    at all (README.md) is not told to be restored with git checkout: that would not make it one."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(Hw2Error, match=r"run: a folder, not a checkpoint file; .* holds none") as e:
+        load_checkpoint(run)
+    assert "no such" not in str(e.value)
+    for name in ("last.pt", "best.pt", "epoch002.pt"):
+        (run / name).write_bytes(b"x")
+    with pytest.raises(Hw2Error, match=r"run: a folder, not a checkpoint file; pass --checkpoint one of the .pt "
+                                       r"files in it \(best.pt, epoch002.pt, last.pt\), for example .*run/best.pt"):
+        load_checkpoint(run)
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    with pytest.raises(Hw2Error, match=r"README.md: not a checkpoint \(torch.save writes a zip archive") as e:
+        load_checkpoint(readme)
+    assert "git checkout" not in str(e.value)
+
+
 def test_checkpoint_with_wrong_weights_or_config(tmp_path):
     cfg = TrainConfig(hidden_size=16, nb_layers=1, n_fft=512, n_hop=128)
     with pytest.raises(Hw2Error, match="do not fit the model"):
