@@ -487,6 +487,27 @@ def test_an_interrupted_run_resumes_and_gives_the_same_table(wav_root, checkpoin
     assert not any("already scored" in line for line in log)
 
 
+def test_an_error_after_the_bars_started_is_a_line_of_its_own(wav_root, checkpoint, tmp_path, monkeypatch):
+    """In a log file (stdout and stderr together) the bars' carriage returns keep their text on one line: the
+    interrupt or error line must not be glued to its end."""
+    import contextlib
+    import io
+
+    import hw2.separate
+
+    def stop(self, mixture, methods, key=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw2.separate.Separator, "separate", stop)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        code = main(["--musdb-root", str(wav_root), "--checkpoint", str(checkpoint), "--samples", "0", "--jobs", "1",
+                     "--out", str(tmp_path / "out")])
+    assert code == 130
+    assert "audio separated" in log.getvalue()  # the bars were drawn
+    assert log.getvalue().split("\n")[-2] == "interrupted: no results table was written", log.getvalue()
+
+
 def test_a_track_with_silent_vocals_is_reported_not_scored(wav_root, checkpoint, tmp_path, capsys):
     root = tmp_path / "musdb"
     names = sorted(p.name for p in (wav_root / "train").iterdir())[:2]

@@ -224,6 +224,22 @@ def test_time_limit_stops_within_one_step_and_a_finished_run_says_so(wav_root, w
     assert len(logs) == 1 and "finished (2 epochs" in logs[0] and "resuming" not in logs[0]
 
 
+def test_a_time_limit_line_in_a_log_file_starts_its_own_line(wav_root, wav_cache, tmp_path):
+    """Output to a file (stdout and stderr together, as `> log 2>&1` gives): the progress bar redraws its line with
+    carriage returns, so the time-limit and epoch lines must come after a newline, not glued to the bar's text."""
+    import contextlib
+    import io
+
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        train(tiny(wav_root, tmp_path / "a", wav_cache, epochs=1, quiet=False), log=print)
+        train(tiny(wav_root, tmp_path / "b", wav_cache, quiet=False, max_minutes=1e-9), log=print)
+    lines = log.getvalue().split("\n")
+    ours = [line for line in lines if "time limit of" in line or line.lstrip("\r ").startswith("epoch 1:")]
+    assert len(ours) == 2, log.getvalue()
+    assert all(line.startswith(("time limit of", "epoch 1:")) for line in ours), ours
+
+
 def test_resume_with_more_epochs_continues(wav_root, wav_cache, tmp_path):
     cfg = tiny(wav_root, tmp_path / "run", wav_cache, epochs=1)
     train(cfg, log=lambda m: None)
