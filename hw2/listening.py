@@ -39,14 +39,36 @@ def png_bytes(rgb: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512) -> np.ndarray:
-    """(n_fft // 2 + 1, nb_frames) STFT magnitude of the channel mean of float `audio` (nb_samples, nb_channels)."""
+MAX_COLUMNS = 1200  # a spectrogram image's width at most (a 10-minute track has 51,700 frames at hop 512)
+
+
+def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512, max_columns: int = MAX_COLUMNS,
+              block: int = 1024) -> np.ndarray:
+    """(n_fft // 2 + 1, nb_columns) STFT magnitude of the channel mean of float `audio` (nb_samples,
+    nb_channels): one column per frame up to `max_columns` frames (14 s), beyond that the largest of each run of
+    consecutive frames (so a loud moment stays visible), at most `max_columns` columns. Computed `block` frames at
+    a time: a 10-minute track's whole STFT and its image took 1.6 GB at once, now a few MB."""
     import torch
 
     x = torch.from_numpy(np.asarray(audio, np.float32).reshape(len(audio), -1).mean(axis=1))
     if len(x) < n_fft:
         x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
-    return torch.stft(x, n_fft, n_hop, window=torch.hann_window(n_fft), return_complex=True).abs().numpy()
+    nb_frames = 1 + len(x) // n_hop  # torch.stft's, centred
+    # the centred STFT's reflection padding once, then each block's frames exactly as the whole STFT has them
+    x = torch.nn.functional.pad(x[None, None], (n_fft // 2, n_fft // 2), mode="reflect")[0, 0]
+    group = -(-nb_frames // max_columns)  # frames per column
+    step = group * max(1, block // group)  # frames per block: whole columns
+    window = torch.hann_window(n_fft)
+    columns = []
+    for f0 in range(0, nb_frames, step):
+        f1 = min(f0 + step, nb_frames)
+        seg = x[f0 * n_hop:(f1 - 1) * n_hop + n_fft]
+        mag = torch.stft(seg, n_fft, n_hop, window=window, center=False, return_complex=True).abs()
+        pad = -mag.shape[1] % group  # the last column may hold fewer frames
+        if pad:
+            mag = torch.cat([mag, mag[:, -1:].expand(-1, pad)], dim=1)
+        columns.append(mag.reshape(mag.shape[0], -1, group).amax(dim=2))
+    return torch.cat(columns, dim=1).numpy()
 
 
 def spectrogram_image(mag: np.ndarray, rate: int = RATE, fmax: float = 8000.0, height: int = 160,
