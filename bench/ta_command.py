@@ -128,11 +128,11 @@ def measure(checkout: Path, root: Path, phases: list[str], jobs: int | None, che
     tree = {pid: kib for pid, kib in sampler.hwm.items() if pid != proc.pid}
     main = next((kib for pid, kib in tree.items() if "infer.py" in sampler.cmd[pid]), 0)
     workers = [kib for pid, kib in tree.items() if "spawn_main" in sampler.cmd[pid]]
-    sdr = re.search(r"\| \S+ / mixture \| \d+ \| (-?[\d.]+) \|", stdout)
+    sdr = re.search(r"\| \S+ / mixture \| [^|]+ \| (-?[\d.]+) \|", stdout)  # the epoch column: 150, or 116+65+32
     return {"wall": wall, "max_rss": max_rss / 1024, "main": main / 1024, "worker": max(workers, default=0) / 1024,
             "nb_workers": len(workers), "tree": sampler.tree_peak / 1024, "pss": sampler.tree_pss / 1024,
             "sum": sum(tree.values()) / 1024, "sdr": float(sdr.group(1)) if sdr else None,
-            "jobs_line": next((line for line in stdout.splitlines() + stderr.splitlines() if "--jobs" in line), "")}
+            "jobs_line": next((line for line in stdout.splitlines() if line.startswith("--jobs")), "")}
 
 
 def main(argv=None) -> int:
