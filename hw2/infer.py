@@ -274,9 +274,10 @@ def arguments(root, checkpoints, subset: str = "train", split: str | None = "val
     return args
 
 
-# peak memory of the command's process while it separates, and of one scoring worker, as a fixed part plus bytes per
-# stereo sample of the longest track: `bench/ta_command.py` on a 10-minute track (26.5 M samples), docs/benchmarks.md
-MAIN_MEMORY, WORKER_MEMORY = (300 << 20, 44), (280 << 20, 42)
+# peak memory of the command's own process and of one scoring worker, as a fixed part plus bytes per stereo sample
+# of the longest track: fitted to `bench/ta_command.py` on a 10-minute track (26.5 M samples), default --jobs, 2
+# listening samples: 1,752 and 1,364 MiB (docs/benchmarks.md)
+MAIN_MEMORY, WORKER_MEMORY = (300 << 20, 58), (280 << 20, 43)
 
 
 def default_jobs(longest: float, cpus: int | None = None, available: int | None = None) -> tuple[int, str]:
