@@ -98,11 +98,11 @@ def read_student(root: Path) -> dict:
 
     path = root / "report" / "student.toml"
     student = read(path)
-    fixes = {"name": 'your name, name = "..."', "id": 'your student ID, id = "r12345678"',
-             "drive": 'the cloud-drive link where this folder goes, with open access, drive = "https://..."'}
+    fixes = {"name": 'your name, e.g. name = "Lin Mei-Ling"', "id": 'your student ID, e.g. id = "r12345678"',
+             "drive": 'the open-access cloud-drive link this folder goes to, drive = "https://..."'}
     for key in ("name", "id", "drive"):
         if not student.get(key) or (key == "id" and not file_id(student)):
-            raise Hw2Error(f"{path}: `{key}` is not set; write {fixes[key]} there, then run this again")
+            raise Hw2Error(f"{path}: `{key}` is not set; set it to {fixes[key]}, then run this again")
     if not re.match(r"https?://", student["drive"]):
         raise Hw2Error(f"{path}: `drive` is not a link ({student['drive']!r}); write the cloud-drive link, "
                        'drive = "https://..."')
