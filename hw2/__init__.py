@@ -41,12 +41,39 @@ def run_cli(action: Callable[[], object], interrupted: str = "interrupted") -> i
     try:
         action()
     except Hw2Error as e:
+        close_open_bars()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
+        close_open_bars()
         print(str(e) or interrupted, file=sys.stderr)
         return 130
     return 0
+
+
+def close_bar(bar) -> None:
+    """Close a tqdm progress bar (if its own loop has not) and make sure whatever is printed next starts a line of
+    its own. A bar redraws its line with carriage returns: on a terminal a bar closed without `leave` is erased,
+    but in a file or a pipe its text stays and ends with no newline, so the next line (an epoch's, an error, a
+    time limit) would be glued to it."""
+    if not hasattr(bar, "sp") or getattr(bar, "hw2_line_ended", False):  # disabled (never drawn), or done here
+        return
+    bar.hw2_line_ended = True
+    bar.close()  # nothing when its loop ran out: tqdm closed it then, and left its line open
+    notebook = sys.modules.get("tqdm.notebook")
+    if notebook is not None and isinstance(bar, notebook.tqdm_notebook):  # a widget: no line to end
+        return
+    if not bar.leave and not (hasattr(bar.fp, "isatty") and bar.fp.isatty()):
+        bar.fp.write("\n")
+        bar.fp.flush()
+
+
+def close_open_bars() -> None:
+    """`close_bar` every tqdm bar still open (an error or Ctrl-C left it), in screen order."""
+    tqdm = sys.modules.get("tqdm")  # not imported here: a command that drew no bar has none open
+    if tqdm is not None:
+        for bar in sorted(getattr(tqdm.tqdm, "_instances", ()), key=lambda b: abs(getattr(b, "pos", 0))):
+            close_bar(bar)
 
 
 TMP_TAG = ".tmp"

@@ -30,12 +30,26 @@ def load_checkpoint(path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT, kind
     """Read and check an hw2 checkpoint of format `fmt` (the separator's, or the vocoder's with its own words);
     every failure is one `Hw2Error` line naming the file and the fix."""
     path = Path(path)
+    what = f"{'' if kind == 'Open-Unmix' else kind + ' '}checkpoint"
+    if path.is_dir():  # a run folder, most likely: name the checkpoints it holds
+        inside = sorted(p.name for p in path.glob("*.pt"))
+        pick = next((n for n in ("best.pt", "vocals.pt", "last.pt") if n in inside), inside[0] if inside else "")
+        raise Hw2Error(f"{path}: a folder, not a {what} file; pass {flag} " + (
+            f"one of the .pt files in it ({', '.join(inside[:6])}{', ...' if len(inside) > 6 else ''}), for "
+            f"example {path / pick}" if inside else f"the .pt file written by `{writer}` ({example}); this folder "
+            "holds none"))
     if not path.is_file():
-        raise Hw2Error(f"{path}: no such {'' if kind == 'Open-Unmix' else kind + ' '}checkpoint; pass {flag} the "
-                       f".pt file written by `{writer}` ({example})")
+        raise Hw2Error(f"{path}: no such {what}; pass {flag} the .pt file written by `{writer}` ({example})")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        # torch.save writes a zip archive (an old torch, a pickle): a file that starts otherwise and is not named
+        # like a checkpoint is another file passed by mistake, which no `git checkout` makes a checkpoint
+        if head[:2] != b"PK" and head[:1] != b"\x80" and path.suffix not in (".pt", ".pth", ".ckpt"):
+            raise Hw2Error(f"{path}: not a {what} (torch.save writes a zip archive, this is some other file); "
+                           f"pass {flag} the .pt file written by `{writer}` ({example})") from None
         raise Hw2Error(f"{path}: not a readable checkpoint (corrupt or truncated); train again or restore it "
                        "with `git checkout -- <file>`") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt or "config" not in ckpt:

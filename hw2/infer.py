@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default="hw2", choices=("hw2", "museval"),
                    help="BSSEval v4: hw2 (museval's numbers, bounded memory) or museval itself (if installed)")
     p.add_argument("--jobs", type=int, default=None,
-                   help="scoring worker processes (default: the machine's CPU count; numbers identical to 1)")
+                   help="scoring worker processes (default: the machine's CPU count, fewer if the free memory cannot "
+                        "hold them; numbers identical to 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--vocoder", default=str(DEFAULT_VOCODER),
                    help="vocoder checkpoint of the vocoder phase method (python -m hw2.vocoder)")
@@ -148,10 +149,8 @@ def table(args, log=print) -> dict:
     from hw2.tracks import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
                             open_tracks, read_stem)
 
-    if args.jobs is None:
-        args.jobs = os.cpu_count() or 1
-    if args.jobs < 1 or args.n_mels < 1 or min(args.samples, args.gl_iters, args.max_tracks, args.misi_iters,
-                                                args.mel_iters) < 0:
+    if (args.jobs is not None and args.jobs < 1) or args.n_mels < 1 or \
+            min(args.samples, args.gl_iters, args.max_tracks, args.misi_iters, args.mel_iters) < 0:
         raise Hw2Error("--jobs and --n-mels must be at least 1; --samples, --gl-iters, --misi-iters, --mel-iters "
                        "and --max-tracks at least 0")
     if args.scorer == "museval" and importlib.util.find_spec("museval") is None:
@@ -180,6 +179,10 @@ def table(args, log=print) -> dict:
         raise Hw2Error(bad_tracks_message(problems))
     for note in notes:  # stems a few samples apart (AAC padding): scored over the shortest, and said so
         log(note)
+    if args.jobs is None:
+        args.jobs, why = default_jobs(max(durations, default=0.0))
+        if why:
+            log(why)
     for sep in separators:
         log(f"{sep.name}: epoch {sep.epoch}, {sum(p.numel() for p in sep.model.parameters()):,} parameters")
 
@@ -287,6 +290,43 @@ def arguments(root, checkpoints, subset: str = "train", split: str | None = "val
     args = parser().parse_args(argv)
     args.command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in argv)
     return args
+
+
+# peak memory of the command's own process and of one scoring worker, as a fixed part plus bytes per stereo sample
+# of the longest track: fitted to `bench/ta_command.py` on a 10-minute track (26.5 M samples), default --jobs, 2
+# listening samples: 1,752 and 1,364 MiB (docs/benchmarks.md)
+MAIN_MEMORY, WORKER_MEMORY = (300 << 20, 58), (280 << 20, 43)
+
+
+def default_jobs(longest: float, cpus: int | None = None, available: int | None = None) -> tuple[int, str]:
+    """(--jobs, the line that says why it is fewer than the CPUs, or ""): one scoring worker per CPU, as many as the
+    free memory (`available` bytes, default MemAvailable) holds beside the command's own process, for tracks up to
+    `longest` seconds; 1 scores in the command's process, with no worker. Where the free memory is unknown (not
+    Linux), one per CPU."""
+    cpus = cpus or os.cpu_count() or 1
+    available = _memory_available() if available is None else available
+    if available is None or cpus == 1:
+        return cpus, ""
+    n = longest * RATE
+    main, worker = (fixed + per * n for fixed, per in (MAIN_MEMORY, WORKER_MEMORY))
+    jobs = int(max(1, min(cpus, (available - main) // worker)))
+    if jobs == cpus:
+        return jobs, ""
+    return jobs, (f"--jobs {jobs}, not one per CPU ({cpus}): {available / 2**30:.1f} GiB of memory is free and each "
+                  f"scoring worker holds about {worker / 2**30:.1f} GiB on the longest track ({longest / 60:.1f} min), "
+                  f"beside this process's {main / 2**30:.1f} GiB; pass --jobs N to choose")
+
+
+def _memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (what the kernel can give without swapping); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 # vocals SDR of the shipped checkpoint on stempeg's example track, mixture phase: `python hw2/infer.py`

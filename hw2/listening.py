@@ -22,7 +22,6 @@ from hw2 import RATE, atomic_write
 from hw2.evaluate import row_slug, track_medians
 from hw2.tracks import TARGETS
 
-IMAGE_COLUMNS = 1280  # a longer file's frames are max-pooled to this many (the page shows 320 px)
 TRUE_PREFIX = "true"  # true_vocals.wav, true_accompaniment.wav: the reference stems of a sample track
 # magma-like colour ramp, dark (quiet) to light (loud)
 RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
@@ -42,32 +41,37 @@ def png_bytes(rgb: np.ndarray) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
-def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512, max_columns: int = 0) -> np.ndarray:
-    """(n_fft // 2 + 1, nb_frames) STFT magnitude of the channel mean of float `audio` (nb_samples, nb_channels).
+MAX_COLUMNS = 1200  # a spectrogram image's width at most (a 10-minute track has 51,700 frames at hop 512)
 
-    The STFT runs over blocks of frames, so a 10-minute file costs its mono copy, not a full complex STFT (0.4 GB);
-    with `max_columns`, frames beyond that many are max-pooled into it (an image shown 320 px wide needs no more)."""
+
+def magnitude(audio: np.ndarray, n_fft: int = 2048, n_hop: int = 512, max_columns: int = MAX_COLUMNS,
+              block: int = 1024) -> np.ndarray:
+    """(n_fft // 2 + 1, nb_columns) STFT magnitude of the channel mean of float `audio` (nb_samples,
+    nb_channels) or of mono `audio` (nb_samples,): one column per frame up to `max_columns` frames (14 s), beyond
+    that the largest of each run of consecutive frames (so a loud moment stays visible), at most `max_columns`
+    columns. Computed `block` frames at a time: a 10-minute track's whole STFT and its image took 1.6 GB at once,
+    now a few MB."""
     import torch
 
-    x = np.asarray(audio, np.float32)
-    x = x if x.ndim == 1 else x.reshape(len(x), -1).mean(axis=1)
+    x = torch.from_numpy(np.asarray(audio, np.float32).reshape(len(audio), -1).mean(axis=1))
     if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    half = n_fft // 2
-    nb_frames = 1 + len(x) // n_hop  # torch.stft's with center=True, whose reflect padding each block adds here
-    columns = min(nb_frames, max_columns) if max_columns else nb_frames
-    out = np.zeros((half + 1, columns), np.float32)
-    window, step = torch.hann_window(n_fft), 4096
-    for s in range(0, nb_frames, step):
-        e = min(nb_frames, s + step)
-        lo, hi = s * n_hop - half, (e - 1) * n_hop + half
-        seg = np.pad(x[max(lo, 0):min(hi, len(x))], (max(0, -lo), max(0, hi - len(x))), mode="reflect")
-        mag = torch.stft(torch.from_numpy(seg), n_fft, n_hop, window=window, center=False,
-                         return_complex=True).abs().numpy()
-        cols = np.arange(s, e) * columns // nb_frames  # non-decreasing: each column the max of its frames
-        first = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
-        out[:, cols[first]] = np.maximum(out[:, cols[first]], np.maximum.reduceat(mag, first, axis=1))
-    return out
+        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
+    nb_frames = 1 + len(x) // n_hop  # torch.stft's, centred
+    # the centred STFT's reflection padding once, then each block's frames exactly as the whole STFT has them
+    x = torch.nn.functional.pad(x[None, None], (n_fft // 2, n_fft // 2), mode="reflect")[0, 0]
+    group = -(-nb_frames // max_columns)  # frames per column
+    step = group * max(1, block // group)  # frames per block: whole columns
+    window = torch.hann_window(n_fft)
+    columns = []
+    for f0 in range(0, nb_frames, step):
+        f1 = min(f0 + step, nb_frames)
+        seg = x[f0 * n_hop:(f1 - 1) * n_hop + n_fft]
+        mag = torch.stft(seg, n_fft, n_hop, window=window, center=False, return_complex=True).abs()
+        pad = -mag.shape[1] % group  # the last column may hold fewer frames
+        if pad:
+            mag = torch.cat([mag, mag[:, -1:].expand(-1, pad)], dim=1)
+        columns.append(mag.reshape(mag.shape[0], -1, group).amax(dim=2))
+    return torch.cat(columns, dim=1).numpy()
 
 
 def read_mono(path: Path) -> tuple[np.ndarray, int]:
@@ -172,7 +176,7 @@ def _write(folder: Path, title: str, intro: str, sections: list, ref_name: str, 
     `scored`, and a spectrogram of each first file that is a WAV inside `folder` (the hw2-written ones)."""
     parts = []
     for heading, lines, ref_files in sections:
-        ref = max(float(magnitude(read_mono(f)[0], max_columns=IMAGE_COLUMNS).max()) for f in ref_files)
+        ref = max(float(magnitude(read_mono(f)[0], max_columns=MAX_COLUMNS).max()) for f in ref_files)
         body = []
         for label, sdr, voc, acc in lines:
             img = ""
@@ -180,7 +184,7 @@ def _write(folder: Path, title: str, intro: str, sections: list, ref_name: str, 
                 audio, rate = read_mono(voc)
                 png = voc.with_suffix(".png")
                 with atomic_write(png) as tmp:
-                    tmp.write_bytes(png_bytes(spectrogram_image(magnitude(audio, max_columns=IMAGE_COLUMNS), rate,
+                    tmp.write_bytes(png_bytes(spectrogram_image(magnitude(audio, max_columns=MAX_COLUMNS), rate,
                                                                 ref=ref)))
                 del audio
                 img = f'<img src="{_href(png, folder)}" alt="spectrogram of {html.escape(voc.name)}">'

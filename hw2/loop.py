@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from hw2 import Hw2Error, __version__, atomic_write_text, remove_stale_temporaries
+from hw2 import Hw2Error, __version__, atomic_write_text, close_bar, remove_stale_temporaries
 from hw2.checkpoint import atomic_torch_save, check_writable, load_checkpoint
 
 # the loop's clock: a test replaces it to step past a time limit without waiting for one
@@ -90,8 +90,9 @@ def _resume_point(run: Path, cfg, fmt: str, kind: str, writer: str, from_dict, r
     diff = [k for k in new if k not in resumable and old.get(k) != new[k]]
     if diff:
         k = diff[0]
-        raise Hw2Error(f"{run}: holds a {kind} run with a different config ({k}: {old.get(k)!r} there, {new[k]!r} "
-                       "now); use the same flags to resume it, or a new --out")
+        article = "an" if kind[:1].lower() in "aeiou" else "a"  # an Open-Unmix run, a vocoder run
+        raise Hw2Error(f"{run}: holds {article} {kind} run with a different config ({k}: {old.get(k)!r} there, "
+                       f"{new[k]!r} now); use the same flags to resume it, or a new --out")
     if not (run / "last.pt").exists():
         kept = sorted(p.name for p in run.glob("*.pt"))
         if kept:
@@ -186,17 +187,19 @@ def _loop(job: Job, ckpt: dict | None, t_start: float, gate: InterruptGate, resu
         model.train()
         bar = tqdm(job.batches(epoch, state["step"]), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=cfg.quiet, initial=state["step"], total=job.nb_batches(epoch))
-        for batch in bar:
-            with gate.held():  # a step is taken whole: a Ctrl-C during it takes effect at its end
-                loss, weight = job.step(batch)
-                state["step"] += 1
-                state["loss_sum"] += loss * weight
-                state["loss_count"] += weight
-            bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
-            if time_limit_reached(deadline, cfg.max_minutes, epoch, state["step"], save_progress, run / "last.pt",
-                                  log):
-                return summary(run, state, "time-limit")
-        bar.close()
+        try:
+            for batch in bar:
+                with gate.held():  # a step is taken whole: a Ctrl-C during it takes effect at its end
+                    loss, weight = job.step(batch)
+                    state["step"] += 1
+                    state["loss_sum"] += loss * weight
+                    state["loss_count"] += weight
+                bar.set_postfix(loss=f"{state['loss_sum'] / state['loss_count']:.4g}")
+                if time_limit_reached(deadline, cfg.max_minutes, epoch, state["step"], save_progress,
+                                      run / "last.pt", log, bar):
+                    return summary(run, state, "time-limit")
+        finally:  # on an error or Ctrl-C too: the line printed next is not glued to the bar's in a log file
+            close_bar(bar)
 
         # validation changes nothing a resume needs: stopped in it, the run resumes with this epoch's validation
         scores = job.validate(epoch)
@@ -250,13 +253,15 @@ def _end_epoch(cfg, state: dict, optimizer, scores: dict, seconds: float, select
 
 
 def time_limit_reached(deadline: float, max_minutes: float, epoch: int, step: int,
-                       save_progress: Callable[[], None], last: Path, log: Callable[[str], None]) -> bool:
+                       save_progress: Callable[[], None], last: Path, log: Callable[[str], None], bar=None) -> bool:
     """After every step, the last of an epoch included (the resume then starts with that epoch's validation), so
     that a run stops within one step of its limit: past `deadline`, save what a resume needs (`save_progress`) and
-    say so."""
+    say so, once the epoch's `bar` is closed (its line ended)."""
     if clock() <= deadline:
         return False
     save_progress()
+    if bar is not None:
+        close_bar(bar)
     log(f"time limit of {max_minutes:g} min reached in epoch {epoch + 1} at step {step}; saved {last}: "
         "run the same command to resume")
     return True

@@ -2,13 +2,15 @@
 
 Every `plot_*` function takes data and returns a `matplotlib.figure.Figure` built without pyplot (no global
 state, nothing shown twice in a notebook, nothing leaked in a loop); `save_figure(fig, name)` writes it to
-`report/figures/<name>.png` (or `$HW2_FIGURES/<name>.png`). The numbers they draw come from `hw2.stats`; the
-figures of scores are in `hw2.score_plots`, the notebooks' audio players in `hw2.players`.
+`report/figures/<name>.png` (or `$HW2_FIGURES/<name>.png`; a smoke run's to a scratch folder). The numbers they
+draw come from `hw2.stats`; the figures of scores are in `hw2.score_plots`, the notebooks' audio players in
+`hw2.players`.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -32,17 +34,24 @@ DPI = 120
 
 
 # ----------------------------------------------------------------------------------------------------- saving
-def figures_dir() -> Path:
-    """`$HW2_FIGURES`, else `report/figures` of the repository that holds this package."""
+SMOKE_FIGURES = Path(tempfile.gettempdir()) / "hw2-smoke-figures"
+
+
+def figures_dir(smoke: bool = False) -> Path:
+    """`$HW2_FIGURES`; else, for a smoke run (`smoke`: a notebook's SMOKE), `SMOKE_FIGURES` in the temporary
+    folder, since figures of a few tracks and tiny settings must not replace the report's, drawn from full runs on
+    real data; else `report/figures` of the repository that holds this package."""
     env = os.environ.get("HW2_FIGURES")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "report" / "figures"
+    if env:
+        return Path(env).expanduser()
+    return SMOKE_FIGURES if smoke else Path(__file__).resolve().parents[1] / "report" / "figures"
 
 
-def save_figure(fig: Figure, name: str, note: str | None = None, dpi: int = DPI) -> Path:
-    """Write `fig` as `<figures_dir>/<name>.png` (the folder is created) and return the path. `note` (say, which
-    data the figure shows) goes beside it as `<name>.txt`, which the report prints under the figure; without a
-    note, an old `<name>.txt` is removed so that it cannot describe the wrong data."""
-    folder = figures_dir()
+def save_figure(fig: Figure, name: str, note: str | None = None, dpi: int = DPI, smoke: bool = False) -> Path:
+    """Write `fig` as `<figures_dir(smoke)>/<name>.png` (the folder is created) and return the path. `note` (say,
+    which data the figure shows) goes beside it as `<name>.txt`, which the report prints under the figure; without
+    a note, an old `<name>.txt` is removed so that it cannot describe the wrong data."""
+    folder = figures_dir(smoke)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name if name.endswith(".png") else f"{name}.png")
     with atomic_write(path) as tmp:

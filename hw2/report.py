@@ -374,6 +374,16 @@ def starter_paragraphs(source: Path) -> list[str]:
     return out
 
 
+def file_id(student: dict) -> str:
+    """The student ID as it goes into file names (the course's `<id>_report.pdf`): letters, digits, `.`, `-`, `_`."""
+    return re.sub(r"[^\w.-]", "", student.get("id", ""))
+
+
+def report_name(student: dict) -> str:
+    """`<id>_report.pdf`, the name the course site asks for; `report.pdf` until an ID is set."""
+    return f"{file_id(student)}_report.pdf" if file_id(student) else "report.pdf"
+
+
 def build_report(root: Path, student: dict, out: Path | None = None, log=print) -> Path:
     source = root / "report" / "report.typ"
     if not source.is_file():
@@ -385,8 +395,7 @@ def build_report(root: Path, student: dict, out: Path | None = None, log=print) 
     data = gather(root, student)
     with atomic_write(root / "report" / "data.json") as tmp:
         tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    sid = re.sub(r"[^\w.-]", "", student.get("id", ""))
-    default = root / "report" / (f"{sid}_report.pdf" if sid else "report.pdf")
+    default = root / "report" / report_name(student)
     compile_typst(source, root, out or default, font_paths=fonts)
     if out is None:  # one report PDF in report/: the placeholder or an old ID's copy is never uploaded by mistake
         for old in (root / "report").glob("*.pdf"):

@@ -487,6 +487,51 @@ def test_an_interrupted_run_resumes_and_gives_the_same_table(wav_root, checkpoin
     assert not any("already scored" in line for line in log)
 
 
+def test_an_error_after_the_bars_started_is_a_line_of_its_own(wav_root, checkpoint, tmp_path, monkeypatch):
+    """In a log file (stdout and stderr together) the bars' carriage returns keep their text on one line: the
+    interrupt or error line must not be glued to its end."""
+    import contextlib
+    import io
+
+    import hw2.separate
+
+    def stop(self, mixture, methods, key=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw2.separate.Separator, "separate", stop)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        code = main(["--musdb-root", str(wav_root), "--checkpoint", str(checkpoint), "--samples", "0", "--jobs", "1",
+                     "--out", str(tmp_path / "out")])
+    assert code == 130
+    assert "audio separated" in log.getvalue()  # the bars were drawn
+    assert log.getvalue().split("\n")[-2] == "interrupted: no results table was written", log.getvalue()
+
+
+def test_the_default_jobs_fit_the_free_memory_and_say_so(wav_root, checkpoint, tmp_path, monkeypatch, capsys):
+    """One worker per CPU while the free memory holds them beside the command's process, fewer (and a line saying
+    why) when it does not; an explicit --jobs is kept."""
+    import hw2.infer as infer_module
+    from hw2.infer import MAIN_MEMORY, WORKER_MEMORY, default_jobs
+
+    ten_min = 600 * 44100
+    own, worker = (fixed + per * ten_min for fixed, per in (MAIN_MEMORY, WORKER_MEMORY))
+    assert default_jobs(600, cpus=4, available=64 << 30) == (4, "")
+    assert default_jobs(600, cpus=4, available=None) == (4, "")  # unknown (not Linux): one per CPU
+    jobs, why = default_jobs(600, cpus=4, available=int(own + 2.5 * worker))
+    assert jobs == 2 and why.startswith("--jobs 2, not one per CPU (4)") and "10.0 min" in why
+    assert default_jobs(600, cpus=4, available=int(own))[0] == 1  # no room for a worker: score in-process
+    assert default_jobs(7, cpus=4, available=int(own + 2.5 * worker))[0] == 4  # short tracks: small workers
+
+    monkeypatch.setattr(infer_module, "_memory_available", lambda: 1 << 20)
+    monkeypatch.setattr(infer_module.os, "cpu_count", lambda: 2)
+    args = ["--musdb-root", str(wav_root), "--checkpoint", str(checkpoint), "--samples", "0"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "--jobs 1, not one per CPU (2)" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "b"), "--jobs", "2"]) == 0
+    assert "not one per CPU" not in capsys.readouterr().out
+
+
 def test_a_track_with_silent_vocals_is_reported_not_scored(wav_root, checkpoint, tmp_path, capsys):
     root = tmp_path / "musdb"
     names = sorted(p.name for p in (wav_root / "train").iterdir())[:2]

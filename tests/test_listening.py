@@ -72,6 +72,25 @@ def page(wav_root, checkpoint, tmp_path_factory) -> Path:
     return tmp / "out" / "v" / "samples" / "index.html"
 
 
+def test_a_long_tracks_spectrogram_is_computed_in_blocks_and_pooled_to_a_bounded_width():
+    """Up to MAX_COLUMNS frames the image has a column per frame, the whole STFT's numbers exactly; beyond, each
+    column is the largest of its frames (a 10-minute track gave a 51,700-pixel image and 1.6 GB at once)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    for seconds in (7.0, 60.0):
+        audio = rng.standard_normal((int(seconds * 44100) + 17, 2)).astype(np.float32)
+        x = torch.from_numpy(audio.mean(axis=1))
+        whole = torch.stft(x, 2048, 512, window=torch.hann_window(2048), return_complex=True).abs().numpy()
+        got = listening.magnitude(audio, block=256)
+        group = -(-whole.shape[1] // listening.MAX_COLUMNS)
+        assert got.shape == (1025, -(-whole.shape[1] // group)) and got.shape[1] <= listening.MAX_COLUMNS
+        assert (group == 1) == (seconds == 7.0)
+        for c in (0, got.shape[1] // 2, got.shape[1] - 1):
+            np.testing.assert_allclose(got[:, c], whole[:, c * group:(c + 1) * group].max(axis=1), rtol=1e-5,
+                                       atol=1e-6)
+
+
 def test_page_names_every_file_and_each_exists_and_is_a_wav(page):
     text = page.read_text(encoding="utf-8")
     src = Sources()

@@ -159,6 +159,24 @@ def test_figures_dir_default_is_the_repository(monkeypatch):
     assert plots.figures_dir() == notebook.REPO / "report" / "figures"
 
 
+def test_a_smoke_run_never_writes_the_reports_figures(monkeypatch, tmp_path):
+    """Without $HW2_FIGURES (a user's smoke run, not the tests'), smoke figures go to a scratch folder; every
+    notebook passes its SMOKE, so none can replace report/figures/ with a figure of a few generated tracks."""
+    import json
+
+    monkeypatch.delenv("HW2_FIGURES", raising=False)
+    monkeypatch.setattr(plots, "SMOKE_FIGURES", tmp_path / "scratch")
+    report = notebook.REPO / "report" / "figures" / "01_loudness.png"
+    before = report.read_bytes() if report.exists() else None
+    path = plots.save_figure(plots.new_figure(2, 2), "01_loudness", note="smoke", smoke=True)
+    assert path == tmp_path / "scratch" / "01_loudness.png" and path.is_file()
+    assert (report.read_bytes() if report.exists() else None) == before
+    calls = [line for nb in sorted((notebook.REPO / "notebooks").glob("*.ipynb"))
+             for cell in json.loads(nb.read_text())["cells"] if cell["cell_type"] == "code"
+             for line in cell["source"] if "save_figure(" in line]
+    assert calls and all("smoke=SMOKE" in line for line in calls), calls
+
+
 def test_history_from_a_run_folder(tmp_path):
     rows = [{"epoch": 1, "train_loss": 2.0, "valid_loss": 3.0, "lr": 1e-3, "seconds": 1.5, "best": True}]
     (tmp_path / "history.json").write_text(__import__("json").dumps(rows))

@@ -321,6 +321,18 @@ def test_readme_md_fits_on_a_few_screens_and_links_its_docs():
         assert (report.ROOT / link).is_file(), link
 
 
+def test_readme_first_commands_install_the_cpu_wheel_before_the_requirements():
+    """Run top to bottom on a CPU machine, the first block must not pull torch's CUDA build: the CPU-wheel line
+    comes before `pip install -r requirements.txt`, and it (or the comment above it) says that a GPU user skips
+    it."""
+    md = (report.ROOT / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)```", md, re.S).group(1).splitlines()
+    cpu = [i for i, line in enumerate(first) if "download.pytorch.org/whl/cpu" in line]
+    reqs = [i for i, line in enumerate(first) if "-r requirements.txt" in line]
+    assert cpu and reqs and cpu[0] < reqs[0], first
+    assert "GPU" in first[cpu[0] - 1] + first[cpu[0]]
+
+
 def test_chinese_name_and_id_leave_one_pdf_with_the_name_on_its_cover(repo):
     if not typeset.cjk_font_dirs():
         pytest.skip("no CJK font on this machine (apt-get install -y fonts-noto-cjk)")

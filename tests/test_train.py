@@ -224,6 +224,22 @@ def test_time_limit_stops_within_one_step_and_a_finished_run_says_so(wav_root, w
     assert len(logs) == 1 and "finished (2 epochs" in logs[0] and "resuming" not in logs[0]
 
 
+def test_a_time_limit_line_in_a_log_file_starts_its_own_line(wav_root, wav_cache, tmp_path):
+    """Output to a file (stdout and stderr together, as `> log 2>&1` gives): the progress bar redraws its line with
+    carriage returns, so the time-limit and epoch lines must come after a newline, not glued to the bar's text."""
+    import contextlib
+    import io
+
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        train(tiny(wav_root, tmp_path / "a", wav_cache, epochs=1, quiet=False), log=print)
+        train(tiny(wav_root, tmp_path / "b", wav_cache, quiet=False, max_minutes=1e-9), log=print)
+    lines = log.getvalue().split("\n")
+    ours = [line for line in lines if "time limit of" in line or line.lstrip("\r ").startswith("epoch 1:")]
+    assert len(ours) == 2, log.getvalue()
+    assert all(line.startswith(("time limit of", "epoch 1:")) for line in ours), ours
+
+
 def test_resume_with_more_epochs_continues(wav_root, wav_cache, tmp_path):
     cfg = tiny(wav_root, tmp_path / "run", wav_cache, epochs=1)
     train(cfg, log=lambda m: None)
@@ -342,7 +358,8 @@ def test_run_folder_with_another_config(wav_root, wav_cache, tmp_path):
     run.mkdir()
     cfg = tiny(wav_root, run, wav_cache)
     (run / "config.json").write_text(json.dumps(asdict(cfg)))
-    with pytest.raises(Hw2Error, match=r"different config \(hidden_size: 32 there, 16 now\)"):
+    with pytest.raises(Hw2Error, match=r"holds an Open-Unmix run with a different config \(hidden_size: 32 there, "
+                                       r"16 now\)"):
         train(replace(cfg, hidden_size=16), log=lambda m: None)
     with pytest.raises(Hw2Error, match=r"different config \(sampler"):
         train(replace(cfg, sampler="exhaustive"), log=lambda m: None)
@@ -388,6 +405,25 @@ def test_load_checkpoint_bad_files(tmp_path):
         torch.save(obj, other)
         with pytest.raises(Hw2Error, match=f"other{i}.pt: not an hw2 Open-Unmix checkpoint"):
             load_checkpoint(other)
+
+
+def test_a_folder_or_another_file_as_checkpoint_says_what_it_is(tmp_path):
+    """A run folder is not "no such checkpoint": the line names the .pt files in it. A file that is no checkpoint
+    at all (README.md) is not told to be restored with git checkout: that would not make it one."""
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(Hw2Error, match=r"run: a folder, not a checkpoint file; .* holds none") as e:
+        load_checkpoint(run)
+    assert "no such" not in str(e.value)
+    for name in ("last.pt", "best.pt", "epoch002.pt"):
+        (run / name).write_bytes(b"x")
+    with pytest.raises(Hw2Error, match=r"run: a folder, not a checkpoint file; pass --checkpoint one of the .pt "
+                                       r"files in it \(best.pt, epoch002.pt, last.pt\), for example .*run/best.pt"):
+        load_checkpoint(run)
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    with pytest.raises(Hw2Error, match=r"README.md: not a checkpoint \(torch.save writes a zip archive") as e:
+        load_checkpoint(readme)
+    assert "git checkout" not in str(e.value)
 
 
 def test_checkpoint_with_wrong_weights_or_config(tmp_path):
