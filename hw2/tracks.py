@@ -270,7 +270,9 @@ def read_stem(track, stem: str) -> np.ndarray:
         try:
             info = sf.info(str(path))
             channels, rate = info.channels, info.samplerate
-            parts = list(sf.blocks(str(path), BLOCK, dtype="int16", always_2d=True)) if info.frames else []
+            parts = list(_wav_int16_blocks(path, info, stem)) if info.frames else []
+        except Hw2Error:
+            raise
         except Exception as e:  # soundfile raises several types on a corrupt file
             raise _unreadable(path, e) from None
     else:
@@ -292,6 +294,48 @@ def read_stem(track, stem: str) -> np.ndarray:
     if len(pcm) == 0:
         raise Hw2Error(f"{path}: the {stem} stem decodes to no audio; the file is empty or corrupt: replace it")
     return np.repeat(pcm, 2, axis=1) if channels == 1 else pcm
+
+
+# A float WAV stem whose peak exceeds this is not on the +-1 scale of audio (int16 values written as floats, an
+# unnormalised sum): refused. Up to it, samples beyond +-1 are clipped, as ffmpeg clips the overs of MUSDB18's
+# AAC stems when it decodes them to 16 bits (decoded to float, the 7-second preview's 720 stems peak at
+# 1.0021; 4 of them pass 1.0).
+FLOAT_PEAK_MAX = 2.0
+
+
+def _wav_int16_blocks(path: Path, info, stem: str):
+    """A WAV file's samples as int16 blocks (block, channels), whatever its sample format.
+
+    Integer PCM (8 to 32 bits) goes through libsndfile's int16 read, which keeps the top 16 bits (24-bit v gives
+    floor(v / 256)). Everything else (32- and 64-bit float, and the codecs libsndfile decodes: u-law, A-law,
+    ADPCM, ...) is read as float64 and converted with the same rule, floor(x * 32768) clipped to int16: the same
+    audio gives the same int16 in every format (a float copy of a 16-bit file, its 16-bit samples exactly). An
+    int16 read of a float file would round each sample to -1, 0 or 1 (libsndfile does not scale float to int).
+    """
+    import soundfile as sf
+
+    if info.subtype.startswith("PCM_"):
+        yield from sf.blocks(str(path), BLOCK, dtype="int16", always_2d=True)
+        return
+    for block in sf.blocks(str(path), BLOCK, dtype="float64", always_2d=True):
+        problem = _float_scale_problem(block, stem, info.subtype)
+        if problem:
+            raise Hw2Error(f"{path}: {problem}")
+        yield np.floor(block * 32768.0).clip(-32768, 32767).astype(np.int16)
+
+
+def _float_scale_problem(block: np.ndarray, stem: str, subtype: str) -> str | None:
+    """Why float samples cannot be read as audio on the +-1 scale (NaN or infinite values, a peak beyond
+    FLOAT_PEAK_MAX), or None."""
+    if not np.isfinite(block).all():
+        return (f"the {stem} stem ({subtype}) holds NaN or infinite samples, which are no audio: the file is "
+                "damaged; write it again from its source")
+    peak = float(np.abs(block).max()) if block.size else 0.0
+    if peak > FLOAT_PEAK_MAX:
+        return (f"the {stem} stem ({subtype}) reaches {peak:,.1f}, not audio on the +-1.0 float scale "
+                f"(more than {FLOAT_PEAK_MAX:g}: int16 values stored as floats?): divide it by its scale (32768 for "
+                "int16 values) or write it as 16-bit PCM")
+    return None
 
 
 def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int) -> list[np.ndarray]:

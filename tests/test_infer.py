@@ -554,3 +554,29 @@ def test_the_models_stft_reaches_scoring_and_the_reference_rows(wav_root, tmp_pa
             assert scored["magnitude"][t]["SC"] == pytest.approx(direct, rel=1e-6), (slug, t)
             assert abs(direct - default) > 1e-4  # far beyond the tolerance: the test tells the two STFTs apart
     assert "n_fft 2048, hop 512" in (tmp_path / "out" / "stft.md").read_text()
+
+
+# ------------------------------------------------------------- every sample format reads as the audio it holds
+def _table(out: Path, name: str = "synth-test") -> list[dict]:
+    return json.loads((out / f"{name}.json").read_text())["rows"]
+
+
+def _twin_root(src: Path, dst: Path, subtype: str) -> Path:
+    """A copy of the MUSDB18-HQ root `src` (its test subset) with every WAV written as `subtype`, holding the same
+    samples (16-bit values are exact in every format here)."""
+    for f in (src / "test").rglob("*.wav"):
+        audio, rate = sf.read(str(f), dtype="float64")
+        (dst / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(dst / f.relative_to(src)), audio, rate, subtype=subtype)
+    return dst
+
+
+def test_a_float_wav_root_scores_as_its_16_bit_twin(wav_root, checkpoint, tmp_path):
+    """32-bit float WAVs, which an int16 read turns into -1, 0 and 1 (near-silence), give the 16-bit root's table
+    to the digit, the mixture-as-estimate row included."""
+    flags = ["--subset", "test", "--checkpoint", str(checkpoint), "--references", "--samples", "0", "--jobs", "1"]
+    twin = _twin_root(wav_root, tmp_path / "float", "FLOAT")
+    assert sf.info(str(next(twin.rglob("vocals.wav")))).subtype == "FLOAT"
+    assert main(["--musdb-root", str(wav_root), *flags, "--out", str(tmp_path / "pcm16"), "--name", "t"]) == 0
+    assert main(["--musdb-root", str(twin), *flags, "--out", str(tmp_path / "f32"), "--name", "t"]) == 0
+    assert _table(tmp_path / "f32", "t") == _table(tmp_path / "pcm16", "t")
