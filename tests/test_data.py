@@ -294,6 +294,29 @@ def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
     assert not leftovers(cache)
 
 
+def test_truncated_files_are_refused_before_anything_is_cached(wav_root, tmp_path):
+    """Every WAV of a track cut at the same byte (their lengths still agree) and a MUSDB18 file cut to 400 KB
+    (its index whole): one line each naming the file, and nothing decoded into the cache."""
+    import stempeg
+
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 00 - Train", root / "train" / "Synth 00 - Train")
+    for f in (root / "train" / "Synth 00 - Train").glob("*.wav"):
+        f.write_bytes(f.read_bytes()[:200_000])
+    with pytest.raises(Hw2Error) as e:
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    size = (wav_root / "train" / "Synth 00 - Train" / "mixture.wav").stat().st_size
+    assert str(e.value) == (f"{root / 'train' / 'Synth 00 - Train'}: mixture.wav is truncated: the file has 200,000 "
+                            f"bytes where its header promises {size:,} (an interrupted download or copy): download or "
+                            "copy it again")
+    shutil.rmtree(root / "train" / "Synth 00 - Train")
+    (root / "train" / "Cut - Track.stem.mp4").write_bytes(Path(stempeg.example_stem_path()).read_bytes()[:400_000])
+    with pytest.raises(Hw2Error, match=r"Cut - Track.stem.mp4: truncated: the file has 400,000 bytes where its "
+                                       r"header promises 950,650"):
+        open_cached(root, "train", cache_dir=cache, stems=SOURCES, progress=False)
+    assert not list(cache.rglob("*.npy")) and not leftovers(cache)
+
+
 def test_corrupt_stem_file_is_named(tmp_path, stem_root):
     root, cache = tmp_path / "root", tmp_path / "cache"
     (root / "train").mkdir(parents=True)

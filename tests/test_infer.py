@@ -580,3 +580,86 @@ def test_a_float_wav_root_scores_as_its_16_bit_twin(wav_root, checkpoint, tmp_pa
     assert main(["--musdb-root", str(wav_root), *flags, "--out", str(tmp_path / "pcm16"), "--name", "t"]) == 0
     assert main(["--musdb-root", str(twin), *flags, "--out", str(tmp_path / "f32"), "--name", "t"]) == 0
     assert _table(tmp_path / "f32", "t") == _table(tmp_path / "pcm16", "t")
+
+
+def test_a_float_root_not_on_the_unit_scale_stops_before_any_work(wav_root, checkpoint, tmp_path, capsys,
+                                                                   monkeypatch):
+    """int16 values stored as floats (sf.write(path, pcm.astype(float32))) and NaN samples: one line each, exit 2,
+    nothing separated or written."""
+    root = _twin_root(wav_root, tmp_path / "bad", "FLOAT")
+    (track,) = (root / "test").iterdir()
+    pcm, rate = sf.read(str(wav_root / "test" / track.name / "vocals.wav"), dtype="int16")
+    sf.write(str(track / "vocals.wav"), pcm.astype(np.float32), rate, subtype="FLOAT")
+    other = root / "test" / "Other - Track"
+    shutil.copytree(track, other)
+    audio, rate = sf.read(str(other / "drums.wav"), dtype="float32")
+    audio[: len(audio) // 2] = np.nan  # the first of the check's excerpts falls there
+    sf.write(str(other / "drums.wav"), audio, rate, subtype="FLOAT")
+    sf.write(str(other / "vocals.wav"), pcm / 32768, rate, subtype="FLOAT")
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: 2 tracks cannot be read; nothing was run:" and len(err) == 3, err
+    peak = np.abs(pcm.astype(np.int32)).max()
+    assert err[1] == (f"{other}: the drums stem (FLOAT) holds NaN or infinite samples, which are no audio: the file "
+                      "is damaged; write it again from its source")
+    assert err[2] == (f"{track}: the vocals stem (FLOAT) reaches {peak:,.1f}, not audio on the +-1.0 float "
+                      "scale (more than 2: int16 values stored as floats?): divide it by its scale (32768 for "
+                      "int16 values) or write it as 16-bit PCM")
+    assert results_files(tmp_path / "out") == []
+
+
+# ------------------------------------------------------------------------ truncated and damaged files stop the run
+# stempeg's example track is a real MUSDB18 file (its index at the start, as every MUSDB18 file has: a cut keeps the
+# header whole). The issue cut a 1,121,410-byte test track to 400 KB and 1 MB; the same fractions of the example,
+# and 60 KB (the header and a little audio).
+def _cuts() -> dict[str, bytes]:
+    import stempeg
+
+    src = Path(stempeg.example_stem_path()).read_bytes()
+    n = len(src)
+    zeros = int(0.6 * n)  # a download tool that preallocates the file and died: the size is right, the end zeros
+    return {"Cut - 400 KB": src[: n * 400_000 // 1_121_410], "Cut - 1 MB": src[: n * 1_000_000 // 1_121_410],
+            "Cut - 60 KB": src[:60_000], "Zeroed - Tail": src[:zeros] + bytes(n - zeros), "Whole - Track": src}
+
+
+def test_truncated_and_damaged_stem_files_stop_the_run_before_anything_is_written(checkpoint, tmp_path, capsys,
+                                                                                  monkeypatch):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    root = tmp_path / "musdb"
+    (root / "test").mkdir(parents=True)
+    cuts = _cuts()
+    for name, data in cuts.items():
+        (root / "test" / f"{name}.stem.mp4").write_bytes(data)
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    out = tmp_path / "out"
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: 4 tracks cannot be read; nothing was run:" and len(err) == 5, err
+    assert "Traceback" not in "\n".join(err)
+    whole = len(cuts["Whole - Track"]) - 71  # the header's boxes end where the last one, 71 bytes, begins
+    for line, name in zip(err[1:], ("Cut - 1 MB", "Cut - 400 KB", "Cut - 60 KB")):
+        assert line == (f"{root / 'test' / name}.stem.mp4: truncated: the file has {len(cuts[name]):,} bytes where "
+                        f"its header promises {whole:,} (an interrupted download or copy): download or copy it again")
+    assert err[4].startswith(f"{root / 'test' / 'Zeroed - Tail'}.stem.mp4: truncated or damaged: its mixture, drums, "
+                             "bass, other, vocals streams should last 6.08 s (its header) but the mixture stream ")
+    assert results_files(out) == [] and not (out / "test").exists()
+
+
+def test_a_stem_file_cut_before_its_index_is_named_truncated(stem_root_one_track, checkpoint, tmp_path, capsys):
+    """Files written with the index at the end (ffmpeg's default, hw2.synth's): ffprobe cannot read a cut one at
+    all, and the line says it is truncated."""
+    root = tmp_path / "musdb"
+    (root / "test").mkdir(parents=True)
+    (src,) = (stem_root_one_track / "test").iterdir()
+    data = src.read_bytes()
+    (root / "test" / src.name).write_bytes(data[: len(data) // 2])
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err)
+    assert err.startswith(f"error: {root / 'test' / src.name}: cannot read (ffprobe fails): truncated: the file has "
+                          f"{len(data) // 2:,} bytes where its header promises ")
+    assert results_files(tmp_path / "out") == []
