@@ -1,12 +1,15 @@
-"""MUSDB18 tracks: open a root in either format, check its tracks from their headers, decode a stem to int16.
+"""MUSDB18 tracks: open a root in either format, check its tracks (their headers, then their files against them),
+decode a stem to int16, fingerprint a track's files.
 
 MUSDB18 (`<subset>/<track>.stem.mp4`, decoded through ffmpeg) and MUSDB18-HQ (`<track>/*.wav`) are read alike: one
 stem at a time, straight to int16 (nb_samples, nb_channels=2), the samples musdb returns. MUSDB18 stems decode as
-16-bit PCM and MUSDB18-HQ stores 16-bit WAVs, so int16 loses nothing. A bad root or track is an `Hw2Error` that
+16-bit PCM and MUSDB18-HQ stores 16-bit WAVs, so int16 loses nothing; WAVs in other sample formats (24/32-bit PCM,
+float) give the int16 samples of their 16-bit copy (`_wav_int16_blocks`). A bad root or track is an `Hw2Error` that
 names the file and the fix.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -389,6 +392,30 @@ def track_files(track) -> list[Path]:
         folder = Path(track.path).parent
         return [folder / f"{s}.wav" for s in STEMS]
     return [Path(track.path)]
+
+
+FINGERPRINT_BYTES = 1 << 16  # read from each end of each file by `fingerprint`
+
+
+def fingerprint(track) -> str:
+    """A cheap identity of the audio a track is decoded from: for each of its files (`track_files`), the name,
+    size, modification time (ns) and the first and last 64 KiB. Scores and listening WAVs are reused only under
+    the same fingerprint, so that other audio under the same track name (the 7-second preview, then full MUSDB18;
+    a regenerated root) is scored again. Stricter than the decoded cache's `cache_key`, which leaves out the
+    modification time so that a root copied to a new place keeps its cache: scoring again costs minutes, a reused
+    score for other audio is a wrong table. Two 64 KiB reads a file."""
+    h = hashlib.sha1()
+    for f in track_files(track):
+        try:
+            st = f.stat()
+            with open(f, "rb") as fh:
+                head = fh.read(FINGERPRINT_BYTES)
+                fh.seek(max(len(head), st.st_size - FINGERPRINT_BYTES))
+                tail = fh.read(FINGERPRINT_BYTES)
+        except OSError:
+            raise Hw2Error(f"{f}: cannot read this file; check that the MUSDB root is complete") from None
+        h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}|".encode() + head + b"|" + tail)
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------- reading

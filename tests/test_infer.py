@@ -663,3 +663,41 @@ def test_a_stem_file_cut_before_its_index_is_named_truncated(stem_root_one_track
     assert err.startswith(f"error: {root / 'test' / src.name}: cannot read (ffprobe fails): truncated: the file has "
                           f"{len(data) // 2:,} bytes where its header promises ")
     assert results_files(tmp_path / "out") == []
+
+
+# ------------------------------------------------------------------------- scores belong to the audio they came from
+def test_scores_and_samples_of_other_audio_under_the_same_names_are_made_again(checkpoint, tmp_path):
+    """Root B holds other audio under root A's track names (what the 7-second preview and full MUSDB18 are): its
+    table after a run on A is B's own (a fresh run's), the line says why the tracks were scored again, the
+    listening WAVs are B's, and a sample folder of A beyond B's --samples is gone. A --samples 0 run, then
+    --samples 1 on the same root, writes the WAVs that the first run did not."""
+    a = make_musdb(tmp_path / "a", "wav", 0, 0, 2, 3.0, seed=11)
+    b = make_musdb(tmp_path / "b", "wav", 0, 0, 2, 3.0, seed=12)
+    names = sorted(p.name for p in (a / "test").iterdir())
+    assert names == sorted(p.name for p in (b / "test").iterdir())
+    flags = ["--checkpoint", str(checkpoint), "--references", "--jobs", "1"]
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    assert main(["--musdb-root", str(a), *flags, "--samples", "2", "--out", str(out)]) == 0
+    table_a = _table(out)
+    log = []
+    from hw2.infer import parser, run
+    run(parser().parse_args(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(out)]), log=log.append)
+    assert main(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(fresh)]) == 0
+    assert _table(out) == _table(fresh) != table_a
+    assert ("2 of 2 tracks scored again: an earlier run scored other audio under their names (a file's size, "
+            "modification time or first or last 64 KiB differ, or it did not record them)") in log
+    assert not any("already scored" in line for line in log)
+    samples, fresh_samples = out / "synth-test" / "samples", fresh / "synth-test" / "samples"
+    wavs = sorted(p.relative_to(fresh_samples) for p in fresh_samples.rglob("*.wav"))
+    assert sorted(p.relative_to(samples) for p in samples.rglob("*.wav")) == wavs  # names[1]'s folder of A: gone
+    for wav in wavs:
+        np.testing.assert_array_equal(sf.read(samples / wav)[0], sf.read(fresh_samples / wav)[0], err_msg=str(wav))
+    log.clear()
+    run(parser().parse_args(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(out)]), log=log.append)
+    assert "2 of 2 tracks already scored by an earlier run of this command: reused" in log
+
+    later = tmp_path / "later"
+    assert main(["--musdb-root", str(b), *flags, "--samples", "0", "--out", str(later)]) == 0
+    assert main(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(later)]) == 0
+    assert sorted(p.relative_to(later / "synth-test" / "samples") for p in later.rglob("*.wav")) == wavs
+    assert _table(later) == _table(fresh)
