@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from hw2 import RATE, Hw2Error, atomic_write, remove_stale_temporaries
-from hw2.tracks import (SOURCES, STEMS, TARGET_SOURCES, common_length, open_tracks, read_stem, track_files,
-                        unmounted_drive)
+from hw2.tracks import (SOURCES, STEMS, TARGET_SOURCES, bad_tracks_message, check_tracks, common_length, open_tracks,
+                        read_stem, track_files, unmounted_drive)
 
 CACHE_VERSION = 2  # bump when the cache layout changes: entries live in <cache dir>/v<CACHE_VERSION>/
 INT16_SCALE = 1.0 / 32768.0  # an int16 sample as a float in [-1, 1)
@@ -136,6 +136,10 @@ def load_cached(tracks: Sequence, cache_dir: str | os.PathLike | None = None, pr
     todo = [(t, e, [s for s in stems if not (e / f"{s}.npy").is_file()]) for t, e in zip(tracks, entries)]
     todo = [x for x in todo if x[2]]
     if todo:
+        # a truncated or damaged file would be cached as whatever part of it decodes, and trained on from then on
+        _, problems, _ = check_tracks([t for t, _, _ in todo], stems)
+        if problems:
+            raise Hw2Error(bad_tracks_message(problems))
         need = sum(t.duration * BYTES_PER_SECOND * len(missing) for t, _, missing in todo)
         free = shutil.disk_usage(folder).free
         if need > free:

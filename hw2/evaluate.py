@@ -231,13 +231,18 @@ class Evaluation:
             self.pending[slug] = []
         return self.pending[slug]
 
-    def resume(self, row: dict, track: str, identity: dict) -> bool:
-        """Reuse the track's scores from an earlier run when its JSON holds the same `identity`."""
+    def stored(self, row: dict, track: str) -> dict | None:
+        """The track's scores an earlier run wrote for `row`, or None (none, or unreadable)."""
         try:
             scores = json.loads(self.path(row, track).read_text())
         except (OSError, ValueError):
-            return False
-        if not isinstance(scores, dict) or scores.get("hw2") != json.loads(json.dumps(identity)):
+            return None
+        return scores if isinstance(scores, dict) else None
+
+    def resume(self, row: dict, track: str, identity: dict) -> bool:
+        """Reuse the track's scores from an earlier run when its JSON holds the same `identity`."""
+        scores = self.stored(row, track)
+        if scores is None or scores.get("hw2") != json.loads(json.dumps(identity)):
             return False
         if not scores.get("skipped") and "magnitude" not in scores:  # scored before the phase-blind measures
             return False

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -33,7 +35,7 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from hw2 import RATE, Hw2Error, OneLineParser, atomic_write, run_cli  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, atomic_write, atomic_write_text, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -134,7 +136,8 @@ def run(args, log=print) -> list[dict]:
 
 def table(args, log=print) -> dict:
     """Check every track, then per track: decode, separate one method at a time, score; tracks already scored
-    by an earlier run of the same command (same checkpoint file, method and settings) are reused.
+    by an earlier run of the same command (same checkpoint file, method and settings, same audio: the tracks'
+    `fingerprint`) are reused, and so are the listening WAVs (`SampleWavs`).
 
     Memory on a long track (a 10-minute track has n = 26.5 M samples): the int16 mixture (4n bytes, 0.1 GB) and one
     method's float32 estimates (16n, 0.42 GB), plus either one separation block (`Separator`, about 0.3 GB
@@ -147,7 +150,7 @@ def table(args, log=print) -> dict:
     from hw2.model import STFT
     from hw2.separate import references
     from hw2.tracks import (SYNTH_MARKER, bad_tracks_message, check_tracks, describe_dataset, detect_format,
-                            open_tracks, read_stem)
+                            fingerprint, open_tracks, read_stem)
 
     if (args.jobs is not None and args.jobs < 1) or args.n_mels < 1 or \
             min(args.samples, args.gl_iters, args.max_tracks, args.misi_iters, args.mel_iters) < 0:
@@ -199,59 +202,74 @@ def table(args, log=print) -> dict:
             remove_stale_temporaries(folder)  # left by a run killed while writing
     samples = out / name / "samples"
     progress = Progress(durations, len(rows_asked))
-    resumed = 0
+    resumed, changed = 0, 0
     for i, track in enumerate(tracks):
         progress.now(track.name)
-        todo = [(sep, ident, _row(sep, m, c), m) for sep, ident, c in zip(separators, identities, args.checkpoint)
-                for m in args.phase]
-        todo = [(sep, ident, row, m) for sep, ident, row, m in todo
-                if not evaluation.resume(row, track.name, _method_identity({**ident, **sep.settings(m)}, m))]
-        ref_rows = [_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ())]
-        ref_rows = [row for row in ref_rows if not evaluation.resume(row, track.name,
-                                                                     _method_identity(identities[0], row["method"]))]
+        audio = fingerprint(track)  # scores and listening WAVs: reused for this audio only
+        wavs = SampleWavs(samples / track.name, audio) if i < args.samples else None
+        if wavs is None:
+            SampleWavs.drop_if_stale(samples / track.name, audio)
+        wanted = [(sep, _row(sep, m, c), m, _method_identity({**ident, **sep.settings(m)}, m, audio))
+                  for sep, ident, c in zip(separators, identities, args.checkpoint) for m in args.phase]
+        ref_wanted = [(row, _method_identity(identities[0], row["method"], audio)) for row in
+                      (_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ()))]
+        todo = [(sep, row, m, ident) for sep, row, m, ident in wanted
+                if not ((wavs is None or wavs.has(row_slug(row), ident))
+                        and evaluation.resume(row, track.name, ident))]
+        ref_rows = [(row, ident) for row, ident in ref_wanted if not evaluation.resume(row, track.name, ident)]
         nb_reused = len(rows_asked) - len(todo) - len(ref_rows)
         progress.separated(i, nb_reused)
         progress.scored(i, nb_reused)
         if not todo and not ref_rows:
             resumed += 1
             continue
+        changed += any(_other_audio(evaluation.stored(row, track.name), ident)
+                       for row, ident in [(r, d) for _, r, _, d in todo] + ref_rows)
         mixture = read_stem(track, "mixture")
-        if i < args.samples:
-            write_wav(samples / track.name / "mixture.wav", mixture.astype(np.float32) / 32768)
-            for target, audio in _references(track, len(mixture))[0].items():  # the listening page's true stems
-                write_wav(samples / track.name / f"true_{target}.wav", audio)
+        if wavs is not None and not wavs.fresh:  # this audio's mixture and true stems, then the rows'
+            write_wav(wavs.folder / "mixture.wav", mixture.astype(np.float32) / 32768)
+            for target, wav in _references(track, len(mixture))[0].items():
+                write_wav(wavs.folder / f"true_{target}.wav", wav)
+            wavs.save()
         # one method at a time, and the references decoded for its scoring only: the peak is the larger of
         # separation and scoring, not their sum; with scoring workers, the estimates go to the job's files
         # before the references are decoded, so the two never sit here together
-        for sep, ident, row, method in todo:
+        for sep, row, method, ident in todo:
             est = sep.separate(mixture, [method], key=track.name)[method]
             progress.separated(i)
-            if i < args.samples:
-                for target, audio in est.items():
-                    write_wav(samples / track.name / f"{row_slug(row)}_{target}.wav", audio)
+            if wavs is not None:
+                for target, wav in est.items():
+                    write_wav(wavs.folder / f"{row_slug(row)}_{target}.wav", wav)
+                wavs.save(row_slug(row), ident)
             job = evaluation.job()
             job.put("estimates", est)  # the mixture's length; the scorer cuts them to the references'
             del est
             job.put("references", _references(track, len(mixture))[0])
-            evaluation.submit(row, track.name, job, _method_identity({**ident, **sep.settings(method)}, method),
-                              partial(progress.scored, i))
+            evaluation.submit(row, track.name, job, ident, partial(progress.scored, i))
             del job
         if ref_rows:
             refs, n = _references(track, len(mixture))
             mix = mixture[:n].astype(np.float32) / 32768
+            idents = {row["method"]: ident for row, ident in ref_rows}
             for method, est in references(mix, refs["vocals"], refs["accompaniment"], stft=ref_stft,
-                                          rows=[r["method"] for r in ref_rows], vocoder=separators[0].vocoder).items():
+                                          rows=list(idents), vocoder=separators[0].vocoder).items():
                 progress.separated(i)
-                evaluation.add(_reference_row(method, separators[0].stft), track.name, refs, est,
-                               _method_identity(identities[0], method),
+                evaluation.add(_reference_row(method, separators[0].stft), track.name, refs, est, idents[method],
                                partial(progress.scored, i))
             del mix, est, refs
         del mixture
     progress.now("scoring the last tracks" if args.jobs > 1 else "")
     rows = evaluation.finish()  # waits for the workers: the scored bar goes on moving meanwhile
     progress.close()
+    said = []
     if resumed:
-        log(f"{resumed} of {len(tracks)} tracks already scored by an earlier run of this command: reused")
+        said.append(f"{resumed} of {len(tracks)} tracks already scored by an earlier run of this command: reused")
+    if changed:  # scores under the same names, of other files: never reused, and said, or a table could mix roots
+        said.append(f"{changed} of {len(tracks)} tracks scored again: an earlier run scored other audio under their "
+                    "names (a file's size, modification time or first or last 64 KiB differ, or it did not record "
+                    "them)")
+    if said:
+        log("; ".join(said))
     if args.samples and tracks:
         listening.write_page(samples, rows, evaluation.path, title=f"Listening samples: {name}")
     data = {"root": str(args.musdb_root or "stempeg's example track"), "subset": subset, "split": split,
@@ -417,12 +435,68 @@ def _identity(path, sep) -> dict:
     return out
 
 
-def _method_identity(ident: dict, method: str) -> dict:
-    """What one row's scores depend on: a reference row only on its method (and the oracle vocoder on the
-    vocoder), a method on the separation `ident` (and the vocoder method on the vocoder)."""
+def _method_identity(ident: dict, method: str, audio: str) -> dict:
+    """What one row's scores of one track depend on: the track's `audio` (`hw2.tracks.fingerprint`) and, for a
+    reference row, its method (and the oracle vocoder on the vocoder), for a method, the separation `ident` (and
+    the vocoder method on the vocoder)."""
     if method in REFERENCE_ROWS or method == "oracle-vocoder":
         ident = {"vocoder": ident.get("vocoder")} if method == "oracle-vocoder" else {}
-    return {**{k: v for k, v in ident.items() if k != "vocoder" or "vocoder" in method}, "method": method}
+    return {**{k: v for k, v in ident.items() if k != "vocoder" or "vocoder" in method}, "method": method,
+            "audio": audio}
+
+
+def _other_audio(stored: dict | None, identity: dict) -> bool:
+    """Whether `stored` scores (`Evaluation.stored`) were made as `identity` says in all but the audio: the same
+    row of the same command, for other audio under the track's name (or before the audio was recorded)."""
+    made = (stored or {}).get("hw2")
+    if not isinstance(made, dict):
+        return False
+    same = json.loads(json.dumps({k: v for k, v in identity.items() if k != "audio"}))
+    return made.get("audio") != identity["audio"] and {k: v for k, v in made.items() if k != "audio"} == same
+
+
+class SampleWavs:
+    """The listening WAVs of one sample track (`<samples>/<track>/`) and what they were made from, in
+    `sources.json` beside them: the track's audio fingerprint and the identity of each row whose estimates are
+    there. They follow the scores' rule: a row's WAVs are reused only for the same identity, and other audio
+    under the track's name makes every WAV of the folder stale (the mixture and true stems are written again)."""
+
+    FILE = "sources.json"
+
+    def __init__(self, folder: Path, audio: str):
+        self.folder, self.audio = folder, audio
+        stamp = self.read(folder)
+        self.fresh = stamp.get("audio") == audio and all(
+            (folder / f).is_file() for f in ("mixture.wav", *(f"true_{t}.wav" for t in ("vocals", "accompaniment"))))
+        self.rows = dict(stamp.get("rows") or {}) if self.fresh else {}
+
+    @classmethod
+    def read(cls, folder: Path) -> dict:
+        try:
+            stamp = json.loads((folder / cls.FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return stamp if isinstance(stamp, dict) else {}
+
+    @classmethod
+    def drop_if_stale(cls, folder: Path, audio: str) -> None:
+        """Remove a sample folder that an earlier run (with more --samples) made from other audio: the listening
+        page would show it beside this audio's scores."""
+        made = cls.read(folder).get("audio")
+        if made is not None and made != audio:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def has(self, slug: str, identity: dict) -> bool:
+        return self.rows.get(slug) == json.loads(json.dumps(identity)) and all(
+            (self.folder / f"{slug}_{t}.wav").is_file() for t in ("vocals", "accompaniment"))
+
+    def save(self, slug: str | None = None, identity: dict | None = None) -> None:
+        """Record the mixture and true stems as this audio's (and a row's WAVs as made by `identity`), after they
+        are written: a run killed in between leaves the old record, and the next run writes them again."""
+        self.fresh = True
+        if slug is not None:
+            self.rows[slug] = identity
+        atomic_write_text(self.folder / self.FILE, json.dumps({"audio": self.audio, "rows": self.rows}, indent=1))
 
 
 def _row_names(paths) -> list[str]:

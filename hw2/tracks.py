@@ -1,12 +1,15 @@
-"""MUSDB18 tracks: open a root in either format, check its tracks from their headers, decode a stem to int16.
+"""MUSDB18 tracks: open a root in either format, check its tracks (their headers, then their files against them),
+decode a stem to int16, fingerprint a track's files.
 
 MUSDB18 (`<subset>/<track>.stem.mp4`, decoded through ffmpeg) and MUSDB18-HQ (`<track>/*.wav`) are read alike: one
 stem at a time, straight to int16 (nb_samples, nb_channels=2), the samples musdb returns. MUSDB18 stems decode as
-16-bit PCM and MUSDB18-HQ stores 16-bit WAVs, so int16 loses nothing. A bad root or track is an `Hw2Error` that
+16-bit PCM and MUSDB18-HQ stores 16-bit WAVs, so int16 loses nothing; WAVs in other sample formats (24/32-bit PCM,
+float) give the int16 samples of their 16-bit copy (`_wav_int16_blocks`). A bad root or track is an `Hw2Error` that
 names the file and the fix.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -126,8 +129,8 @@ def open_tracks(root: str | os.PathLike, subset: str = "train", split: str | Non
         if not bad:
             raise Hw2Error(f"{root / subset}: cannot read ({type(e).__name__}: {str(e)[:100]}); check that it is "
                            "a MUSDB root") from None
-        raise Hw2Error(bad_tracks_message([f"{f}: cannot read (ffprobe fails): the file is corrupt or not a "
-                                           "MUSDB track: replace it" for f in bad])) from None
+        raise Hw2Error(bad_tracks_message([f"{f}: cannot read (ffprobe fails): " + (
+            _truncation(f) or "the file is corrupt or not a MUSDB track: replace it") for f in bad])) from None
     # musdb walks the subset folder recursively: a hidden folder (Jupyter's .ipynb_checkpoints) or a nested one
     # would become a "track" with no files
     tracks = [t for t in db.tracks if not t.name.startswith(".") and
@@ -177,11 +180,17 @@ def check_tracks(tracks, stems=STEMS, max_mismatch: int = MAX_PADDING) -> tuple[
     the streams or files of `stems` exist, each has 1 or 2 channels at 44.1 kHz and some audio, and their
     lengths agree within `max_mismatch` samples.
 
+    Then, for the tracks whose headers are sound, that the files hold what their headers promise (`_damage`):
+    none is cut short (the file ends where its boxes or data chunk say), each .stem.mp4 stream decodes to the end
+    its header gives, and float WAVs hold audio on the +-1 scale. A truncated .stem.mp4 whose index sits at its
+    start (MUSDB18's files) passes every header check and decodes to what remains; this finds it before any work.
+
     Returns (duration in seconds of each track, problems, notes): a problem is one line per bad track, naming the
     file and the fix; a note one line per track whose stems differ by padding only, which are cut to the shortest.
     """
     durations, problems, notes = [], [], []
-    for track in tracks:
+    damage = _damage_all(tracks, stems)
+    for track, damaged in zip(tracks, damage):
         where = Path(track.path) if not track.is_wav else Path(track.path).parent
         try:
             props = _stem_properties(track, stems)  # {stem: (channels, rate, seconds)}
@@ -199,10 +208,144 @@ def check_tracks(tracks, stems=STEMS, max_mismatch: int = MAX_PADDING) -> tuple[
                 notes.append(f"{where}: {length_mismatch(lengths, max_mismatch)}")
         except Hw2Error as e:
             issue = str(e).split(": ", 1)[-1]
+        issue = issue or damaged
         if issue:
             problems.append(f"{where}: {issue}")
         durations.append(min(seconds) if not issue else 0.0)
     return durations, problems, notes
+
+
+# The up-front check decodes the last TAIL_SECONDS of every .stem.mp4 stream; a stream whose decoded audio ends
+# more than TAIL_TOLERANCE before the duration its header gives is cut short (two AAC frames: on the 7-second
+# preview's 50 test tracks the decoded ends lie within 0.004 s of the headers').
+TAIL_SECONDS = 1.0
+TAIL_TOLERANCE = 0.05
+
+
+def _damage_all(tracks, stems) -> list[str | None]:
+    """`_damage` of every track, several at once (each .stem.mp4 costs an ffprobe process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        return list(pool.map(lambda t: _damage(t, stems), tracks))
+
+
+def _damage(track, stems) -> str | None:
+    """Why a track's files do not hold what their headers promise (one line naming the file and the fix), or
+    None: a file that ends before its boxes or data chunk do (`_truncation`), a .stem.mp4 stream whose last
+    second does not decode to its end (`_tail_problem`), a float WAV not on the +-1 scale. Header problems (a
+    missing stream, a file ffprobe cannot read) are `_stem_properties`' and are left to it."""
+    try:
+        if track.is_wav:
+            import soundfile as sf
+
+            for s in stems:
+                path = Path(track.path).parent / f"{s}.wav"
+                problem = _truncation(path)
+                if problem:
+                    return f"{path.name} is {problem}"
+                info = sf.info(str(path))
+                if info.subtype in ("FLOAT", "DOUBLE"):
+                    problem = _float_sample_problem(path, info, s)
+                    if problem:
+                        return problem
+            return None
+        path = Path(track.path)
+        info = track.info
+        streams = {STEMS.index(s): float(info.duration(STEMS.index(s))) for s in stems}
+    except Exception:  # an unreadable header: `_stem_properties` names it
+        return None
+    return _truncation(path) or _tail_problem(path, streams)
+
+
+def _truncation(path: Path) -> str | None:
+    """"truncated: ..." when the file is shorter than its own structure says: the top-level boxes of an MP4,
+    the data chunk of a RIFF WAV (one written as a stream, with no length, passes). Reads a few bytes per box."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if path.name.endswith(".wav"):
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None  # RF64, Wave64, ...: soundfile's own checks
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk, n = struct.unpack("<4sI", f.read(8))
+                if chunk == b"data":
+                    end = pos + 8 + n
+                    return None if n in (0, 0xFFFFFFFF) or end <= size else _cut(size, end)
+                pos += 8 + n + (n & 1)
+            return None
+        pos, boxes = 0, 0
+        while pos < size and boxes < 10_000:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                return _cut(size, pos + 8)
+            n = struct.unpack(">I", head[:4])[0]
+            if n == 1:
+                n = struct.unpack(">Q", head[8:16])[0] if len(head) == 16 else 16
+            elif n == 0:  # the last box, to the end of the file
+                n = size - pos
+            if n < 8:
+                return f"damaged: an MP4 box of {n} bytes at byte {pos:,}: download it again"
+            pos, boxes = pos + n, boxes + 1
+        return _cut(size, pos) if pos > size else None
+
+
+def _cut(size: int, end: int) -> str:
+    return (f"truncated: the file has {size:,} bytes where its header promises {end:,} (an interrupted download "
+            "or copy): download or copy it again")
+
+
+def _tail_problem(path: Path, streams: dict[int, float]) -> str | None:
+    """Decode the last TAIL_SECONDS of the .stem.mp4 `streams` ({stream index: header duration}) with ffprobe:
+    "truncated or damaged: ..." when a stream's audio ends early or its decoder reports errors."""
+    start = max(0.0, min(streams.values()) - TAIL_SECONDS)
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "a", "-read_intervals", f"{start:.3f}%",
+           "-show_entries", "frame=stream_index,pts_time,nb_samples", "-of", "csv=p=0", str(path)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return f"damaged: ffprobe did not decode its last {TAIL_SECONDS:g} s within 120 s: download it again"
+    ends = {}
+    for line in r.stdout.split():
+        fields = line.split(",")
+        try:
+            i, end = int(fields[0]), float(fields[1]) + int(fields[2]) / RATE
+        except (ValueError, IndexError):
+            continue
+        ends[i] = max(ends.get(i, 0.0), end)
+    short = [i for i, d in streams.items() if ends.get(i, 0.0) < d - TAIL_TOLERANCE]
+    fix = "download it again"
+    if short:
+        i = short[0]
+        decoded = f"ends at {ends[i]:.2f} s" if i in ends else f"decodes to nothing after {start:.2f} s"
+        names = ", ".join(STEMS[j] for j in short)
+        return (f"truncated or damaged: its {names} stream{'s' if len(short) > 1 else ''} should last "
+                f"{streams[i]:.2f} s (its header) but the {STEMS[i]} stream {decoded}: {fix}")
+    err = next((line.strip() for line in r.stderr.splitlines() if line.strip()), "")
+    if err or r.returncode != 0:
+        return (f"damaged: its last {TAIL_SECONDS:g} s does not decode cleanly "
+                f"({err[:120] or f'ffprobe exit {r.returncode}'}): {fix}")
+    return None
+
+
+def _float_sample_problem(path: Path, info, stem: str, points: int = 5) -> str | None:
+    """`_float_scale_problem` on `points` one-second excerpts spread over a float WAV: up front, an
+    int16-valued float file is refused at once (reading the whole file waits for the decoding)."""
+    import soundfile as sf
+
+    win = min(info.frames, RATE)
+    with sf.SoundFile(str(path)) as f:
+        for k in range(points):
+            f.seek((info.frames - win) * k // max(1, points - 1))
+            problem = _float_scale_problem(f.read(win, dtype="float64", always_2d=True), stem, info.subtype)
+            if problem:
+                return problem
+    return None
 
 
 def length_mismatch(lengths: dict[str, int], max_mismatch: int = MAX_PADDING) -> str:
@@ -251,6 +394,30 @@ def track_files(track) -> list[Path]:
     return [Path(track.path)]
 
 
+FINGERPRINT_BYTES = 1 << 16  # read from each end of each file by `fingerprint`
+
+
+def fingerprint(track) -> str:
+    """A cheap identity of the audio a track is decoded from: for each of its files (`track_files`), the name,
+    size, modification time (ns) and the first and last 64 KiB. Scores and listening WAVs are reused only under
+    the same fingerprint, so that other audio under the same track name (the 7-second preview, then full MUSDB18;
+    a regenerated root) is scored again. Stricter than the decoded cache's `cache_key`, which leaves out the
+    modification time so that a root copied to a new place keeps its cache: scoring again costs minutes, a reused
+    score for other audio is a wrong table. Two 64 KiB reads a file."""
+    h = hashlib.sha1()
+    for f in track_files(track):
+        try:
+            st = f.stat()
+            with open(f, "rb") as fh:
+                head = fh.read(FINGERPRINT_BYTES)
+                fh.seek(max(len(head), st.st_size - FINGERPRINT_BYTES))
+                tail = fh.read(FINGERPRINT_BYTES)
+        except OSError:
+            raise Hw2Error(f"{f}: cannot read this file; check that the MUSDB root is complete") from None
+        h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}|".encode() + head + b"|" + tail)
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------------------------------- reading
 BLOCK = 1 << 20  # samples per read while decoding: memory is the decoded int16 plus one block
 
@@ -270,7 +437,9 @@ def read_stem(track, stem: str) -> np.ndarray:
         try:
             info = sf.info(str(path))
             channels, rate = info.channels, info.samplerate
-            parts = list(sf.blocks(str(path), BLOCK, dtype="int16", always_2d=True)) if info.frames else []
+            parts = list(_wav_int16_blocks(path, info, stem)) if info.frames else []
+        except Hw2Error:
+            raise
         except Exception as e:  # soundfile raises several types on a corrupt file
             raise _unreadable(path, e) from None
     else:
@@ -292,6 +461,48 @@ def read_stem(track, stem: str) -> np.ndarray:
     if len(pcm) == 0:
         raise Hw2Error(f"{path}: the {stem} stem decodes to no audio; the file is empty or corrupt: replace it")
     return np.repeat(pcm, 2, axis=1) if channels == 1 else pcm
+
+
+# A float WAV stem whose peak exceeds this is not on the +-1 scale of audio (int16 values written as floats, an
+# unnormalised sum): refused. Up to it, samples beyond +-1 are clipped, as ffmpeg clips the overs of MUSDB18's
+# AAC stems when it decodes them to 16 bits (decoded to float, the 7-second preview's 720 stems peak at
+# 1.0021; 4 of them pass 1.0).
+FLOAT_PEAK_MAX = 2.0
+
+
+def _wav_int16_blocks(path: Path, info, stem: str):
+    """A WAV file's samples as int16 blocks (block, channels), whatever its sample format.
+
+    Integer PCM (8 to 32 bits) goes through libsndfile's int16 read, which keeps the top 16 bits (24-bit v gives
+    floor(v / 256)). Everything else (32- and 64-bit float, and the codecs libsndfile decodes: u-law, A-law,
+    ADPCM, ...) is read as float64 and converted with the same rule, floor(x * 32768) clipped to int16: the same
+    audio gives the same int16 in every format (a float copy of a 16-bit file, its 16-bit samples exactly). An
+    int16 read of a float file would round each sample to -1, 0 or 1 (libsndfile does not scale float to int).
+    """
+    import soundfile as sf
+
+    if info.subtype.startswith("PCM_"):
+        yield from sf.blocks(str(path), BLOCK, dtype="int16", always_2d=True)
+        return
+    for block in sf.blocks(str(path), BLOCK, dtype="float64", always_2d=True):
+        problem = _float_scale_problem(block, stem, info.subtype)
+        if problem:
+            raise Hw2Error(f"{path}: {problem}")
+        yield np.floor(block * 32768.0).clip(-32768, 32767).astype(np.int16)
+
+
+def _float_scale_problem(block: np.ndarray, stem: str, subtype: str) -> str | None:
+    """Why float samples cannot be read as audio on the +-1 scale (NaN or infinite values, a peak beyond
+    FLOAT_PEAK_MAX), or None."""
+    if not np.isfinite(block).all():
+        return (f"the {stem} stem ({subtype}) holds NaN or infinite samples, which are no audio: the file is "
+                "damaged; write it again from its source")
+    peak = float(np.abs(block).max()) if block.size else 0.0
+    if peak > FLOAT_PEAK_MAX:
+        return (f"the {stem} stem ({subtype}) reaches {peak:,.1f}, not audio on the +-1.0 float scale "
+                f"(more than {FLOAT_PEAK_MAX:g}: int16 values stored as floats?): divide it by its scale (32768 for "
+                "int16 values) or write it as 16-bit PCM")
+    return None
 
 
 def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int) -> list[np.ndarray]:

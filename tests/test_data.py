@@ -294,6 +294,29 @@ def test_decode_failure_leaves_no_cache_file_wav(wav_root, tmp_path):
     assert not leftovers(cache)
 
 
+def test_truncated_files_are_refused_before_anything_is_cached(wav_root, tmp_path):
+    """Every WAV of a track cut at the same byte (their lengths still agree) and a MUSDB18 file cut to 400 KB
+    (its index whole): one line each naming the file, and nothing decoded into the cache."""
+    import stempeg
+
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    shutil.copytree(wav_root / "train" / "Synth 00 - Train", root / "train" / "Synth 00 - Train")
+    for f in (root / "train" / "Synth 00 - Train").glob("*.wav"):
+        f.write_bytes(f.read_bytes()[:200_000])
+    with pytest.raises(Hw2Error) as e:
+        open_cached(root, "train", cache_dir=cache, progress=False)
+    size = (wav_root / "train" / "Synth 00 - Train" / "mixture.wav").stat().st_size
+    assert str(e.value) == (f"{root / 'train' / 'Synth 00 - Train'}: mixture.wav is truncated: the file has 200,000 "
+                            f"bytes where its header promises {size:,} (an interrupted download or copy): download or "
+                            "copy it again")
+    shutil.rmtree(root / "train" / "Synth 00 - Train")
+    (root / "train" / "Cut - Track.stem.mp4").write_bytes(Path(stempeg.example_stem_path()).read_bytes()[:400_000])
+    with pytest.raises(Hw2Error, match=r"Cut - Track.stem.mp4: truncated: the file has 400,000 bytes where its "
+                                       r"header promises 950,650"):
+        open_cached(root, "train", cache_dir=cache, stems=SOURCES, progress=False)
+    assert not list(cache.rglob("*.npy")) and not leftovers(cache)
+
+
 def test_corrupt_stem_file_is_named(tmp_path, stem_root):
     root, cache = tmp_path / "root", tmp_path / "cache"
     (root / "train").mkdir(parents=True)
@@ -327,6 +350,65 @@ def test_interrupted_cache_write_leaves_nothing(wav_root, tmp_path, monkeypatch)
     monkeypatch.setattr(np, "save", real_save)
     (c,) = open_cached(root, "train", cache_dir=cache, progress=False)
     np.testing.assert_array_equal(pcm_of(c), musdb_pcm(open_tracks(root, "train")[0]))
+
+
+# --------------------------------------------------------------------------------------------- sample formats
+def _formatted_copy(src: Path, dst: Path, subtype: str) -> Path:
+    """The MUSDB18-HQ track folder `src` written to `dst` (same track name) with every WAV as `subtype`."""
+    for f in src.glob("*.wav"):
+        audio, rate = sf.read(str(f), dtype="float64")
+        (dst / src.name).mkdir(parents=True, exist_ok=True)
+        sf.write(str(dst / src.name / f.name), audio, rate, subtype=subtype)
+    return dst
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_every_sample_format_reads_as_its_16_bit_twin(wav_root, tmp_path, subtype):
+    """16/24/32-bit PCM and 32/64-bit float copies of a 16-bit track give its int16 samples, read for inference
+    (hw2.tracks) and through the decoded cache (training). An int16 read of a float file gave -1, 0 and 1."""
+    src = wav_root / "train" / "Synth 00 - Train"
+    root = _formatted_copy(src, tmp_path / "root" / "train", subtype).parent
+    (track,) = open_tracks(root, "train")
+    assert sf.info(str(Path(track.path).parent / "vocals.wav")).subtype == subtype
+    twin = read_stems(next(t for t in open_tracks(wav_root, "train") if t.name == src.name))
+    got = read_stems(track)
+    for s in STEMS:
+        np.testing.assert_array_equal(got[s], twin[s], err_msg=s)
+    (cached,) = load_cached([track], tmp_path / "cache", progress=False, stems=SOURCES)
+    for s in SOURCES:
+        np.testing.assert_array_equal(np.asarray(cached.stems[s]), twin[s], err_msg=s)
+
+
+def test_float_samples_are_converted_as_pcm_is(tmp_path):
+    """24-bit PCM reads as its top 16 bits (soundfile's int16 read: floor(v / 256)); the same values as 32-bit
+    float read alike (floor(x * 32768)), so one audio gives one int16 whatever its format; float overs are clipped
+    as 16-bit conversion clips them; 8-bit and u-law WAVs read as the audio they hold (soundfile's int16 read)."""
+    from hw2.tracks import read_stem
+
+    rng = np.random.default_rng(0)
+    v24 = np.clip(rng.normal(0, 2 ** 21, (RATE, 2)), -2 ** 23, 2 ** 23 - 1).astype(np.int32)
+    v24[2:6] = [[2 ** 23 - 1, -2 ** 23], [255, -1], [-255, 256], [-257, 0]]
+    tracks = {}
+    for kind in ("PCM_24", "FLOAT", "overs", "PCM_U8", "ULAW"):
+        folder = tmp_path / kind / "test" / "A - B"
+        folder.mkdir(parents=True)
+        x = v24 / 2.0 ** 23
+        if kind == "overs":
+            x[:2] = [[1.5, -1.7], [1.0, -1.0]]
+        for s in STEMS:
+            sf.write(str(folder / f"{s}.wav"), x, RATE, subtype="FLOAT" if kind == "overs" else kind)
+        (tracks[kind],) = open_tracks(tmp_path / kind, "test")
+    pcm24 = read_stem(tracks["PCM_24"], "vocals")
+    np.testing.assert_array_equal(pcm24, sf.read(str(tmp_path / "PCM_24/test/A - B/vocals.wav"), dtype="int16")[0])
+    np.testing.assert_array_equal(pcm24, (v24 >> 8).astype(np.int16))
+    np.testing.assert_array_equal(read_stem(tracks["FLOAT"], "vocals"), pcm24)
+    overs = read_stem(tracks["overs"], "vocals")
+    np.testing.assert_array_equal(overs[:2], [[32767, -32768], [32767, -32768]])
+    np.testing.assert_array_equal(overs[2:], pcm24[2:])
+    for kind in ("PCM_U8", "ULAW"):
+        held = sf.read(str(tmp_path / kind / "test" / "A - B" / "vocals.wav"), dtype="int16")[0]
+        np.testing.assert_array_equal(read_stem(tracks[kind], "vocals"), held)
+        assert np.abs(held.astype(int) - pcm24).max() < 1500  # lossy, but the audio: no -1 / 0 / 1 collapse
 
 
 # ---------------------------------------------------------------------------------------------- plan_epoch

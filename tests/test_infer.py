@@ -599,3 +599,150 @@ def test_the_models_stft_reaches_scoring_and_the_reference_rows(wav_root, tmp_pa
             assert scored["magnitude"][t]["SC"] == pytest.approx(direct, rel=1e-6), (slug, t)
             assert abs(direct - default) > 1e-4  # far beyond the tolerance: the test tells the two STFTs apart
     assert "n_fft 2048, hop 512" in (tmp_path / "out" / "stft.md").read_text()
+
+
+# ------------------------------------------------------------- every sample format reads as the audio it holds
+def _table(out: Path, name: str = "synth-test") -> list[dict]:
+    return json.loads((out / f"{name}.json").read_text())["rows"]
+
+
+def _twin_root(src: Path, dst: Path, subtype: str) -> Path:
+    """A copy of the MUSDB18-HQ root `src` (its test subset) with every WAV written as `subtype`, holding the same
+    samples (16-bit values are exact in every format here)."""
+    for f in (src / "test").rglob("*.wav"):
+        audio, rate = sf.read(str(f), dtype="float64")
+        (dst / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(dst / f.relative_to(src)), audio, rate, subtype=subtype)
+    return dst
+
+
+def test_a_float_wav_root_scores_as_its_16_bit_twin(wav_root, checkpoint, tmp_path):
+    """32-bit float WAVs, which an int16 read turns into -1, 0 and 1 (near-silence), give the 16-bit root's table
+    to the digit, the mixture-as-estimate row included."""
+    flags = ["--subset", "test", "--checkpoint", str(checkpoint), "--references", "--samples", "0", "--jobs", "1"]
+    twin = _twin_root(wav_root, tmp_path / "float", "FLOAT")
+    assert sf.info(str(next(twin.rglob("vocals.wav")))).subtype == "FLOAT"
+    assert main(["--musdb-root", str(wav_root), *flags, "--out", str(tmp_path / "pcm16"), "--name", "t"]) == 0
+    assert main(["--musdb-root", str(twin), *flags, "--out", str(tmp_path / "f32"), "--name", "t"]) == 0
+    assert _table(tmp_path / "f32", "t") == _table(tmp_path / "pcm16", "t")
+
+
+def test_a_float_root_not_on_the_unit_scale_stops_before_any_work(wav_root, checkpoint, tmp_path, capsys,
+                                                                   monkeypatch):
+    """int16 values stored as floats (sf.write(path, pcm.astype(float32))) and NaN samples: one line each, exit 2,
+    nothing separated or written."""
+    root = _twin_root(wav_root, tmp_path / "bad", "FLOAT")
+    (track,) = (root / "test").iterdir()
+    pcm, rate = sf.read(str(wav_root / "test" / track.name / "vocals.wav"), dtype="int16")
+    sf.write(str(track / "vocals.wav"), pcm.astype(np.float32), rate, subtype="FLOAT")
+    other = root / "test" / "Other - Track"
+    shutil.copytree(track, other)
+    audio, rate = sf.read(str(other / "drums.wav"), dtype="float32")
+    audio[: len(audio) // 2] = np.nan  # the first of the check's excerpts falls there
+    sf.write(str(other / "drums.wav"), audio, rate, subtype="FLOAT")
+    sf.write(str(other / "vocals.wav"), pcm / 32768, rate, subtype="FLOAT")
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: 2 tracks cannot be read; nothing was run:" and len(err) == 3, err
+    peak = np.abs(pcm.astype(np.int32)).max()
+    assert err[1] == (f"{other}: the drums stem (FLOAT) holds NaN or infinite samples, which are no audio: the file "
+                      "is damaged; write it again from its source")
+    assert err[2] == (f"{track}: the vocals stem (FLOAT) reaches {peak:,.1f}, not audio on the +-1.0 float "
+                      "scale (more than 2: int16 values stored as floats?): divide it by its scale (32768 for "
+                      "int16 values) or write it as 16-bit PCM")
+    assert results_files(tmp_path / "out") == []
+
+
+# ------------------------------------------------------------------------ truncated and damaged files stop the run
+# stempeg's example track is a real MUSDB18 file (its index at the start, as every MUSDB18 file has: a cut keeps the
+# header whole). The issue cut a 1,121,410-byte test track to 400 KB and 1 MB; the same fractions of the example,
+# and 60 KB (the header and a little audio).
+def _cuts() -> dict[str, bytes]:
+    import stempeg
+
+    src = Path(stempeg.example_stem_path()).read_bytes()
+    n = len(src)
+    zeros = int(0.6 * n)  # a download tool that preallocates the file and died: the size is right, the end zeros
+    return {"Cut - 400 KB": src[: n * 400_000 // 1_121_410], "Cut - 1 MB": src[: n * 1_000_000 // 1_121_410],
+            "Cut - 60 KB": src[:60_000], "Zeroed - Tail": src[:zeros] + bytes(n - zeros), "Whole - Track": src}
+
+
+def test_truncated_and_damaged_stem_files_stop_the_run_before_anything_is_written(checkpoint, tmp_path, capsys,
+                                                                                  monkeypatch):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    root = tmp_path / "musdb"
+    (root / "test").mkdir(parents=True)
+    cuts = _cuts()
+    for name, data in cuts.items():
+        (root / "test" / f"{name}.stem.mp4").write_bytes(data)
+    import hw2.separate
+    monkeypatch.setattr(hw2.separate.Separator, "separate", lambda *a, **k: pytest.fail("separation started"))
+    out = tmp_path / "out"
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: 4 tracks cannot be read; nothing was run:" and len(err) == 5, err
+    assert "Traceback" not in "\n".join(err)
+    whole = len(cuts["Whole - Track"]) - 71  # the header's boxes end where the last one, 71 bytes, begins
+    for line, name in zip(err[1:], ("Cut - 1 MB", "Cut - 400 KB", "Cut - 60 KB")):
+        assert line == (f"{root / 'test' / name}.stem.mp4: truncated: the file has {len(cuts[name]):,} bytes where "
+                        f"its header promises {whole:,} (an interrupted download or copy): download or copy it again")
+    assert err[4].startswith(f"{root / 'test' / 'Zeroed - Tail'}.stem.mp4: truncated or damaged: its mixture, drums, "
+                             "bass, other, vocals streams should last 6.08 s (its header) but the mixture stream ")
+    assert results_files(out) == [] and not (out / "test").exists()
+
+
+def test_a_stem_file_cut_before_its_index_is_named_truncated(stem_root_one_track, checkpoint, tmp_path, capsys):
+    """Files written with the index at the end (ffmpeg's default, hw2.synth's): ffprobe cannot read a cut one at
+    all, and the line says it is truncated."""
+    root = tmp_path / "musdb"
+    (root / "test").mkdir(parents=True)
+    (src,) = (stem_root_one_track / "test").iterdir()
+    data = src.read_bytes()
+    (root / "test" / src.name).write_bytes(data[: len(data) // 2])
+    assert main(["--musdb-root", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err)
+    assert err.startswith(f"error: {root / 'test' / src.name}: cannot read (ffprobe fails): truncated: the file has "
+                          f"{len(data) // 2:,} bytes where its header promises ")
+    assert results_files(tmp_path / "out") == []
+
+
+# ------------------------------------------------------------------------- scores belong to the audio they came from
+def test_scores_and_samples_of_other_audio_under_the_same_names_are_made_again(checkpoint, tmp_path):
+    """Root B holds other audio under root A's track names (what the 7-second preview and full MUSDB18 are): its
+    table after a run on A is B's own (a fresh run's), the line says why the tracks were scored again, the
+    listening WAVs are B's, and a sample folder of A beyond B's --samples is gone. A --samples 0 run, then
+    --samples 1 on the same root, writes the WAVs that the first run did not."""
+    a = make_musdb(tmp_path / "a", "wav", 0, 0, 2, 3.0, seed=11)
+    b = make_musdb(tmp_path / "b", "wav", 0, 0, 2, 3.0, seed=12)
+    names = sorted(p.name for p in (a / "test").iterdir())
+    assert names == sorted(p.name for p in (b / "test").iterdir())
+    flags = ["--checkpoint", str(checkpoint), "--references", "--jobs", "1"]
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    assert main(["--musdb-root", str(a), *flags, "--samples", "2", "--out", str(out)]) == 0
+    table_a = _table(out)
+    log = []
+    from hw2.infer import parser, run
+    run(parser().parse_args(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(out)]), log=log.append)
+    assert main(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(fresh)]) == 0
+    assert _table(out) == _table(fresh) != table_a
+    assert ("2 of 2 tracks scored again: an earlier run scored other audio under their names (a file's size, "
+            "modification time or first or last 64 KiB differ, or it did not record them)") in log
+    assert not any("already scored" in line for line in log)
+    samples, fresh_samples = out / "synth-test" / "samples", fresh / "synth-test" / "samples"
+    wavs = sorted(p.relative_to(fresh_samples) for p in fresh_samples.rglob("*.wav"))
+    assert sorted(p.relative_to(samples) for p in samples.rglob("*.wav")) == wavs  # names[1]'s folder of A: gone
+    for wav in wavs:
+        np.testing.assert_array_equal(sf.read(samples / wav)[0], sf.read(fresh_samples / wav)[0], err_msg=str(wav))
+    log.clear()
+    run(parser().parse_args(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(out)]), log=log.append)
+    assert "2 of 2 tracks already scored by an earlier run of this command: reused" in log
+
+    later = tmp_path / "later"
+    assert main(["--musdb-root", str(b), *flags, "--samples", "0", "--out", str(later)]) == 0
+    assert main(["--musdb-root", str(b), *flags, "--samples", "1", "--out", str(later)]) == 0
+    assert sorted(p.relative_to(later / "synth-test" / "samples") for p in later.rglob("*.wav")) == wavs
+    assert _table(later) == _table(fresh)
