@@ -134,8 +134,11 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install -y chromium)")
-def test_page_plays_in_a_headless_browser_from_the_folder(page, tmp_path):
+def browse(page, tmp_path) -> dict:
+    """What a headless Chromium finds on `page` opened from its folder: its players (source, error, readiness,
+    duration), its images and its script errors, as CHECK reports them."""
+    import html
+
     check = page.with_name("check.html")  # beside the page: the same relative links
     check.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
     proc = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
@@ -143,9 +146,12 @@ def test_page_plays_in_a_headless_browser_from_the_folder(page, tmp_path):
                            check.as_uri()], capture_output=True, text=True, timeout=120)
     m = re.search(r'<pre id="hw2-check">(.*?)</pre>', proc.stdout, re.S)
     assert m, proc.stderr[-2000:]
-    import html
+    return json.loads(html.unescape(m.group(1)))
 
-    out = json.loads(html.unescape(m.group(1)))
+
+@pytest.mark.skipif(BROWSER is None, reason="needs a headless Chromium (apt-get install -y chromium)")
+def test_page_plays_in_a_headless_browser_from_the_folder(page, tmp_path):
+    out = browse(page, tmp_path)
     assert len(out["audio"]) == 7
     for a in out["audio"]:
         assert a["error"] is None and a["ready"] >= 1 and a["duration"] > 1, a  # decoded: it knows its length
