@@ -408,3 +408,40 @@ def score_model(model, tracks, device="cpu", chunk_dur: float = 30.0, method: st
             continue
     mom = median_of_medians(medians)
     return {t: mom[t]["SDR"] for t in TARGETS}
+
+
+# peak memory of the command's own process and of one scoring worker, as a fixed part plus bytes per stereo sample
+# of the longest track: fitted to `bench/ta_command.py` on a 10-minute track (26.5 M samples), default --jobs, 2
+# listening samples: 1,752 and 1,364 MiB (docs/benchmarks.md)
+MAIN_MEMORY, WORKER_MEMORY = (300 << 20, 58), (280 << 20, 43)
+
+
+def default_jobs(longest: float, cpus: int | None = None, available: int | None = None) -> tuple[int, str]:
+    """(--jobs, the line that says why it is fewer than the CPUs, or ""): one scoring worker per CPU, as many as the
+    free memory (`available` bytes, default MemAvailable) holds beside the command's own process, for tracks up to
+    `longest` seconds; 1 scores in the command's process, with no worker. Where the free memory is unknown (not
+    Linux), one per CPU."""
+    cpus = cpus or os.cpu_count() or 1
+    available = _memory_available() if available is None else available
+    if available is None or cpus == 1:
+        return cpus, ""
+    n = longest * RATE
+    main, worker = (fixed + per * n for fixed, per in (MAIN_MEMORY, WORKER_MEMORY))
+    jobs = int(max(1, min(cpus, (available - main) // worker)))
+    if jobs == cpus:
+        return jobs, ""
+    return jobs, (f"--jobs {jobs}, not one per CPU ({cpus}): {available / 2**30:.1f} GiB of memory is free and each "
+                  f"scoring worker holds about {worker / 2**30:.1f} GiB on the longest track ({longest / 60:.1f} min), "
+                  f"beside this process's {main / 2**30:.1f} GiB; pass --jobs N to choose")
+
+
+def _memory_available() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes (what the kernel can give without swapping); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -511,8 +511,8 @@ def test_an_error_after_the_bars_started_is_a_line_of_its_own(wav_root, checkpoi
 def test_the_default_jobs_fit_the_free_memory_and_say_so(wav_root, checkpoint, tmp_path, monkeypatch, capsys):
     """One worker per CPU while the free memory holds them beside the command's process, fewer (and a line saying
     why) when it does not; an explicit --jobs is kept."""
-    import hw2.infer as infer_module
-    from hw2.infer import MAIN_MEMORY, WORKER_MEMORY, default_jobs
+    import hw2.evaluate as evaluate_module
+    from hw2.evaluate import MAIN_MEMORY, WORKER_MEMORY, default_jobs
 
     ten_min = 600 * 44100
     own, worker = (fixed + per * ten_min for fixed, per in (MAIN_MEMORY, WORKER_MEMORY))
@@ -523,8 +523,8 @@ def test_the_default_jobs_fit_the_free_memory_and_say_so(wav_root, checkpoint, t
     assert default_jobs(600, cpus=4, available=int(own))[0] == 1  # no room for a worker: score in-process
     assert default_jobs(7, cpus=4, available=int(own + 2.5 * worker))[0] == 4  # short tracks: small workers
 
-    monkeypatch.setattr(infer_module, "_memory_available", lambda: 1 << 20)
-    monkeypatch.setattr(infer_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(evaluate_module, "_memory_available", lambda: 1 << 20)
+    monkeypatch.setattr(evaluate_module.os, "cpu_count", lambda: 2)
     args = ["--musdb-root", str(wav_root), "--checkpoint", str(checkpoint), "--samples", "0"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert "--jobs 1, not one per CPU (2)" in capsys.readouterr().out
