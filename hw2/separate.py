@@ -51,9 +51,9 @@ REFERENCES = ("mix-as-estimate", "oracle-irm")
 # each method and reference row in words, for the report's tables and the listening page
 METHOD_NAMES = {"network": "the network's own phase (complex output)", "mixture": "mixture phase",
                 "griffinlim": "Griffin-Lim, random init", "griffinlim-mix": "Griffin-Lim, mixture-phase init",
-                "wiener": "Wiener post-filter", "misi": "MISI, mixture-phase init", "mel": "mel inversion (mel_to_audio)",
-                "vocoder": "vocoder (ours, from scratch)", "mix-as-estimate": "reference: mixture as estimate",
-                "oracle-irm": "reference: oracle ratio mask",
+                "wiener": "Wiener post-filter", "misi": "MISI, mixture-phase init",
+                "mel": "mel inversion (mel_to_audio)", "vocoder": "vocoder (ours, from scratch)",
+                "mix-as-estimate": "reference: mixture as estimate", "oracle-irm": "reference: oracle ratio mask",
                 "oracle-vocoder": "reference: vocoder on the true magnitudes"}
 
 
