@@ -60,7 +60,7 @@ def loss_figure(history: list[dict]) -> Figure:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(round(v, 6))[0] in "25" else ""))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (MSE of magnitudes)")
+    ax.set_ylabel("loss (MSE)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     return fig

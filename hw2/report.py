@@ -220,7 +220,7 @@ def shipping_steps(card_text: str, blend: dict | None, cfg: dict) -> list[dict]:
         dest = re.search(r"--out (\S+)", trains[0]) if trains else None
         ship = f"python -m hw2.card --run {dest.group(1)}" if dest else None
     if ship:
-        out.append({"what": "ship it to checkpoints/", "command": public_command(ship)})
+        out.append({"what": "ship it (into checkpoints/)", "command": public_command(ship)})
     return out
 
 
@@ -362,8 +362,11 @@ def build_report(root: Path, student: dict, out: Path | None = None, draft: bool
         raise Hw2Error(f"{source}: no report source; restore it with `git checkout report/report.typ`")
     missing = missing_fields(student)
     if missing and not draft:
-        raise Hw2Error(f"report/student.toml: {', '.join(missing)} not set; set {' and '.join(missing)} there (or "
-                       f"pass {' '.join(FIELD_FLAGS[k] for k in missing)}), or build a tagged draft with --draft")
+        fields = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        many = len(missing) > 1
+        raise Hw2Error(f"report/student.toml: {fields} {'are' if many else 'is'} empty; set {'them' if many else 'it'} "
+                       f"there (or pass {', '.join(FIELD_FLAGS[k] for k in missing)}), or build a tagged draft with "
+                       "--draft")
     fonts = cjk_font_dirs()
     if CJK.search(student.get("name", "")) and not fonts:
         raise Hw2Error("your name has Chinese characters and this machine has no CJK font to print them: "
@@ -387,7 +390,8 @@ def build_report(root: Path, student: dict, out: Path | None = None, draft: bool
     page = data["listening"]
     if page and not (root / page).is_file():
         log(f"the listening slide names {page}, which is not here: run the command of "
-            f"{page.split('/samples')[0]}.json (the Reproduce slide) with --samples 3 before uploading the folder")
+            f"{page.split('/samples')[0]}.json (on the Reproduce slide; it writes the page) before uploading the "
+            "repository to the drive")
     return out or default
 
 

@@ -373,8 +373,8 @@ def test_the_finished_build_refuses_while_a_cover_field_is_unset_and_a_draft_sho
     (repo / "report" / "student.toml").write_text('name = "Test Student"\nid = ""\ndrive = ""  # later\n')
     assert report.main(["--root", str(repo), "--no-readme"]) != 0
     err = capsys.readouterr().err.strip()
-    assert "id, drive not set" in err and "--draft" in err and "\n" not in err and "Traceback" not in err
-    assert "name" not in err.split("not set")[0]  # the set field is not named
+    assert "id and drive are empty" in err and "--draft" in err and "\n" not in err and "Traceback" not in err
+    assert "name" not in err.split("empty")[0]  # the set field is not named
     assert not list((repo / "report").glob("*.pdf")) and (repo / "report" / "data.json").exists() == before
     # draft = true in student.toml builds the draft, with the unset fields named on its cover
     (repo / "report" / "student.toml").write_text('name = "Test Student"\nid = ""\ndrive = ""\ndraft = true\n')
