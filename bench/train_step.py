@@ -1,4 +1,5 @@
-"""End-to-end training throughput of Open-Unmix: seconds per optimizer step, excerpts per second, an epoch's time.
+"""End-to-end training throughput of a separator (Open-Unmix, the U-Net, the complex TFC-TDF U-Net): seconds per
+optimizer step, excerpts per second, an epoch's time, and each row's step time as a ratio to the first row's.
 
 One timed step is what `hw2.train` does per batch (`hw2.train.train_step`, `hw2.train.precision`): build the batch
 from the decoded cache (hw2.sampling.ExcerptSampler, incoherent mixing, gain + swap, balanced sampling), move it to the
@@ -11,6 +12,7 @@ max(step, batch / workers); without, their sum.
 
     python bench/train_step.py --preset t4 1080ti                 # on a GPU: both presets side by side
     python bench/train_step.py --musdb-root PATH --hidden-size 512 256   # model widths, on whatever device
+    python bench/train_step.py --preset t4 tfctdf --batch-size 4 --seconds 4   # the complex network vs Open-Unmix
 
 Presets are hw2.config.PRESETS (the ones `python -m hw2.train --preset` and notebook 03 use): t4 = Open-Unmix's
 defaults, `--amp auto` (float16 + GradScaler on CUDA), 2 workers; 1080ti = the same in float32, 4 workers; cpu and
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from hw2 import Hw2Error
 from hw2.cache import open_cached
-from hw2.model import ModelConfig, OpenUnmix, count_parameters
+from hw2.model import ModelConfig, build_model, count_parameters
 from hw2.checkpoint import MAX_PARAMS, resolve_device
 from hw2.config import AMP, PRESETS, preset_config
 from hw2.sampling import ExcerptSampler
@@ -59,7 +61,7 @@ def _sync(device):
 
 def bench(sampler, cfg: ModelConfig, device, steps: int, warmup: int, amp: str) -> dict:
     torch.manual_seed(0)
-    model = OpenUnmix(cfg).to(device).train()
+    model = build_model(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
     dtype, scaler = precision(amp, device)
     times, data_times = [], []
@@ -128,16 +130,17 @@ def main(argv=None) -> int:
           f"{a.seconds:g} s stereo; {a.steps} timed steps after {a.warmup} warm-up; epoch = {a.epoch_tracks} x 64 = "
           f"{excerpts} excerpts, validation not included")
     print(f"{'row':<26}{'dtype':>9}{'params':>11}{'s/step':>9}{'batch s':>9}{'workers':>8}{'excerpts/s':>12}"
-          f"{'epoch':>11}")
-    notes = []
+          f"{'epoch':>11}{'x row 1':>9}")
+    notes, first = [], None
     for (name, _, _, workers, target), r in zip(rows, results):
         step = r["step_s"] - r["data_s"]  # the device's part; batch building runs in workers where there are any
         per_step = max(step, r["data_s"] / workers) if workers else r["step_s"]
         rate = a.batch_size / per_step
         epoch = excerpts / rate
         over = "" if r["params"] < MAX_PARAMS else " OVER 10M"
+        first = first or per_step
         print(f"{name:<26}{r['dtype']:>9}{r['params']:>11,}{per_step:>9.3f}{r['data_s']:>9.3f}{workers:>8}"
-              f"{rate:>12.1f}{epoch:>9.0f} s{over}")
+              f"{rate:>12.1f}{epoch:>9.0f} s{per_step / first:>9.2f}{over}")
         if target and gpu and target not in gpu and bandwidth(gpu) and bandwidth(target):
             ratio = bandwidth(gpu) / bandwidth(target)
             notes.append(f"{name}: on a {target}, about {epoch * ratio:.0f} s an epoch (x {ratio:.2f}: "

@@ -5,6 +5,8 @@
     python -m hw2.blend --members runs/a/epoch025.pt runs/b/epoch025.pt --weights 0.6 --out blend-epoch025.pt
     python -m hw2.blend ... --out runs/blend/best.pt --milestones   # + runs/blend/epochNNN.pt, same weights
     python -m hw2.blend --unpack checkpoints/vocals.pt --out runs/shipped   # runs/shipped/member1/best.pt, ...
+    python -m hw2.blend --members runs/shipped/member1/best.pt runs/shipped/member2/best.pt runs/c/best.pt \
+        --accompaniment runs/shipped/accompaniment/best.pt --weights 0.5 0.4 ...   # a third member's weight t
 
 The vocals magnitude is a weighted average of the members' vocals magnitudes, V = w V_1 + (1 - w) V_2 (a mask
 model's output is its mask times the mixture, so this is also the average of their masks). With an accompaniment
@@ -13,6 +15,9 @@ A = u A_net + (1 - u) max(|X| - V, 0): u = 0 keeps the single-model rule, u = 1 
 averages each network's estimate of the mixture with its estimate of the left/right swapped mixture (test-time
 augmentation; it doubles the network's work). The weights w and u are chosen on musdb's valid split, one after the
 other, by the median vocals SDR and the median accompaniment SDR (mixture phase), unless `--weights` fixes them.
+A third member joins a fixed pair: the weights are ((1 - t) w, (1 - t)(1 - w), t), w and u given by `--weights`
+and t chosen on the valid split by the median vocals SDR (mixture phase; a blend with a complex member, whose
+vocals are a complex sum (`hw2.model.Blend`), by its own phase).
 
 A blend checkpoint is an ordinary hw2 checkpoint (`load_checkpoint`, `model_from_checkpoint`, `hw2/infer.py
 --checkpoint`) whose "blend" entry holds each member's config and weights; its "config" is the first member's.
@@ -37,9 +42,20 @@ WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
 def choose_weights(blend: Blend, tracks, device="cpu", log=print, search_w: bool = True) -> list[dict]:
     """Set `blend`'s weights by a grid search on `tracks` (two vocals members: w on WEIGHT_GRID by vocals SDR,
-    unless `search_w` is False; then, with an accompaniment member, u on WEIGHT_GRID by accompaniment SDR).
+    unless `search_w` is False; three: the third's weight t on WEIGHT_GRID by vocals SDR, the first two keeping
+    their ratio; then, with an accompaniment member, u on WEIGHT_GRID by accompaniment SDR).
     Returns every point scored."""
     scored = []
+    if len(blend.members) == 3 and search_w:
+        w0 = blend.weights[0] / max(blend.weights[0] + blend.weights[1], 1e-12)
+        for t in WEIGHT_GRID:
+            blend.weights = [round(float((1 - t) * w0), 6), round(float((1 - t) * (1 - w0)), 6), round(float(t), 6)]
+            scored.append({"w": w0, "t": float(t), "u": blend.accompaniment_weight,
+                           **score_model(blend, tracks, device)})
+            log(f"t {t:.1f}: vocals {scored[-1]['vocals']:.2f} dB, accompaniment {scored[-1]['accompaniment']:.2f} dB")
+        best = max(scored, key=lambda r: r["vocals"])
+        blend.weights = [round((1 - best["t"]) * w0, 6), round((1 - best["t"]) * (1 - w0), 6), round(best["t"], 6)]
+        return scored
     if len(blend.members) == 2 and search_w:
         blend.accompaniment_weight = 0.0
         for w in WEIGHT_GRID:
@@ -76,14 +92,17 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
     acc = model_from_checkpoint(acc_ckpt, accompaniment_path)[0].eval() if acc_ckpt else None
     fixed = list(weights or [])
     w = fixed[:1] if fixed else [1.0]
-    blend = Blend(members, [w[0], 1 - w[0]] if len(members) == 2 else [1.0] * len(members),
-                  acc, fixed[1] if len(fixed) > 1 else 0.0, swap)
+    if len(members) == 3 and not fixed:
+        raise Hw2Error("a third member joins a fixed pair: give --weights w (the first member's share of the "
+                       "first two) and, with --accompaniment, u; the third's weight is chosen on the valid split")
+    start = {1: [1.0], 2: [w[0], 1 - w[0]], 3: [w[0], 1 - w[0], 0.0]}[len(members)]
+    blend = Blend(members, start, acc, fixed[1] if len(fixed) > 1 else 0.0, swap)
     nb_params = sum(p.numel() for p in blend.parameters())
     if nb_params > MAX_PARAMS:
         raise Hw2Error(f"the blend has {nb_params:,} parameters, over the assignment's {MAX_PARAMS:,}: blend "
                        "smaller members")
     scored = []
-    search_w = len(members) == 2 and not fixed
+    search_w = len(members) == 2 and not fixed or len(members) == 3
     if search_w or (acc is not None and len(fixed) < 2):
         if not musdb_root:
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
@@ -139,7 +158,8 @@ def unpack(path: Path, out: Path, log=print) -> list[Path]:
 
 def main(argv=None) -> int:
     p = OneLineParser(prog="python -m hw2.blend", description=__doc__.split("\n\n")[0])
-    p.add_argument("--members", nargs="+", default=[], help="vocals checkpoints (one or two)")
+    p.add_argument("--members", nargs="+", default=[], help="vocals checkpoints (one, two, or a fixed pair and a "
+                   "third whose weight is chosen)")
     p.add_argument("--unpack", default="", help="a blend checkpoint to split into its members' checkpoints, "
                    "written under --out (a folder); its epochNNN.pt milestones too")
     p.add_argument("--accompaniment", default="", help="an accompaniment checkpoint (--target accompaniment)")
@@ -154,8 +174,8 @@ def main(argv=None) -> int:
                    help="also write epochNNN.pt beside --out for every milestone all members' run folders hold, "
                         "with the weights chosen for --out (the epoch table of a blend)")
     args = p.parse_args(argv)
-    if len(args.members) > 2:
-        p.error("--members takes one or two checkpoints")
+    if len(args.members) > 3:
+        p.error("--members takes one to three checkpoints")
     if bool(args.members) == bool(args.unpack):
         p.error("give either --members (to blend) or --unpack (to split a blend)")
     if args.unpack:

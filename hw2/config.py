@@ -101,6 +101,10 @@ PRESETS = {
     # a model a laptop CPU trains in hours, not weeks: a quarter of the width, two LSTM layers, shorter excerpts
     "cpu": dict(epochs=30, milestones=(10, 20, 30), seq_dur=4.0, batch_size=8, samples_per_track=16, n_fft=2048,
                 n_hop=512, hidden_size=128, nb_layers=2, amp="off", nb_workers=0),
+    # the study's spectrogram U-Net (the shipped blend's second member): 6 levels, 8-256 channels, the study's budget,
+    # best epoch by valid SDR
+    "unet": dict(arch="unet", hidden_size=64, nb_layers=6, seq_dur=4.0, samples_per_track=2, lr_decay_patience=20,
+                 patience=150, sdr_every=5, select_by="sdr", milestones=(25, 50, 75, 100, 125, 150)),
     # complex output (issue 29): MDX-Net's vocals model on our STFT: 2048 bins (all but Nyquist at n_fft 4096),
     # channels 32 more per level, 5 levels, 3 convolutions per block, TDF bottleneck 8; for a student's GPU
     "tfctdf": dict(arch="tfctdf", hidden_size=32, nb_layers=5, bandwidth=22050.0, tfc_layers=3, tdf_bottleneck=8,

@@ -29,7 +29,7 @@ from hw2.infer import _references, write_wav
 from hw2.plots import plot_phase_spectrograms, save_figure
 from hw2.score_plots import plot_iteration_sweep
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi
-from hw2.separate import Separator
+from hw2.separate import Separator, estimates
 from hw2.tracks import TARGETS, describe_dataset, open_tracks, read_stem
 
 ITERATIONS = (0, 2, 8, 32)
@@ -47,7 +47,7 @@ def track_sweep(sep, mixture: np.ndarray, key: str, iterations=ITERATIONS, mel_b
     audio = torch.from_numpy(np.ascontiguousarray(mixture.T, dtype=np.float32))
     length, stft = audio.shape[-1], sep.stft
     X = stft(audio)
-    V, A = (m[0] for m in sep.model.targets(X.abs()[None]))  # a blend's accompaniment network included
+    V, A, _, _ = estimates(sep.model, X)  # a blend's accompaniment network included; a complex model's magnitudes
     mags = torch.stack([V, A], 1)  # (nb_channels, 2, nb_bins, nb_frames)
     waves: dict = {}
 

@@ -203,12 +203,7 @@ class Separator:
         the samples in `keep` (a range of the window) are used."""
         length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        if getattr(self.model, "complex_output", False):  # its own complex (vocals, accompaniment)
-            Vc, Ac = (e[0] for e in self.model.targets(X[None]))
-            V, A = Vc.abs(), Ac.abs()
-        else:
-            Vc = Ac = None
-            V, A = (e[0] for e in self.model.targets(X.abs()[None]))
+        V, A, Vc, Ac = estimates(self.model, X)
         # Griffin-Lim needs no context (the model had it): it runs on the kept frames plus a margin beyond n_fft,
         # not on the whole window (1.5 times the work); the output lands at sample f0 * hop of the window
         margin = self.stft.n_fft // hop + 1
@@ -259,6 +254,16 @@ class Separator:
             for m, waves in chans.items():
                 out[m][target] = torch.stack(waves)
         return out
+
+
+def estimates(model, X: torch.Tensor):
+    """A model's (vocals, accompaniment) for one mixture spectrogram X (nb_channels, nb_bins, nb_frames): the
+    magnitudes (V, A) and, from a complex model (its own phase), the complex estimates (Vc, Ac), else None, None."""
+    if getattr(model, "complex_output", False):
+        Vc, Ac = (e[0] for e in model.targets(X[None]))
+        return Vc.abs(), Ac.abs(), Vc, Ac
+    V, A = (e[0] for e in model.targets(X.abs()[None]))
+    return V, A, None, None
 
 
 def _grid(first: int, nb_frames: int, size: int):

@@ -104,3 +104,16 @@ def tiny_model():
 
     torch.manual_seed(0)
     return OpenUnmix(ModelConfig(hidden_size=16, nb_layers=1)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_complex_model():
+    """An untrained tiny TFC-TDF U-Net (complex output) on the separator's STFT: 2 levels of 4 channels more, one
+    convolution per block, the band up to 8 kHz."""
+    import torch
+
+    from hw2.model import ModelConfig, TFCTDFNet
+
+    torch.manual_seed(0)
+    return TFCTDFNet(ModelConfig(arch="tfctdf", hidden_size=4, nb_layers=2, bandwidth=8000.0, tfc_layers=1,
+                                 tdf_bottleneck=4)).eval()

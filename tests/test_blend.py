@@ -221,3 +221,48 @@ def test_unpack_gives_back_the_members_and_their_milestones(tmp_path, mag):
         assert torch.equal(first(mag), second(mag))
     with pytest.raises(Hw2Error, match="not a blend checkpoint"):
         unpack(tmp_path / "ra" / "best.pt", tmp_path / "x")
+
+
+# ------------------------------------------------------------------------------------- a complex member (issue 29)
+def _complex_member():
+    from hw2.model import TFCTDFNet
+
+    torch.manual_seed(1)
+    return TFCTDFNet(ModelConfig(arch="tfctdf", hidden_size=4, nb_layers=2, bandwidth=8000.0, tfc_layers=1,
+                                 tdf_bottleneck=4)).eval()
+
+
+def test_a_complex_member_makes_a_complex_blend_whose_phases_combine_as_documented(mag):
+    """Magnitude members take the mixture's phase, the complex member keeps its own, the vocals are the weighted
+    complex sum, and the accompaniment is the mixture minus them; the accompaniment network is blended on the
+    mixture's phase."""
+    a, b, acc = _models()
+    c = _complex_member()
+    track = separation_track(seed=3, duration=3.0, length=3 * 44100)
+    X = a.stft(torch.from_numpy(track["mixture"].T.copy()))[None]
+    phase = X / X.abs().clamp_min(1e-12)  # silent bins (the track starts with silence) have no phase
+    with torch.no_grad():
+        blend = Blend([a, b, c], [0.3, 0.3, 0.4])
+        assert blend.complex_output
+        vocals, rest = blend.targets(X)
+        expected = 0.3 * a(X.abs()) * phase + 0.3 * b(X.abs()) * phase + 0.4 * c(X)
+        torch.testing.assert_close(vocals, expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(vocals + rest, X)
+        withacc = Blend([a, c], [0.5, 0.5], acc, 0.4).targets(X)[1]
+        v2 = Blend([a, c], [0.5, 0.5])(X)
+        torch.testing.assert_close(withacc, 0.4 * acc(X.abs()) * phase + 0.6 * (X - v2), rtol=1e-4, atol=1e-4)
+
+
+def test_a_third_member_joins_a_fixed_pair(synth):
+    """Three members: the first two keep the ratio of --weights, the third's weight t is the best point of the
+    grid, scored with the blend's own phase."""
+    from hw2.cache import open_cached
+
+    _, root, cache = synth
+    tracks = open_cached(root, "train", "valid", cache, progress=False)
+    a, b, _ = _models()
+    blend = Blend([a, b, _complex_member()], [0.5, 0.5, 0.0])
+    scored = choose_weights(blend, tracks, log=lambda s: None)
+    assert len(scored) == 11 and {r["w"] for r in scored} == {0.5}
+    best = max(scored, key=lambda r: r["vocals"])
+    assert blend.weights == [round((1 - best["t"]) * 0.5, 6)] * 2 + [best["t"]]

@@ -129,3 +129,78 @@ def test_model_card_names_the_shipped_architecture(tmp_path, arch):
         assert "LSTM" not in model_line
     else:
         assert "Open-Unmix, hidden 64, 6 bidirectional LSTM layers" in model_line
+
+
+# ------------------------------------------------------------------------------------------ TFC-TDF (complex)
+TINY_TFCTDF = dict(arch="tfctdf", n_fft=1024, n_hop=256, hidden_size=4, nb_layers=2, bandwidth=8000.0,
+                   tfc_layers=1, tdf_bottleneck=2)
+
+
+def test_tfctdf_maps_a_complex_spectrogram_to_one_of_the_same_shape():
+    from hw2.model import TFCTDFNet
+
+    torch.manual_seed(0)
+    model = TFCTDFNet(ModelConfig(**TINY_TFCTDF)).eval()
+    assert model.complex_output and model.nb_bins == 184  # 186 bins up to 8 kHz, cut to a multiple of 4
+    spec = torch.randn(3, 2, 513, 37, dtype=torch.complex64)  # 37 frames: not a multiple of 2**nb_layers
+    out = model(spec)
+    assert out.shape == spec.shape and out.dtype == torch.complex64
+    assert out[:, :, :184].abs().sum() > 0 and out[:, :, 184:].abs().sum() == 0  # nothing above the band
+    vocals, accompaniment = model.targets(spec)
+    torch.testing.assert_close(vocals + accompaniment, spec)
+
+
+def test_tfctdf_complex_identity_through_the_stft_and_back(monkeypatch):
+    """With the U-Net replaced by the identity, the packing into real and imaginary channels, the bin scaling and
+    the unpacking give back the mixture's spectrogram in the band, and the waveform through the STFT and back."""
+    from hw2.model import TFCTDFNet
+
+    cfg = ModelConfig(**{**TINY_TFCTDF, "bandwidth": 22050.0})  # all 512 bins below Nyquist
+    model = TFCTDFNet(cfg).eval()
+    model.set_input_stats(torch.zeros(513), torch.rand(513) + 0.5)
+    monkeypatch.setattr(model, "body", lambda x: x)
+    audio = torch.randn(2, 2, 44100) * 0.1
+    spec = model.stft(audio)
+    out = model(spec)
+    torch.testing.assert_close(out[:, :, :512], spec[:, :, :512], rtol=1e-5, atol=1e-5)
+    back = model.stft.inverse(out + torch.nn.functional.pad(spec[:, :, 512:], (0, 0, 512, 0)), audio.shape[-1])
+    torch.testing.assert_close(back, audio, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["mse", "wave-l1"])
+def test_tfctdf_one_gradient_step_reaches_every_parameter_and_lowers_the_loss(loss):
+    from hw2.model import TFCTDFNet
+    from hw2.train import precision, spectral_loss, train_step
+
+    torch.manual_seed(0)
+    model = TFCTDFNet(ModelConfig(**TINY_TFCTDF)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _, scaler = precision("off", "cpu")
+    mix = torch.randn(2, 2, 8192) * 0.1
+    tgt = 0.5 * mix
+    before = spectral_loss(model, mix, tgt, loss).item()
+    train_step(model, opt, scaler, mix, tgt, "cpu", None, loss)
+    grads = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not grads, grads
+    for _ in range(4):
+        train_step(model, opt, scaler, mix, tgt, "cpu", None, loss)
+    assert spectral_loss(model, mix, tgt, loss).item() < before
+
+
+def test_tfctdf_presets_are_mdx_net_sized_and_under_the_limit():
+    """The GPU preset is MDX-Net's vocals model on our STFT (about 7.4 M parameters, as the paper's); the CPU
+    preset is the small one the README and the model table describe."""
+    from hw2.config import preset_config
+    from hw2.model import build_model
+
+    gpu, cpu = (count_parameters(build_model(preset_config(p).model_config())) for p in ("tfctdf", "tfctdf-cpu"))
+    assert gpu == 7_420_677 and cpu == 469_653
+    assert max(gpu, cpu) < MAX_PARAMS
+
+
+def test_a_magnitude_model_refuses_a_waveform_loss(tmp_path):
+    from hw2 import Hw2Error
+    from hw2.train import train
+
+    with pytest.raises(Hw2Error, match="needs a complex model"):
+        train(TrainConfig(musdb_root=str(tmp_path), out=str(tmp_path / "run"), loss="wave-l1"))

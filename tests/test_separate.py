@@ -236,17 +236,36 @@ def test_reference_rows(track):
 
 
 # ---------------------------------------------------------------------------------------------------- Separator
-def test_separator_every_method_has_exact_shapes(track, tiny_model):
-    sep = Separator(tiny_model, gl_iters=4)
+@pytest.mark.parametrize("complex_model", [False, True], ids=["magnitude", "complex"])
+def test_separator_every_method_has_exact_shapes(track, tiny_model, tiny_complex_model, complex_model):
+    sep = Separator(tiny_complex_model if complex_model else tiny_model, gl_iters=4)
     sep.vocoder = Vocoder(VocoderConfig(dim=8, nb_layers=1)).eval()  # untrained: shapes only
     mixture = track["mixture"]
-    out = sep.separate(mixture, METHODS, key="t")
-    assert set(out) == set(METHODS)
+    methods = METHODS if complex_model else tuple(m for m in METHODS if m != "network")
+    out = sep.separate(mixture, methods, key="t")
+    assert set(out) == set(methods)
     for method, est in out.items():
         assert set(est) == {"vocals", "accompaniment"}
         for target, audio in est.items():
             assert audio.shape == mixture.shape, (method, target)
             assert audio.dtype == np.float32 and np.isfinite(audio).all(), (method, target)
+
+
+def test_network_phase_of_a_complex_model_adds_up_to_the_mixture(track, tiny_complex_model):
+    """The network's own estimates are the vocals and the mixture minus them: inverted as they are, they add up to
+    the mixture, in blocks too; the mixture phase puts the mixture's phase on the same magnitudes, so it does not."""
+    mixture = track["mixture"]
+    out = Separator(tiny_complex_model, chunk_dur=1.0, context_dur=0.5).separate(mixture, ("network", "mixture"))
+    total = out["network"]["vocals"] + out["network"]["accompaniment"]
+    np.testing.assert_allclose(total, mixture, atol=1e-4)
+    assert np.abs(out["mixture"]["vocals"] + out["mixture"]["accompaniment"] - mixture).max() > 1e-2
+    whole = Separator(tiny_complex_model, chunk_dur=100.0).separate(mixture, ("network",))["network"]
+    np.testing.assert_allclose(out["network"]["vocals"], whole["vocals"], atol=1e-4)
+
+
+def test_network_phase_needs_a_complex_model(track, tiny_model):
+    with pytest.raises(Hw2Error, match="network phase method needs a complex model"):
+        Separator(tiny_model).separate(track["mixture"], ["network"])
 
 
 def test_separator_rejects_an_unknown_method(track, tiny_model):
