@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CM = 1 / 2.54
 DPI = 150
 # slot sizes (cm) on the 33.9 x 19.1 cm slide; report.typ prints each at this size
-SLOTS = {"r_loss": (15.5, 6.8), "r_iterations": (16.0, 6.6), "r_augment": (17.0, 10.0), "r_listening": (20.0, 12.6)}
+SLOTS = {"r_loss": (15.5, 6.8), "r_iterations": (16.0, 6.6), "r_augment": (18.5, 10.5), "r_listening": (20.0, 12.6)}
 STYLE = {"font.size": 13, "axes.titlesize": 13, "axes.labelsize": 13, "xtick.labelsize": 12,
          "ytick.labelsize": 12, "legend.fontsize": 12, "font.family": "DejaVu Sans"}
 NAVY, ORANGE, GREY = "#1F3A5F", "#E07A2D", "0.55"

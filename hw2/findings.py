@@ -74,6 +74,7 @@ def findings(results: dict) -> dict:
         for f in fam.values():
             ds = [d for d in f["delta"] if d is not None]
             f["mean_delta"] = sum(ds) / len(ds) if ds else None
+            f["same_sign"] = bool(ds) and (all(d > 0 for d in ds) or all(d < 0 for d in ds))  # every seed agrees
             ranges = [max(v) - min(v) for v in ([x for x in f[t] if x is not None] for t in ("vocals", "accompaniment"))
                       if len(v) > 1]
             f["spread"] = max(ranges) if ranges else None  # the largest seed-to-seed range of either target

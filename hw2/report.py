@@ -412,7 +412,8 @@ def expected_markdown(data: dict, guide: str) -> str:
             epoch = r.get("epoch")
             epoch = f"epochs {str(epoch).replace('+', ', ')}" if isinstance(epoch, str) else f"epoch {epoch}"
             values = [sdr(r, t) for t in ("vocals", "accompaniment")]
-            rows.append(f"| {what} | `{r.get('checkpoint')}` ({epoch}), {r['method_name']} | "
+            method = "" if r.get("method") == "mixture" else f", {r['method_name']}"
+            rows.append(f"| {what} | `{Path(str(r.get('checkpoint'))).name}` ({epoch}){method} | "
                         + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
     if not rows:
         return ("**What to expect:** no test-set table has been scored in this repository yet "
@@ -422,7 +423,8 @@ def expected_markdown(data: dict, guide: str) -> str:
     return "\n".join([
         f"**What to expect.** This repository's own runs of these commands on the {rf['dataset']}'s test split "
         f"({rf['nb_tracks']} tracks{', excerpts of the full songs' if preview else ''}), read from "
-        "`results/test*.json` when README.pdf is built (SDR in dB, median of medians):", "",
+        "`results/test*.json` when README.pdf is built (SDR in dB, median of medians; mixture phase unless "
+        "named):", "",
         "| table | row | vocals SDR | accompaniment SDR |", "|---|---|---:|---:|", *rows, "",
         *(["Full MUSDB18's test set (the same songs at full length) was not scored here, so what it gives is not "
            "known: expect other numbers there, with the same order of rows (the mixture phase far above "
