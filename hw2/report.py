@@ -410,7 +410,7 @@ def expected_markdown(data: dict, guide: str) -> str:
             if key == "phase" and asked is not None and r.get("method") not in asked:
                 continue
             epoch = r.get("epoch")
-            epoch = f"epochs {str(epoch).replace('+', ', ')}" if isinstance(epoch, str) else f"epoch {epoch}"
+            epoch = f"best epochs {str(epoch).replace('+', ', ')}" if isinstance(epoch, str) else f"epoch {epoch}"
             values = [sdr(r, t) for t in ("vocals", "accompaniment")]
             method = "" if r.get("method") == "mixture" else f", {r['method_name']}"
             rows.append(f"| {what} | `{Path(str(r.get('checkpoint'))).name}` ({epoch}){method} | "

@@ -622,7 +622,7 @@ def test_expected_numbers_are_the_test_tables_rows_the_guide_asks_for():
             (("mixture", 4.81), ("griffinlim", -2.5), ("wiener", 4.9))]}}}
     guide = "python hw2/infer.py --musdb-root /path/to/musdb18 --phase mixture griffinlim --samples 3 --name test-phase"
     md = report.expected_markdown(data, guide)
-    assert "| test table | `vocals.pt` (epochs 116, 65) | 4.81 | 9.58 |" in md
+    assert "| test table | `vocals.pt` (best epochs 116, 65) | 4.81 | 9.58 |" in md
     assert "griffinlim | -2.50" in md and "4.90" not in md  # the guide's command asks for no Wiener row
     assert "was not scored here" in md
     assert "not scored here" not in report.expected_markdown(
