@@ -22,13 +22,13 @@ from matplotlib.ticker import FuncFormatter
 
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 from hw2.listening import magnitude
+from hw2.findings import variant_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CM = 1 / 2.54
 DPI = 150
 # slot sizes (cm) on the 33.9 x 19.1 cm slide; report.typ prints each at this size
-SLOTS = {"r_loss": (15.5, 7.2), "r_iterations": (17.0, 8.6), "r_models": (16.5, 9.6), "r_augment": (16.5, 9.6),
-         "r_listening": (20.0, 12.6)}
+SLOTS = {"r_loss": (15.5, 6.8), "r_iterations": (16.0, 6.6), "r_augment": (18.5, 10.5), "r_listening": (20.0, 12.6)}
 STYLE = {"font.size": 13, "axes.titlesize": 13, "axes.labelsize": 13, "xtick.labelsize": 12,
          "ytick.labelsize": 12, "legend.fontsize": 12, "font.family": "DejaVu Sans"}
 NAVY, ORANGE, GREY = "#1F3A5F", "#E07A2D", "0.55"
@@ -51,7 +51,7 @@ def loss_figure(history: list[dict]) -> Figure:
     ep = np.array([r["epoch"] for r in history])
     valid = np.array([r["valid_loss"] for r in history])
     ax.plot(ep, [r["train_loss"] for r in history], color=GREY, label="train (augmented excerpts)")
-    ax.plot(ep, valid, color=NAVY, label="valid (14 tracks)")
+    ax.plot(ep, valid, color=NAVY, label="valid split")
     # the epoch the run kept as best.pt (by valid loss, or by valid SDR with --select-by sdr): the last marked
     kept = [i for i, r in enumerate(history) if r.get("best")]
     best = kept[-1] if kept else int(np.argmin(valid))
@@ -60,7 +60,7 @@ def loss_figure(history: list[dict]) -> Figure:
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(round(v, 6))[0] in "25" else ""))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (MSE of magnitudes)")
+    ax.set_ylabel("loss (MSE)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     return fig
@@ -102,32 +102,13 @@ def iterations_figure(sweep: dict) -> Figure:
     return fig
 
 
-def models_figure(table: dict, base: str = "openunmix-256") -> Figure:
-    """Vocals SDR per model variant, best first, the shipped structure's value as a dashed line."""
-    rows = sorted((r for r in table["rows"] if np.isfinite(_sdr(r))), key=_sdr)
-    fig = _figure("r_models")
-    ax = fig.subplots()
-    y = np.arange(len(rows))
-    colors = [ORANGE if r["variant"] == base else NAVY for r in rows]
-    ax.barh(y, [_sdr(r) for r in rows], color=colors, height=0.7)
-    for i, r in enumerate(rows):
-        ax.annotate(f"{_sdr(r):.2f}", (_sdr(r), i), xytext=(4, 0), textcoords="offset points", va="center",
-                    fontsize=12)
-    ax.set_yticks(y, [r["variant"] for r in rows])
-    ax.set_xlabel("vocals SDR (dB), valid split")
-    ax.set_xlim(0, max(_sdr(r) for r in rows) * 1.18)
-    ax.grid(axis="x", alpha=0.3)
-    return fig
-
-
 def augment_figure(table: dict, base: str = "all-on") -> Figure:
     """Each augmentation variant's vocals SDR minus the default's at the same seed: bars the mean over seeds,
     dots the single seeds."""
     groups: dict = {}
     for r in table["rows"]:
-        name = r.get("base") or r["variant"]
-        if name != base and (r.get("delta") or {}).get("vocals") is not None:
-            groups.setdefault(name, []).append(r["delta"]["vocals"])
+        if (r.get("base") or r["variant"]) != base and (r.get("delta") or {}).get("vocals") is not None:
+            groups.setdefault(variant_name(r), []).append(r["delta"]["vocals"])  # bars named in words
     names = sorted(groups, key=lambda n: np.mean(groups[n]))
     fig = _figure("r_augment")
     ax = fig.subplots()
@@ -139,13 +120,13 @@ def augment_figure(table: dict, base: str = "all-on") -> Figure:
             ax.scatter(groups[n], [i] * len(groups[n]), color="black", s=16, zorder=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, names)
-    ax.set_xlabel("Δ vocals SDR to the default (dB)")
+    ax.set_xlabel("vocals SDR minus the reference recipe's (dB)")
     ax.grid(axis="x", alpha=0.3)
     return fig
 
 
 LISTEN = (("true_vocals", "true vocals"), ("vocals-mixture_vocals", "mixture phase"),
-          ("vocals-griffinlim_vocals", "Griffin-Lim"), ("vocals-misi_vocals", "MISI"),
+          ("vocals-griffinlim_vocals", "Griffin-Lim, random"), ("vocals-misi_vocals", "MISI"),
           ("vocals-mel_vocals", "mel inversion"), ("vocals-vocoder_vocals", "vocoder"))
 
 
@@ -211,7 +192,7 @@ def build(root: Path, listening: Path | None = None, folder: Path | None = None,
 
     jobs = [("r_loss", "checkpoints/history.json", loss_figure),
             ("r_iterations", "results/phase-sweep.json", iterations_figure),
-            ("r_models", "results/models.json", models_figure), ("r_augment", "results/augment.json", augment_figure)]
+            ("r_augment", "results/augment.json", augment_figure)]
     out = []
     with rc_context(STYLE):
         for name, rel, draw in jobs:

@@ -20,6 +20,7 @@ import numpy as np
 
 from hw2 import RATE, atomic_write
 from hw2.evaluate import row_slug, track_medians
+from hw2.separate import METHOD_NAMES
 from hw2.tracks import TARGETS
 
 TRUE_PREFIX = "true"  # true_vocals.wav, true_accompaniment.wav: the reference stems of a sample track
@@ -88,14 +89,17 @@ def read_mono(path: Path) -> tuple[np.ndarray, int]:
 
 
 def spectrogram_image(mag: np.ndarray, rate: int = RATE, fmax: float = 8000.0, height: int = 160,
-                      range_db: float = 70.0, ref: float | None = None) -> np.ndarray:
+                      range_db: float = 70.0, ref: float | None = None, width: int | None = None) -> np.ndarray:
     """uint8 (height, frames, 3) of a `magnitude` in dB up to `fmax`, low frequencies at the bottom, `range_db`
-    below `ref` (default: its own peak) black. A shared `ref` makes the images of one track compare."""
+    below `ref` (default: its own peak) black. A shared `ref` makes the images of one track compare. `width`:
+    at most that many columns (frames picked evenly), so that a long track's image stays on the page."""
     mag = mag[: int(fmax / (rate / 2) * (mag.shape[0] - 1)) + 1]
     peak = ref if ref is not None else float(mag.max())
     db = 20 * np.log10(np.maximum(mag, 1e-10) / max(peak, 1e-10))
     level = np.clip(1 + db / range_db, 0, 1)[::-1]  # 0 = range_db below the peak, 1 = the peak
     level = level[np.linspace(0, level.shape[0] - 1, height).round().astype(int)]
+    if width and level.shape[1] > width:
+        level = level[:, np.linspace(0, level.shape[1] - 1, width).round().astype(int)]
     pos = level * (len(RAMP) - 1)
     lo = np.floor(pos).astype(int).clip(0, len(RAMP) - 2)
     frac = (pos - lo)[..., None]
@@ -113,6 +117,42 @@ def track_sdr(score_file: Path) -> dict:
         return {t: m.get("SDR") for t, m in track_medians(scores).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+FMAX = 8000.0  # Hz: the top of the page's spectrograms (the voice and most of the accompaniment's energy)
+WIDTH = 480  # pixels: the widest spectrogram; shorter tracks keep one column per STFT frame
+
+
+def ticks(span: float, most: int = 8) -> list[float]:
+    """Round tick values from 0 to `span`: steps of 1, 2 or 5 times a power of ten, at most `most` + 1 ticks."""
+    step = 10 ** np.floor(np.log10(max(span, 1e-9) / most))
+    step = next(k * step for k in (1, 2, 5, 10) if span / (k * step) <= most)
+    return [float(v) for v in np.arange(0, span + step / 2, step)]
+
+
+def spectrogram_figure(src: str, alt: str, width: int, height: int, seconds: float, fmax: float = FMAX) -> str:
+    """An image at its own pixel size with a frequency axis (kHz) at its left and a time axis (s) below it,
+    in HTML: the TA's install has no plotting library."""
+    def label(v):
+        return f"{v:g}"
+    ys = "".join(f'<span style="bottom:{100 * f / fmax:.2f}%">{label(f / 1000)}</span>' for f in ticks(fmax, 4))
+    xs = "".join(f'<span style="left:{100 * t / seconds:.2f}%">{label(t)}</span>'
+                 for t in ticks(seconds) if t <= seconds)
+    return (f'<div class="spec"><div class="ylab">kHz</div><div class="y" style="height:{height}px">{ys}</div>'
+            f'<img src="{src}" alt="{alt}" width="{width}" height="{height}">'
+            f'<div></div><div></div><div class="x" style="width:{width}px">{xs}</div>'
+            f'<div></div><div></div><div class="xlab">time (s)</div></div>')
+
+
+def row_words(row: dict, several: bool) -> str:
+    """A table row in words: its phase method's name, and which checkpoint where the page has several."""
+    words = METHOD_NAMES.get(row.get("method"), row.get("method") or row.get("label", "?"))
+    if row.get("checkpoint"):
+        words = f"the model, {words}"
+    if several and row.get("checkpoint"):
+        epoch = str(row.get("epoch", "?")).replace("+", ", ")
+        words = f"{Path(row['checkpoint']).name} (epoch{'s' if ',' in epoch else ''} {epoch}): {words[11:]}"
+    return words
 
 
 def _href(path: Path, folder: Path) -> str:
@@ -144,17 +184,19 @@ def write_page(samples: Path, rows: list[dict], score_file, title: str = "Listen
     tracks = [d for d in tracks if (d / "mixture.wav").is_file()]
     if not tracks:
         return None
+    several = len({r.get("checkpoint") for r in rows if r.get("checkpoint")}) > 1
     sections = []
     for d in tracks:
-        lines = [("mixture", None, d / "mixture.wav", None)]  # (label, sdr dict or None, vocals, accompaniment)
+        # (label, sdr dict or None, vocals, accompaniment)
+        lines = [("the mixture (what the model hears)", None, d / "mixture.wav", None)]
         if (d / f"{TRUE_PREFIX}_vocals.wav").is_file():
-            lines.append(("true stems (reference)", None, d / f"{TRUE_PREFIX}_vocals.wav",
+            lines.append(("the true stems (the reference)", None, d / f"{TRUE_PREFIX}_vocals.wav",
                           d / f"{TRUE_PREFIX}_accompaniment.wav"))
         for row in rows:
             slug = row_slug(row)
             voc, acc = d / f"{slug}_vocals.wav", d / f"{slug}_accompaniment.wav"
             if voc.is_file() or acc.is_file():
-                lines.append((row.get("label", slug), track_sdr(Path(score_file(row, d.name))), voc, acc))
+                lines.append((row_words(row, several), track_sdr(Path(score_file(row, d.name))), voc, acc))
         sections.append((d.name, lines, [d / "mixture.wav"]))  # the mixture's peak: the images compare
     return _write(samples, title, SCORED_INTRO, sections, "mixture's peak", scored=True)
 
@@ -183,20 +225,22 @@ def _write(folder: Path, title: str, intro: str, sections: list, ref_name: str, 
             if voc.suffix == ".wav" and voc.is_file() and folder.absolute() in voc.absolute().parents:
                 audio, rate = read_mono(voc)
                 png = voc.with_suffix(".png")
+                rgb = spectrogram_image(magnitude(audio, max_columns=MAX_COLUMNS), rate, fmax=FMAX, ref=ref, width=WIDTH)
                 with atomic_write(png) as tmp:
-                    tmp.write_bytes(png_bytes(spectrogram_image(magnitude(audio, max_columns=MAX_COLUMNS), rate,
-                                                                ref=ref)))
+                    tmp.write_bytes(png_bytes(rgb))
+                img = spectrogram_figure(_href(png, folder), f"spectrogram of {html.escape(voc.name)}",
+                                         rgb.shape[1], rgb.shape[0], len(audio) / rate)
                 del audio
-                img = f'<img src="{_href(png, folder)}" alt="spectrogram of {html.escape(voc.name)}">'
             sdr_cells = "".join(f"<td class=num>{_fmt(sdr.get(t)) if sdr else ''}</td>" for t in TARGETS) \
                 if scored else ""
-            body.append(f"<tr><th>{html.escape(label)}</th>{_player(voc, folder)}"
-                        f"{_player(acc, folder) if acc is not None else '<td></td>'}{sdr_cells}"
-                        f"<td>{img}</td></tr>")
+            # the mixture is neither stem: its one player spans both columns
+            players = (_player(voc, folder).replace("<td>", '<td colspan="2">', 1) if acc is None
+                       else _player(voc, folder) + _player(acc, folder))
+            body.append(f"<tr><th>{html.escape(label)}</th>{players}{sdr_cells}<td>{img}</td></tr>")
         sdr_heads = "<th>vocals SDR</th><th>accompaniment SDR</th>" if scored else ""
-        parts.append(f"<section><h2>{html.escape(heading)}</h2><table><thead><tr><th>what</th>"
-                     f"<th>vocals (or the mixture)</th><th>accompaniment</th>{sdr_heads}<th>spectrogram of the "
-                     f"first column, 0–8 kHz, dB from the {ref_name}</th></tr></thead><tbody>" + "".join(body)
+        parts.append(f"<section><h2>{html.escape(heading)}</h2><table><thead><tr><th>what you hear</th>"
+                     f"<th>vocals</th><th>accompaniment</th>{sdr_heads}<th>spectrogram of the vocals (the "
+                     f"mixture's in its row), dB from the {ref_name}</th></tr></thead><tbody>" + "".join(body)
                      + "</tbody></table></section>")
     page = folder / "index.html"
     with atomic_write(page) as tmp:
@@ -212,7 +256,15 @@ table {{ border-collapse: collapse; margin-bottom: 2em; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: middle; }}
 td.num {{ text-align: right; white-space: nowrap; }}
 audio {{ width: 230px; }}
-img {{ height: 80px; width: 320px; image-rendering: auto; }}
+.spec {{ display: inline-grid; grid-template-columns: auto auto auto; align-items: center; font-size: 11px; }}
+.spec img {{ display: block; }}
+.spec .ylab {{ writing-mode: vertical-rl; transform: rotate(180deg); padding-right: 2px; }}
+.spec .y, .spec .x {{ position: relative; }}
+.spec .y {{ width: 2.2em; }}
+.spec .y span {{ position: absolute; right: 4px; transform: translateY(50%); }}
+.spec .x {{ height: 1.3em; }}
+.spec .x span {{ position: absolute; top: 1px; transform: translateX(-50%); }}
+.spec .xlab {{ text-align: center; }}
 </style></head>
 <body>
 <h1>{title}</h1>
@@ -220,7 +272,8 @@ img {{ height: 80px; width: 320px; image-rendering: auto; }}
 {body}
 </body></html>
 """
-SCORED_INTRO = """Per track: the mixture, the true stems and each method's estimates, with the track's SDR (museval
-BSSEval v4, median over its 1 s frames; the results table gives the median over all tracks)."""
+SCORED_INTRO = """Per track: the mixture, the true stems and each method's estimates, with the track's SDR
+(signal-to-distortion ratio, museval's BSSEval v4, median over its one-second frames; the results table gives the
+median over all tracks)."""
 SONG_INTRO = """Per song: the input file as the mixture, and the vocals and accompaniment each checkpoint and phase
 method separated from it. No scores: a song has no true stems to score against."""

@@ -29,25 +29,18 @@ from pathlib import Path
 import hw2
 from hw2 import Hw2Error, OneLineParser, __version__, atomic_write, run_cli
 from hw2.checkpoint import MAX_PARAMS
+from hw2.findings import findings, sdr, variant_name
 from hw2.model import ModelConfig, build_model, describe, parameters_of
 from hw2.reconstruct import griffinlim
-from hw2.separate import Separator
+from hw2.separate import METHOD_NAMES, Separator
 from hw2.tracks import describe_dataset
-from hw2.typeset import CJK, build_readme, cjk_font_dirs, compile_typst
+from hw2.typeset import CJK, GUIDE, build_readme, cjk_font_dirs, compile_typst
 
 ROOT = Path(hw2.__file__).resolve().parents[1]
-METHOD_NAMES = {"mixture": "mixture phase", "griffinlim": "Griffin-Lim, random init",
-                "griffinlim-mix": "Griffin-Lim, mixture-phase init", "wiener": "Wiener post-filter",
-                "mix-as-estimate": "reference: mixture as estimate", "oracle-irm": "reference: oracle ratio mask",
-                "misi": "MISI, mixture-phase init",
-                "mel": "mel inversion (mel_to_audio)", "vocoder": "vocoder (ours, from scratch)",
-                "oracle-vocoder": "reference: vocoder on the true magnitudes"}
 OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", "vocoder": "results/phase.json",
-            "sweep": "results/phase-sweep.json", "unet150": "results/unet-150.json",
-            "tuning": "results/tuning-width.json"}
+            "sweep": "results/phase-sweep.json", "unet150": "results/unet-150.json"}
 SYNTHETIC = re.compile(r"generated|synth", re.I)  # hw2.synth roots: never a test or valid table of the report
 STUDENT_KEYS = ("name", "id", "drive")
-MAX_COMMAND = 160  # characters of a command on the Reproduce slide
 
 
 # ------------------------------------------------------------------------------------------------- gathering
@@ -68,10 +61,10 @@ def dataset_label(data: dict) -> str:
 
 
 def split_label(data: dict) -> str:
-    """"valid split" / "test set" / "train split" ...: says valid for valid results, never test."""
+    """"valid split" / "test split" / "train split" ...: says valid for valid results, never test."""
     subset, split = data.get("subset"), data.get("split")
     if subset == "test":
-        return "test set"
+        return "test split"
     return {"valid": "valid split", "train": "train split"}.get(split, f"{subset} folder")
 
 
@@ -85,7 +78,10 @@ def load_results(folder: Path, root: Path) -> dict:
             raise Hw2Error(f"{path}: not an hw2 results file (no \"rows\" list); {fix}")
         data = doc.get("data") or {}
         rows = [dict(r, method_name=METHOD_NAMES.get(r.get("method"), r.get("method") or r.get("label", "?")),
-                     reference=r.get("method") in ("mix-as-estimate", "oracle-irm", "oracle-vocoder"))
+                     reference=r.get("method") in ("mix-as-estimate", "oracle-irm", "oracle-vocoder"),
+                     name=variant_name(r),
+                     # "ours, after Open-Unmix (Stöter et al., ...)": who wrote the code, without the citation
+                     code_words=re.split(r"\s*\(", r["code"])[0] if isinstance(r.get("code"), str) else None)
                 for r in doc["rows"] if isinstance(r, dict)]
         dataset, split = dataset_label(data), split_label(data)
         out[path.stem] = {
@@ -119,106 +115,45 @@ def pick(results: dict, score) -> str | None:
     return max(ranked)[3] if ranked else None
 
 
+SHIPPED = "checkpoints/vocals.pt"  # the TA's default checkpoint: the shipped model
+
+
+def _phases(r: dict) -> int:
+    return sum(x.get("method", "").startswith("griffinlim") for x in r["rows"])
+
+
+def _milestones(r: dict) -> int:
+    """Epochs of the shipped run's checkpoints (checkpoints/) a table scores, less one: a table of another run's
+    epochs is not the shipped model's curve."""
+    return len({x.get("epoch") for x in r["rows"] if x.get("method") == "mixture"
+                and str(x.get("checkpoint", "")).startswith("checkpoints/")}) - 1
+
+
+def _shipped_alone(r: dict) -> float:
+    """The TA's first table: the shipped checkpoint with the mixture phase; the fewer rows of other checkpoints,
+    the better."""
+    ok = any(x.get("checkpoint") == SHIPPED and x.get("method") == "mixture" for x in r["rows"])
+    return sum(x.get("checkpoint") == SHIPPED for x in r["rows"]) / len(r["rows"]) if ok else 0
+
+
 def sections(results: dict) -> dict:
+    """{section: results stem}: the required tasks' tables on the test set (test, phase, epochs) and, beside
+    each, the same table on the valid split where the model and its epoch were chosen (*_valid); the optional
+    tasks' files; "other": every file not shown."""
     optional = {k: Path(v).stem for k, v in OPTIONAL.items()}
     core = {k: v for k, v in results.items() if k not in optional.values()}
-    phase = pick(core, lambda r: sum(x.get("method", "").startswith("griffinlim") for x in r["rows"]))
-    # the shipped run's epochs (checkpoints/): a table of another run's epochs is not the shipped model's curve
-    epochs = pick(core, lambda r: len({x.get("epoch") for x in r["rows"] if x.get("method") == "mixture"
-                                       and str(x.get("checkpoint", "")).startswith("checkpoints/")}) - 1)
-    out = {"phase": phase, "epochs": epochs}
+    test = {k: v for k, v in core.items() if v["subset"] == "test"}
+    valid = {k: v for k, v in core.items() if v["split"] == "valid"}
+    out = {"test": pick(test, _shipped_alone), "phase": pick(core, _phases), "epochs": pick(core, _milestones),
+           "test_valid": pick(valid, _shipped_alone), "phase_valid": pick(valid, _phases),
+           "epochs_valid": pick(valid, _milestones)}
+    for k in ("test", "phase", "epochs"):  # a valid table beside itself says nothing
+        if out[k] == out[k + "_valid"]:
+            out[k + "_valid"] = None
     out.update({k: (stem if stem in results else None) for k, stem in optional.items()})
     same = lambda s: json.dumps([(r.get("method"), r.get("epoch"), r.get("scores")) for r in results[s]["rows"]])  # noqa: E731
     shown = {same(s) for s in out.values() if s}  # a notebook's copy of a shown table is not shown twice
     out["other"] = [s for s in results if s not in out.values() and same(s) not in shown]
-    return out
-
-
-def _vocals(row: dict | None, target: str = "vocals") -> float | None:
-    try:
-        v = row["scores"][target]["SDR"]
-        return float(v) if v is not None else None
-    except (KeyError, TypeError):
-        return None
-
-
-def _diff(a, b):
-    return None if a is None or b is None else a - b
-
-
-def findings(results: dict) -> dict:
-    """The numbers the findings and discussion state, each computed from its results file (None where the file
-    or row is missing), with the file it came from: the prose in report.typ never types a number."""
-    out: dict = {}
-    by = lambda stem, key: {r.get(key): r for r in results.get(stem, {}).get("rows", [])}  # noqa: E731
-    models = by("models", "variant")
-    if models:
-        base = _vocals(models.get("openunmix-256"))
-        out["models"] = {"file": results["models"]["file"], "base": base,
-                         **{k: _vocals(r) for k, r in models.items()},
-                         **{f"{k}_delta": _diff(_vocals(r), base) for k, r in models.items()}}
-    aug = results.get("augment", {}).get("rows", [])
-    if aug:
-        family: dict = {}
-        for r in aug:
-            family.setdefault(r.get("base") or r.get("variant"), []).append(r)
-        delta = lambda r: (r.get("delta") or {}).get("vocals")  # noqa: E731
-        fam = {k: {"seeds": [r["config"].get("seed") for r in rs], "vocals": [_vocals(r) for r in rs],
-                   "accompaniment": [_vocals(r, "accompaniment") for r in rs],
-                   "delta": [delta(r) for r in rs]} for k, rs in family.items()}
-        for f in fam.values():
-            ds = [d for d in f["delta"] if d is not None]
-            f["mean_delta"] = sum(ds) / len(ds) if ds else None
-            ranges = [max(v) - min(v) for v in ([x for x in f[t] if x is not None] for t in ("vocals", "accompaniment"))
-                      if len(v) > 1]
-            f["spread"] = max(ranges) if ranges else None  # the largest seed-to-seed range of either target
-            f["nb_seeds"] = len(f["seeds"])
-        out["augment"] = {"file": results["augment"]["file"], "families": fam}
-    ship = results.get("ship", {}).get("rows", [])
-    if ship:  # bench/ship.py's candidates: single networks (one epoch) against blends (one epoch per member)
-        single = [r for r in ship if isinstance(r.get("epoch"), int)]
-        blends = [r for r in ship if not isinstance(r.get("epoch"), int)]
-        top = lambda rs: max(rs, key=lambda r: r.get("vocals_sdr") or -99, default=None)  # noqa: E731
-        s1, b1 = top(single), top(blends)
-        out["ship"] = {"file": results["ship"]["file"], "nb": len(ship),
-                       "single": s1 and s1.get("vocals_sdr"), "single_label": s1 and s1.get("label"),
-                       "blend": b1 and b1.get("vocals_sdr"), "gain": _diff(b1 and b1.get("vocals_sdr"),
-                                                                            s1 and s1.get("vocals_sdr"))}
-    acc = [r for r in results.get("ship-acc", {}).get("rows", []) if r.get("method") == "mixture"]
-    if len(acc) >= 2:  # bench/ship.py --phase: the residual blend (fewest parameters) against accompaniment networks
-        residual = min(acc, key=lambda r: r.get("parameters") or 0)
-        top = max((r for r in acc if r is not residual), key=lambda r: r.get("accompaniment_sdr") or -99)
-        wiener = [r for r in results["ship-acc"]["rows"] if r.get("method") == "wiener"]
-        out["ship_acc"] = {"file": results["ship-acc"]["file"], "residual": residual.get("accompaniment_sdr"),
-                           "network": top.get("accompaniment_sdr"),
-                           "gain": _diff(top.get("accompaniment_sdr"), residual.get("accompaniment_sdr")),
-                           "vocals_change": _diff(top.get("vocals_sdr"), residual.get("vocals_sdr")),
-                           "wiener_vocals_gain": max((g for g in (_diff(w.get("vocals_sdr"), residual.get("vocals_sdr"))
-                                                                 for w in wiener) if g is not None), default=None)}
-    unet = results.get("unet-150", {}).get("rows", [])
-    if unet:
-        own = [r for r in unet if not str(r.get("checkpoint", "")).startswith("checkpoints/")]
-        best = next((r for r in own if str(r.get("checkpoint", "")).endswith("best.pt")), None)
-        top = max(own, key=lambda r: _vocals(r) or -99, default=None)
-        shipped = next((r for r in unet if str(r.get("checkpoint", "")).startswith("checkpoints/")), None)
-        out["unet150"] = {"file": results["unet-150"]["file"], "best": _vocals(best),
-                          "best_epoch": (best or {}).get("epoch"), "top": _vocals(top),
-                          "top_epoch": (top or {}).get("epoch"), "shipped": _vocals(shipped),
-                          "shipped_epoch": (shipped or {}).get("epoch")}
-    tuning = results.get("tuning-width", {}).get("rows", [])
-    if len(tuning) >= 2:
-        ref = next((r for r in tuning if str(r.get("checkpoint", "")).startswith("checkpoints/")), tuning[0])
-        other = next(r for r in tuning if r is not ref)
-        out["tuning"] = {"file": results["tuning-width"]["file"], "epoch": ref.get("epoch"), "base": _vocals(ref),
-                         "other": _vocals(other), "other_name": other.get("name") or other.get("label"),
-                         "delta": _diff(_vocals(other), _vocals(ref))}
-    sweep = results.get("phase-sweep", {}).get("rows", [])
-    if sweep:
-        curves: dict = {}
-        for r in sorted(sweep, key=lambda r: r.get("iterations", 0)):
-            curves.setdefault(r["method"], []).append({"iterations": r.get("iterations"), "vocals": _vocals(r),
-                                                       "accompaniment": _vocals(r, "accompaniment")})
-        out["sweep"] = {"file": results["phase-sweep"]["file"], "curves": curves}
     return out
 
 
@@ -247,8 +182,6 @@ def training(root: Path) -> dict | None:
     secs = sorted(h["seconds"] for h in hist if isinstance(h.get("seconds"), (int, float)))
     card = folder / "MODEL_CARD.md"
     card_text = card.read_text(encoding="utf-8") if card.is_file() else ""
-    command = re.search(r"```bash\n(python -m hw2\.train[^\n]*)", card_text) or \
-        re.search(r"Blend command: `(python -m hw2\.blend[^`]*)`", card_text)
     nb_train = re.search(r"training tracks \|[^|\n]*?\((\d+) tracks\)", card_text)
     root_ = cfg.get("musdb_root", "")
     try:
@@ -261,8 +194,34 @@ def training(root: Path) -> dict | None:
         model["params"] = blend["params"]  # every member counts toward the assignment's limit
     return {"config": cfg, "dataset": dataset, "epochs": len(hist), "best_epoch": best.get("epoch"), "blend": blend,
             "best_valid_loss": best.get("valid_loss"), "median_seconds": secs[len(secs) // 2] if secs else None,
-            "train_tracks": int(nb_train.group(1)) if nb_train else None, "total_minutes": sum(secs) / 60, "command": public_command(command.group(1)) if command else None,
-            "model": model}
+            "train_tracks": int(nb_train.group(1)) if nb_train else None, "total_minutes": sum(secs) / 60,
+            "steps": shipping_steps(card_text, blend, cfg), "model": model}
+
+
+def shipping_steps(card_text: str, blend: dict | None, cfg: dict) -> list[dict]:
+    """[{what, command}]: the commands that rebuild the shipped model from a fresh clone, read from its model card:
+    each training run with its seed (the card leaves defaults out), the blend, and the step that ships it."""
+    members = (blend or {}).get("members") or [{"arch": cfg.get("arch", "openunmix"),
+                                                "target": cfg.get("target", "vocals"), "seed": cfg.get("seed")}]
+    out = []
+    trains = re.findall(r"(python -m hw2\.train[^\n`]*)", card_text)
+    for i, command in enumerate(trains):
+        m = members[i] if i < len(members) else {}
+        if m.get("seed") is not None and "--seed" not in command.split():
+            command += f" --seed {m['seed']}"
+        arch = {"openunmix": "Open-Unmix", "unet": "U-Net"}.get(m.get("arch"), m.get("arch") or "the model")
+        out.append({"what": f"train {arch}, {m.get('target', 'vocals')}", "command": public_command(command)})
+    made = re.search(r"Blend command: `(python -m hw2\.blend[^`]*)`", card_text)
+    if made:
+        out.append({"what": "blend the runs", "command": public_command(made.group(1))})
+        dest = re.search(r"--out (\S+)", made.group(1))
+        ship = f"python -m hw2.card --blend {dest.group(1)}" if dest else None
+    else:
+        dest = re.search(r"--out (\S+)", trains[0]) if trains else None
+        ship = f"python -m hw2.card --run {dest.group(1)}" if dest else None
+    if ship:
+        out.append({"what": "ship it (into checkpoints/)", "command": public_command(ship)})
+    return out
 
 
 def blend_summary(path: Path) -> dict:
@@ -275,7 +234,7 @@ def blend_summary(path: Path) -> dict:
         members.append({"describe": describe(mc), "arch": mc.arch, "epoch": m.get("epoch"),
                         "weight": b["weights"][i] if i < len(b["weights"]) else b.get("accompaniment_weight"),
                         "mixing": m["config"].get("mixing"), "select_by": m["config"].get("select_by", "loss"),
-                        "target": m["config"].get("target", "vocals"),
+                        "target": m["config"].get("target", "vocals"), "seed": m["config"].get("seed"),
                         "params": parameters_of(mc)})
     return {"members": members, "swap": b.get("swap", False), "params": sum(m["params"] for m in members)}
 
@@ -316,47 +275,61 @@ def figures(root: Path) -> dict:
 
 
 def read_student(path: Path) -> dict:
-    """name / id / drive from report/student.toml (`key = "value"` lines; Python 3.9 has no tomllib)."""
+    """name / id / drive and draft (true / false) from report/student.toml (`key = value` lines; Python 3.9 has
+    no tomllib)."""
     out = dict.fromkeys(STUDENT_KEYS, "")
+    out["draft"] = False
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
-            m = re.match(r'\s*(\w+)\s*=\s*(".*")\s*(?:#.*)?$', line)
+            m = re.match(r'\s*(\w+)\s*=\s*(".*"|true|false)\s*(?:#.*)?$', line)
             if m and m.group(1) in out:
-                out[m.group(1)] = json.loads(m.group(2)).strip()
+                out[m.group(1)] = json.loads(m.group(2))
+                out[m.group(1)] = out[m.group(1)].strip() if isinstance(out[m.group(1)], str) else out[m.group(1)]
     return out
 
 
-def gather(root: Path, student: dict) -> dict:
+def gather(root: Path, student: dict, draft: bool = False) -> dict:
     results = load_results(root / "results", root) if (root / "results").is_dir() else {}
     tr = training(root)
     secs = sections(results)
-    # every results file but a copy of a shown one (a notebook's) gets its command on the Reproduce slide
-    shown = sorted({v for k, v in secs.items() if k != "other" and v} | set(secs["other"]))
-    return {"student": student, "built": dt.date.today().isoformat(), "hw2_version": __version__,
+    phase = results.get(secs.get("vocoder") or "")
+    found = findings(results)
+    return {"student": student, "draft": draft, "built": dt.date.today().isoformat(), "hw2_version": __version__,
             "results": results, "sections": secs, "training": tr,
-            "findings": findings(results), "separation": separation_defaults(), "figures": figures(root),
-            "commands": reproduce_commands(results, tr, shown)}
+            # the listening page the report names: beside the WAVs of the phase table's command
+            "listening": f"{phase['file'][:-len('.json')]}/samples/index.html" if phase else None,
+            "findings": found, "separation": separation_defaults(), "figures": figures(root),
+            "commands": reproduce_commands(results, tr, secs, found)}
 
 
-def reproduce_commands(results: dict, tr: dict | None, shown) -> list[dict]:
-    """[{what, command}]: the command behind every table and figure the report shows (results files `shown`),
-    for its Reproduce slide."""
-    out = []
-    if tr and tr.get("command"):
-        out.append({"what": "the shipped model (checkpoints)", "command": tr["command"]})
-    # a table scored as one step of another's command (bench/ship.py's infer run) is reproduced by that command
-    steps = {r.get("scores_command") for r in results.values() if r.get("scores_command")}
-    for stem in shown:
-        if results[stem]["command"] in steps:
+REPRODUCED = ("test", "epochs", "phase", "test_valid", "epochs_valid", "phase_valid", *OPTIONAL)
+
+
+def reproduce_commands(results: dict, tr: dict | None, secs: dict, findings: dict | None = None) -> list[dict]:
+    """[{what, command}] for the Reproduce slide, in the order they run from a fresh clone: the shipped model's
+    steps, then the command of every table the report shows, then the figures and the report. A command on a
+    runs/ folder that no step here writes is not printed: its table's .md names it (its own study's runs)."""
+    out = list(tr["steps"]) if tr else []
+    made = [m for c in out for m in re.findall(r"--out (runs/\S+)", c["command"])]
+    elsewhere, seen = [], set()
+    # the shown sections, then the files a finding quotes (results/ship.json ...)
+    quoted = sorted({Path(f["file"]).stem for f in (findings or {}).values() if isinstance(f, dict) and "file" in f})
+    for stem in [secs.get(k) for k in REPRODUCED] + quoted:
+        if not stem or stem in seen or stem not in results:
             continue
-        command = results[stem]["command"]
-        if len(command) > MAX_COMMAND:  # a slide line, not a page: the whole command is in the table's file
-            command = command[:MAX_COMMAND].rsplit(" ", 1)[0] + f" ... (whole: {results[stem]['file'][:-5]}.md)"
-        out.append({"what": results[stem]["file"], "command": command})
-    out.append({"what": "the figures (report/figures)", "command": "python -m hw2.figures"})
-    out.append({"what": "the listening figure (from the WAVs of results/phase.json's command)",
-                "command": "python -m hw2.figures --listening results/phase/samples"})
-    out.append({"what": "this report and README.pdf", "command": "python -m hw2.report"})
+        seen.add(stem)
+        rf = results[stem]
+        if any(not p.startswith(tuple(made)) for p in re.findall(r"runs/\S+", rf["command"])):
+            elsewhere.append(rf["file"][:-len(".json")] + ".md")
+            continue
+        # --jobs only sets how many processes score: the numbers are the same at any value
+        out.append({"what": rf["file"], "command": re.sub(r" --jobs \d+", "", rf["command"])})
+    phase = results[secs["vocoder"]]["file"][:-len(".json")] if secs.get("vocoder") else None
+    listening = f" --listening {phase}/samples" if phase else ""
+    out.append({"what": "figures, report, README.pdf", "command": f"python -m hw2.figures{listening} && "
+                "python -m hw2.report"})
+    if elsewhere:  # a sentence, not a command: the table names its runs' commands
+        out.append({"what": "side studies", "note": ", ".join(elsewhere)})
     return out
 
 
@@ -384,29 +357,87 @@ def report_name(student: dict) -> str:
     return f"{file_id(student)}_report.pdf" if file_id(student) else "report.pdf"
 
 
-def build_report(root: Path, student: dict, out: Path | None = None, log=print) -> Path:
+def missing_fields(student: dict) -> list[str]:
+    return [k for k in STUDENT_KEYS if not student.get(k)]
+
+
+FIELD_FLAGS = {"name": "--author", "id": "--student-id", "drive": "--drive"}
+
+
+def build_report(root: Path, student: dict, out: Path | None = None, draft: bool = False, log=print) -> Path:
+    """report/<id>_report.pdf, finished: no tags, and refused while a cover field is unset; a draft
+    (report/draft.pdf) tags the starter paragraphs and the unset fields instead."""
     source = root / "report" / "report.typ"
     if not source.is_file():
         raise Hw2Error(f"{source}: no report source; restore it with `git checkout report/report.typ`")
+    missing = missing_fields(student)
+    if missing and not draft:
+        fields = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        many = len(missing) > 1
+        raise Hw2Error(f"report/student.toml: {fields} {'are' if many else 'is'} empty; set {'them' if many else 'it'} "
+                       f"there (or pass {', '.join(FIELD_FLAGS[k] for k in missing)}), or build a tagged draft with "
+                       "--draft")
     fonts = cjk_font_dirs()
     if CJK.search(student.get("name", "")) and not fonts:
         raise Hw2Error("your name has Chinese characters and this machine has no CJK font to print them: "
                        "apt-get install -y fonts-noto-cjk (on Colab: !apt-get install -y fonts-noto-cjk), then rebuild")
-    data = gather(root, student)
+    data = gather(root, student, draft)
     with atomic_write(root / "report" / "data.json") as tmp:
         tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    default = root / "report" / report_name(student)
+    default = root / "report" / ("draft.pdf" if draft else report_name(student))
     compile_typst(source, root, out or default, font_paths=fonts)
-    if out is None:  # one report PDF in report/: the placeholder or an old ID's copy is never uploaded by mistake
+    if out is None and not draft:  # one report PDF in report/: an old ID's copy is never uploaded by mistake
         for old in (root / "report").glob("*.pdf"):
             if old != default and (old.name == "report.pdf" or old.name.endswith("_report.pdf")):
                 old.unlink()
                 log(f"removed {old} (an older build; {default.name} replaces it)")
     starters = starter_paragraphs(source)
     if starters:
-        log(f"{len(starters)} paragraphs of report/report.typ are still starter text (tagged in the PDF); rewrite "
-            "each and delete its #starter[...] marker:\n  " + "\n  ".join(starters))
+        log(f"{len(starters)} paragraphs of report/report.typ are still starter text"
+            f"{' (tagged in this draft)' if draft else ''}; rewrite each and delete its #starter[...] marker:\n  "
+            + "\n  ".join(starters))
+    page = data["listening"]
+    if page and not (root / page).is_file():
+        log(f"the listening slide names {page}, which is not here: run the command of "
+            f"{page.split('/samples')[0]}.json (on the Reproduce slide; it writes the page) before uploading the "
+            "repository to the drive")
     return out or default
+
+
+def expected_markdown(data: dict, guide: str) -> str:
+    """What a TA should see: the test-set tables of this repository's runs of the guide's commands, as Markdown
+    for README.pdf (the Griffin-Lim table's rows are those the guide's --phase asks for)."""
+    R, S = data["results"], data["sections"]
+    phases = re.search(r"--phase ([a-z -]+?) (?:--[\w-]+ (?:[^-\s]\S* )?)*--name test-phase", guide)
+    asked = set(phases.group(1).split()) if phases else None
+    rows = []
+    for key, what in (("test", "test table"), ("epochs", "epoch table"), ("phase", "Griffin-Lim table")):
+        rf = R.get(S.get(key) or "")
+        if not rf or rf["subset"] != "test":
+            continue
+        for r in rf["rows"]:
+            if key == "phase" and asked is not None and r.get("method") not in asked:
+                continue
+            epoch = r.get("epoch")
+            epoch = f"best epochs {str(epoch).replace('+', ', ')}" if isinstance(epoch, str) else f"epoch {epoch}"
+            values = [sdr(r, t) for t in ("vocals", "accompaniment")]
+            method = "" if r.get("method") == "mixture" else f", {r['method_name']}"
+            rows.append(f"| {what} | `{Path(str(r.get('checkpoint'))).name}` ({epoch}){method} | "
+                        + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
+    if not rows:
+        return ("**What to expect:** no test-set table has been scored in this repository yet "
+                "(`results/test.json` is missing).\n")
+    rf = R[S["test"] or S["phase"] or S["epochs"]]
+    preview = "preview" in rf["dataset"]
+    return "\n".join([
+        f"**What to expect.** This repository's own runs of these commands on the {rf['dataset']}'s test split "
+        f"({rf['nb_tracks']} tracks{', excerpts of the full songs' if preview else ''}), read from "
+        "`results/test*.json` when README.pdf is built (SDR in dB, median of medians; mixture phase unless "
+        "named):", "",
+        "| table | row | vocals SDR | accompaniment SDR |", "|---|---|---:|---:|", *rows, "",
+        *(["Full MUSDB18's test set (the same songs at full length) was not scored here, so what it gives is not "
+           "known: expect other numbers there, with the same order of rows (the mixture phase far above "
+           "Griffin-Lim).", ""] if preview else [])])
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -416,6 +447,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--author", help="name on the cover (default: report/student.toml)")
     p.add_argument("--student-id", help="student ID on the cover and in the file name (default: report/student.toml)")
     p.add_argument("--drive", help="cloud-drive link to the code and model (default: report/student.toml)")
+    p.add_argument("--draft", action="store_true",
+                   help="report/draft.pdf with the starter paragraphs and unset cover fields tagged (also: "
+                        "draft = true in report/student.toml); the default is the finished <id>_report.pdf")
     p.add_argument("--out", metavar="PDF", help="report PDF (default report/<student id>_report.pdf)")
     p.add_argument("--root", metavar="DIR", default=str(ROOT),
                    help="folder holding results/, checkpoints/ and report/ (default: this repository)")
@@ -429,11 +463,15 @@ def main(argv=None) -> int:
 
     def work():
         student = read_student(root / "report" / "student.toml")
+        draft = student.pop("draft") or args.draft
         student.update({k: v for k, v in zip(STUDENT_KEYS, (args.author, args.student_id, args.drive)) if v})
-        out = build_report(root, student, Path(args.out) if args.out else None)
+        out = build_report(root, student, Path(args.out) if args.out else None, draft=draft)
         print(f"wrote {out}")
         if not args.no_readme:
-            print(f"wrote {build_readme(root, root / 'README.pdf')}")
+            data = json.loads((root / "report" / "data.json").read_text(encoding="utf-8"))
+            guide = root / GUIDE
+            text = guide.read_text(encoding="utf-8") if guide.is_file() else ""
+            print(f"wrote {build_readme(root, root / 'README.pdf', expected_markdown(data, text))}")
 
     return run_cli(work)
 

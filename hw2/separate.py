@@ -48,6 +48,13 @@ from hw2.tracks import TARGETS, blocks
 
 METHODS = ("network", "mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
+# each method and reference row in words, for the report's tables and the listening page
+METHOD_NAMES = {"network": "the network's own phase (complex output)", "mixture": "mixture phase",
+                "griffinlim": "Griffin-Lim, random init", "griffinlim-mix": "Griffin-Lim, mixture-phase init",
+                "wiener": "Wiener post-filter", "misi": "MISI, mixture-phase init",
+                "mel": "mel inversion (mel_to_audio)", "vocoder": "vocoder (ours, from scratch)",
+                "mix-as-estimate": "reference: mixture as estimate", "oracle-irm": "reference: oracle ratio mask",
+                "oracle-vocoder": "reference: vocoder on the true magnitudes"}
 
 
 MMAP_THRESHOLD = 64 << 20  # above: full-track arrays, mapped and returned on free; below: per-block arrays

@@ -26,7 +26,8 @@ def compile_typst(source, root: Path, out: Path, font_paths=()) -> None:
         pdf, warnings = typst.compile_with_warnings(str(source) if isinstance(source, Path) else source,
                                                      root=str(root), font_paths=list(font_paths))
     except typst.TypstError as e:  # its diagnostic names the file, line and column
-        where = re.search(r"┌─ (\S+)", getattr(e, "diagnostic", "") or "")
+        # the error's own location: warnings (a missing fallback font) come first in the diagnostic
+        where = re.search(r"error:.*?┌─ (\S+)", getattr(e, "diagnostic", "") or "", re.S)
         raise Hw2Error(f"{where.group(1) if where else name}: Typst cannot compile it: {e.message}; fix the "
                        "markup there and rebuild") from None
     for w in warnings:  # a missing optional font (the CJK fallback) is not worth a line
@@ -93,7 +94,7 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
 
 
-CODE_WIDTH = 140  # characters: the template shrinks a block to fit its widest line, down to about 6 pt here
+CODE_WIDTH = 140  # characters: a longer code line is cut into shell-continued lines
 
 
 def wrap_code(line: str, width: int = CODE_WIDTH) -> list[str]:
@@ -107,8 +108,8 @@ def wrap_code(line: str, width: int = CODE_WIDTH) -> list[str]:
 
 
 def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
-    """Markdown (the TA's guide) as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. Code blocks keep
-    every line whole: the README template scales a block's font down until its widest line fits."""
+    """Markdown (the TA's guide) as Typst markup: headings, paragraphs, lists, pipe tables, fenced code blocks. A
+    code line longer than `code_width` is cut at spaces with shell continuations; HTML comments are dropped."""
     out, lines, i = [], md.splitlines(), 0
     while i < len(lines):
         line = lines[i]
@@ -120,6 +121,8 @@ def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
                 i += 1
             body = [w for line_ in body for w in wrap_code(line_, code_width)]
             out.append(f"#code-block({json.dumps(chr(10).join(body))}, lang: {json.dumps(lang or 'text')})")
+        elif re.fullmatch(r"\s*<!--.*-->\s*", line):  # a note to the guide's editors
+            pass
         elif m := re.match(r"(#{1,6})\s+(.*)", line):
             out.append("=" * len(m.group(1)) + " " + inline(m.group(2)))
         elif line.lstrip().startswith("|") and i + 1 < len(lines) and re.match(r"\s*\|?\s*:?-", lines[i + 1]):
@@ -129,7 +132,7 @@ def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
                 rows.append(_cells(lines[i]))
                 i += 1
             align = ", ".join("right" if a.endswith(":") else "left" for a in aligns)
-            cells = ", ".join(f"[{inline(c)}]" for c in head) + ", " + ", ".join(
+            cells = ", ".join(f"[#strong[{inline(c)}]]" for c in head) + ", " + ", ".join(
                 f"[{inline(c)}]" for r in rows for c in (r + [""] * len(head))[:len(head)])
             out.append(f"#md-table(columns: {len(head)}, align: ({align},), {cells})")
             continue
@@ -142,35 +145,38 @@ def markdown_to_typst(md: str, code_width: int = CODE_WIDTH) -> str:
     return "\n".join(out) + "\n"
 
 
-README_TEMPLATE = """#set page(paper: "a4", margin: (x: 16mm, y: 16mm), numbering: "1 / 1")
+README_TEMPLATE = """#set page(paper: "a4", margin: (x: 14mm, y: 13mm), numbering: "1 / 1")
 #set text(font: ("DejaVu Sans", "Libertinus Serif", "Noto Sans CJK TC"), size: 9.5pt)
-#set par(justify: false)
+#set par(justify: false, leading: 0.5em, spacing: 0.75em)
 #show heading: set text(fill: rgb("#1F3A5F"))
+#show heading: set block(above: 0.9em, below: 0.5em)
+#show raw: set text(size: 9pt)
 #show raw.where(block: false): box.with(fill: luma(240), inset: (x: 2pt), outset: (y: 2pt), radius: 2pt)
 #show link: set text(fill: rgb("#1F5FA0"))
-// a code block's font shrinks until its widest line fits: a command is never broken across two lines
-#let code-block(body, lang: "text") = block(width: 100%, fill: luma(245), inset: 6pt, radius: 3pt,
-  layout(size => context {
-    let it = raw(body, lang: lang, block: true)
-    let w = measure(text(size: 8.5pt, it)).width
-    text(size: if w > size.width { 8.5pt * (size.width / w) } else { 8.5pt }, it)
-  }))
+// code at 9 pt, never smaller: the converter cuts a long command into shell-continued lines that fit
+#let code-block(body, lang: "text") = block(width: 100%, fill: luma(245), inset: 5pt, radius: 3pt,
+  raw(body, lang: lang, block: true))
 #let md-table(columns: 1, align: (), ..cells) = table(columns: columns, align: align, stroke: 0.4pt + luma(200),
-  inset: 4pt, ..cells.pos().map(c => text(size: 8.5pt, c)))
+  inset: 3.5pt, ..cells.pos().map(c => text(size: 9pt, c)))
 """
 
 
 GUIDE = Path("docs") / "ta-guide.md"  # README.pdf's source: the TA's guide, two A4 pages
-GUIDE_CODE_WIDTH = 96  # characters: a command cut here (with ` \\`) keeps the code font at 8.5 pt on A4
+GUIDE_CODE_WIDTH = 92  # characters of 9-pt code on A4 with 14 mm margins: a longer command is cut with ` \\`
+# the line of the guide that README.pdf replaces with the expected test-set numbers (hw2.report writes them)
+EXPECTED = re.compile(r"^<!-- expected:.*-->$", re.M)
 
 
-def build_readme(root: Path, out: Path) -> Path:
-    """README.pdf from the TA's guide (docs/ta-guide.md), converted to Typst."""
+def build_readme(root: Path, out: Path, expected: str | None = None) -> Path:
+    """README.pdf from the TA's guide (docs/ta-guide.md), converted to Typst; `expected` (Markdown) takes the
+    place of its `<!-- expected: ... -->` line."""
     guide = root / GUIDE
     try:
         md = guide.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise Hw2Error(f"{guide}: cannot read the TA's guide ({type(e).__name__}); restore it with `git checkout "
                        f"{GUIDE.as_posix()}` or pass --no-readme") from None
+    if expected is not None:
+        md = EXPECTED.sub(lambda _: expected.rstrip("\n"), md)
     compile_typst((README_TEMPLATE + markdown_to_typst(md, GUIDE_CODE_WIDTH)).encode(), root, out)
     return out

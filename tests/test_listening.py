@@ -108,6 +108,28 @@ def test_page_names_every_file_and_each_exists_and_is_a_wav(page):
     assert "http" not in text.replace("http-equiv", "")  # nothing fetched from the internet
 
 
+def test_rows_are_named_in_words_and_spectrograms_have_axes_at_their_own_size(page):
+    text = page.read_text(encoding="utf-8")
+    labels = re.findall(r"<tr><th>([^<]*)</th>", text)[1:]  # after the header's
+    assert labels == ["the mixture (what the model hears)", "the true stems (the reference)",
+                      "the model, mixture phase", "the model, Griffin-Lim, random init"], labels
+    assert "vocals / mixture" not in text and "(or the mixture)" not in text
+    for m in re.finditer(r'<img src="([^"]+)"[^>]* width="(\d+)" height="(\d+)">', text):
+        data = (page.parent / unquote(m.group(1))).read_bytes()
+        assert struct.unpack(">II", data[16:24]) == (int(m.group(2)), int(m.group(3)))  # shown at its own size
+    figures = text.count('<div class="spec">')
+    assert figures == 4 and text.count(">kHz<") == figures and text.count(">time (s)<") == figures
+    assert re.search(r'<span style="left:0\.00%">0</span><span style="left:[\d.]+%">1</span>', text)  # seconds
+
+
+def test_ticks_are_round_and_a_long_track_keeps_its_spectrogram_on_the_page():
+    assert listening.ticks(7.0) == [0, 1, 2, 3, 4, 5, 6, 7] and listening.ticks(8000, 4) == [0, 2000, 4000, 6000, 8000]
+    assert listening.ticks(240)[:3] == [0, 50, 100]
+    mag = np.ones((1025, 20000))  # a few minutes of frames
+    assert listening.spectrogram_image(mag, width=480).shape == (160, 480, 3)
+    assert listening.spectrogram_image(mag[:, :300], width=480).shape == (160, 300, 3)
+
+
 CHECK = """<script>
 window.__errs = [];
 window.addEventListener('error', e => window.__errs.push(e.message || ('load failed: ' +
