@@ -25,10 +25,13 @@ VARIANT_NAMES = {
 
 
 def variant_name(row: dict) -> str | None:
+    """A grid row in words; a repeat at another seed says its seed (two rows of one variant read alike otherwise)."""
     v = row.get("base") or row.get("variant")
     if not v:
         return None
-    return VARIANT_NAMES.get(v) or re.split(r"[,;(]", row.get("description") or v)[0].strip()
+    name = VARIANT_NAMES.get(v) or re.split(r"[,;(]", row.get("description") or v)[0].strip()
+    seed = (row.get("config") or {}).get("seed")
+    return f"{name}, seed {seed}" if str(row.get("variant", "")).endswith(f"-seed{seed}") else name
 
 
 

@@ -168,6 +168,7 @@ def browse(page, tmp_path) -> dict:
                            check.as_uri()], capture_output=True, text=True, timeout=120)
     m = re.search(r'<pre id="hw2-check">(.*?)</pre>', proc.stdout, re.S)
     assert m, proc.stderr[-2000:]
+    assert "Uncaught" not in proc.stderr
     return json.loads(html.unescape(m.group(1)))
 
 
@@ -179,4 +180,3 @@ def test_page_plays_in_a_headless_browser_from_the_folder(page, tmp_path):
         assert a["error"] is None and a["ready"] >= 1 and a["duration"] > 1, a  # decoded: it knows its length
     assert out["img"] and all(i["ok"] for i in out["img"]), out["img"]
     assert out["errors"] == []
-    assert "Uncaught" not in proc.stderr
