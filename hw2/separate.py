@@ -167,6 +167,12 @@ class Separator:
         """Random Griffin-Lim phases depend only on (seed, key): reruns and parallel runs agree."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(key.encode()))
 
+    def available_methods(self) -> list[str]:
+        """The phase methods this separator can run: `network` only for a complex model, `vocoder` only with a
+        vocoder loaded."""
+        return [m for m in METHODS if (m != "network" or getattr(self.model, "complex_output", False))
+                and (m != "vocoder" or self.vocoder is not None)]
+
     def check_methods(self, methods) -> None:
         """Refuse, with one line, a method this separator cannot run: callers check before any work."""
         for m in methods:
