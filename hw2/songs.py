@@ -7,8 +7,9 @@ int16 song, one method's float32 estimates and one block); written back as `voca
 (16-bit PCM) at the input's rate and channel count and its exact length; and a listening page without scores
 (`hw2.listening.write_song_page`) lists every song separated into the folder.
 
-    decoding   WAV, FLAC and AIFF at 44.1 kHz through soundfile (no ffmpeg needed), read as float and rounded to
-               int16, so that float and 24-bit files keep their level; anything else through ffmpeg, the first
+    decoding   WAV, FLAC and AIFF at 44.1 kHz through soundfile (no ffmpeg needed), to int16 by the MUSDB18-HQ
+               reader's rule (`hw2.tracks.wav_int16_blocks`: float and 24-bit files keep their level); anything
+               else through ffmpeg, the first
                audio stream, resampled to 44.1 kHz on decode (`-ar 44100`, ffmpeg's default resampler)
     channels   mono is separated as the channel twice and written back mono (the mean of the two estimates); more
                than two channels are refused with the ffmpeg line that downmixes them
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 
 from hw2 import RATE, Hw2Error, atomic_write, atomic_write_text, listening
 from hw2.checkpoint import check_writable
-from hw2.tracks import BLOCK, TARGETS, _ffmpeg_pcm, bad_tracks_message, require_ffmpeg
+from hw2.tracks import BLOCK, TARGETS, _ffmpeg_pcm, bad_tracks_message, require_ffmpeg, wav_int16_blocks
 
 # what a folder given to --input is searched for (a file given by name is tried whatever its suffix)
 AUDIO_SUFFIXES = (".aac", ".aif", ".aiff", ".ape", ".flac", ".m4a", ".mka", ".mp3", ".mp4", ".oga", ".ogg", ".opus",
@@ -128,8 +129,9 @@ def read_song(song: Song | str | Path) -> np.ndarray:
     if song.stream is None:
         out = np.empty((song.frames, 2), np.int16)
         pos = 0
-        for block in sf.blocks(str(song.path), BLOCK, dtype="float32", always_2d=True):
-            out[pos:pos + len(block)] = np.clip(np.round(block * 32768), -32768, 32767)  # mono: broadcast
+        # the MUSDB18-HQ reader's rule for every sample format, so a song and a stem read alike
+        for block in wav_int16_blocks(song.path, sf.info(str(song.path)), "audio"):
+            out[pos:pos + len(block)] = block  # mono: broadcast
             pos += len(block)
         return out[:pos]
     parts = _decode(song, RATE)

@@ -4,7 +4,7 @@ decode a stem to int16, fingerprint a track's files.
 MUSDB18 (`<subset>/<track>.stem.mp4`, decoded through ffmpeg) and MUSDB18-HQ (`<track>/*.wav`) are read alike: one
 stem at a time, straight to int16 (nb_samples, nb_channels=2), the samples musdb returns. MUSDB18 stems decode as
 16-bit PCM and MUSDB18-HQ stores 16-bit WAVs, so int16 loses nothing; WAVs in other sample formats (24/32-bit PCM,
-float) give the int16 samples of their 16-bit copy (`_wav_int16_blocks`). A bad root or track is an `Hw2Error` that
+float) give the int16 samples of their 16-bit copy (`wav_int16_blocks`). A bad root or track is an `Hw2Error` that
 names the file and the fix.
 """
 from __future__ import annotations
@@ -341,7 +341,7 @@ def read_stem(track, stem: str) -> np.ndarray:
         try:
             info = sf.info(str(path))
             channels, rate = info.channels, info.samplerate
-            parts = list(_wav_int16_blocks(path, info, stem)) if info.frames else []
+            parts = list(wav_int16_blocks(path, info, stem)) if info.frames else []
         except Hw2Error:
             raise
         except Exception as e:  # soundfile raises several types on a corrupt file
@@ -367,7 +367,7 @@ def read_stem(track, stem: str) -> np.ndarray:
     return np.repeat(pcm, 2, axis=1) if channels == 1 else pcm
 
 
-def _wav_int16_blocks(path: Path, info, stem: str):
+def wav_int16_blocks(path: Path, info, stem: str):
     """A WAV file's samples as int16 blocks (block, channels), whatever its sample format.
 
     Integer PCM (8 to 32 bits) goes through libsndfile's int16 read, which keeps the top 16 bits (24-bit v gives
