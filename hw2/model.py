@@ -220,6 +220,13 @@ class TFCTDF(nn.Module):
         return x + self.tdf(x)
 
 
+def tfctdf_bins(cfg: ModelConfig) -> int:
+    """The band a TFC-TDF U-Net sees: the bins below `bandwidth`, cut to a multiple of 2**nb_layers so that every
+    level halves it exactly."""
+    m = 2 ** max(1, cfg.nb_layers)
+    return max(m, min(bandwidth_to_max_bin(cfg.rate, cfg.n_fft, cfg.bandwidth), cfg.n_fft // 2 + 1) // m * m)
+
+
 class TFCTDFNet(SpectrogramModel):
     """A TFC-TDF U-Net that estimates the target's complex spectrogram: the phase is predicted, not copied. Our own
     code after KUIELab's TFC-TDF-U-Net v2 (Kim et al., "KUIELab-MDX-Net", MDX workshop 2021) and DTTNet (Chen et
@@ -247,8 +254,7 @@ class TFCTDFNet(SpectrogramModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.depth = max(1, cfg.nb_layers)
-        m = 2 ** self.depth
-        self.nb_bins = max(m, self.nb_bins // m * m)  # the band, cut so that every level halves it exactly
+        self.nb_bins = tfctdf_bins(cfg)
         del self.input_mean  # a complex input is scaled, not centred
         self.input_scale = nn.Parameter(torch.ones(self.nb_bins))
         g, nb_ch = max(1, cfg.hidden_size), cfg.nb_channels
@@ -319,9 +325,7 @@ def describe(cfg: ModelConfig) -> str:
     """One line naming the network a config builds, for model cards and reports."""
     common = f"bandwidth {cfg.bandwidth:g} Hz, {'stereo' if cfg.nb_channels == 2 else 'mono'}, STFT {cfg.n_fft}/{cfg.n_hop}"
     if cfg.arch == "tfctdf":
-        g, depth = max(1, cfg.hidden_size), max(1, cfg.nb_layers)
-        m = 2 ** depth
-        bins = max(m, min(bandwidth_to_max_bin(cfg.rate, cfg.n_fft, cfg.bandwidth), cfg.n_fft // 2 + 1) // m * m)
+        g, depth, bins = max(1, cfg.hidden_size), max(1, cfg.nb_layers), tfctdf_bins(cfg)
         return (f"TFC-TDF U-Net after MDX-Net (Kim et al., 2021), complex output, {depth} levels, {g}-{g * (depth + 1)} "
                 f"channels, {cfg.tfc_layers} convolutions per block, TDF bottleneck {cfg.tdf_bottleneck}, "
                 f"{bins} bins ({bins * cfg.rate / cfg.n_fft / 1000:.1f} kHz), "
@@ -357,6 +361,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- blend
+def unit_phase(x: torch.Tensor) -> torch.Tensor:
+    """A complex spectrogram's phase as unit complex numbers (0 where it is 0): a magnitude times it takes x's phase."""
+    return x / x.abs().clamp_min(1e-12)
+
+
 class Blend(nn.Module):
     """Members' magnitudes in, one estimate out; the interface of a `SpectrogramModel` (`cfg`, `stft`, `forward`,
     `targets`), so the `Separator` and every phase method run it unchanged.
@@ -402,8 +411,7 @@ class Blend(nn.Module):
         complex blend: complex spectrogram in, complex out."""
         if not self.complex_output:
             return sum(w * self._run(m, x) for w, m in zip(self.weights, self.members) if w > 0)
-        mag = x.abs()
-        phase = x / mag.clamp_min(1e-12)  # the mixture's phase as unit complex numbers (0 where |X| is 0)
+        mag, phase = x.abs(), unit_phase(x)
         return sum(w * (self._run(m, x) if getattr(m, "complex_output", False) else self._run(m, mag) * phase)
                    for w, m in zip(self.weights, self.members) if w > 0)
 
@@ -417,7 +425,7 @@ class Blend(nn.Module):
             return vocals, rest
         acc = self._run(self.accompaniment, x.abs() if self.complex_output else x)
         if self.complex_output:
-            acc = acc * (x / x.abs().clamp_min(1e-12))
+            acc = acc * unit_phase(x)
         return vocals, u * acc + (1 - u) * rest
 
     def checkpoint_entry(self, entries: list[dict], accompaniment_entry: dict | None) -> dict:
