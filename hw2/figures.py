@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter
 from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 from hw2.listening import magnitude
 from hw2.findings import variant_name
+from hw2.stats import best_index
 
 ROOT = Path(__file__).resolve().parents[1]
 CM = 1 / 2.54
@@ -52,9 +53,7 @@ def loss_figure(history: list[dict]) -> Figure:
     valid = np.array([r["valid_loss"] for r in history])
     ax.plot(ep, [r["train_loss"] for r in history], color=GREY, label="train (augmented excerpts)")
     ax.plot(ep, valid, color=NAVY, label="valid split")
-    # the epoch the run kept as best.pt (by valid loss, or by valid SDR with --select-by sdr): the last marked
-    kept = [i for i, r in enumerate(history) if r.get("best")]
-    best = kept[-1] if kept else int(np.argmin(valid))
+    best = best_index(history)
     ax.plot(ep[best], valid[best], "*", ms=14, color=ORANGE, label=f"best: epoch {ep[best]}")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hw2 import RATE, Hw2Error, atomic_write
 from hw2.model import STFT
-from hw2.stats import coverage, load_history, plan_stats
+from hw2.stats import best_index, coverage, load_history, loss_name, plan_stats
 from hw2.tracks import STEMS, describe_dataset
 
 STEM_COLORS = {"mixture": "0.35", "drums": "tab:orange", "bass": "tab:green", "other": "tab:purple",
@@ -318,25 +318,39 @@ def plot_batch(batches: Mapping[str, tuple], rate: int = RATE, nb_examples: int 
     return fig
 
 
+def _run_config(run) -> dict:
+    """The config.json beside a run's history ({} for a list, or a run without one)."""
+    if isinstance(run, (list, tuple)):
+        return {}
+    path = Path(run)
+    cfg = (path if path.is_dir() else path.parent) / "config.json"
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+
 def plot_history(history, title: str | None = None) -> Figure:
-    """Training curves of a run: train / valid loss per epoch (best epoch marked), learning rate, seconds per
-    epoch. history: a run folder, its history.json or the list of per-epoch dicts (`hw2.train` writes them)."""
+    """Training curves of a run: train / valid loss per epoch (the epoch kept as best.pt marked), the valid SDR
+    where the run measured it (--sdr-every), learning rate, seconds per epoch. history: a run folder, its
+    history.json or the list of per-epoch dicts (`hw2.train` writes them); the loss's name comes from the
+    config.json beside it."""
     if title is None and not isinstance(history, (list, tuple)):
         p = Path(history)
         title = (p if p.is_dir() else p.parent).name
+    cfg = _run_config(history)
     h = load_history(history)
-    fig = new_figure(12, 3.5)
-    ax_l, ax_r, ax_s = fig.subplots(1, 3)
+    sdr = [(r["epoch"], r["valid_sdr"]) for r in h if r.get("valid_sdr") is not None]
+    fig = new_figure(15 if sdr else 12, 3.5)
+    axes = fig.subplots(1, 4 if sdr else 3)
+    ax_l, ax_r, ax_s = axes[0], axes[-2], axes[-1]
     if not h:
         ax_l.set_title("no epoch finished yet")
         return fig
     ep = np.array([r["epoch"] for r in h])
     train = np.array([r["train_loss"] for r in h])
     valid = np.array([r["valid_loss"] for r in h])
-    best = int(np.argmin(valid))
+    best = best_index(h)
     ax_l.plot(ep, train, label="train (augmented excerpts)")
     ax_l.plot(ep, valid, label="valid (full tracks)")
-    ax_l.plot(ep[best], valid[best], "*", ms=12, color="tab:red", label=f"best: epoch {ep[best]}")
+    ax_l.plot(ep[best], valid[best], "*", ms=12, color="tab:red", label=f"best.pt: epoch {ep[best]}")
     ax_l.axvline(ep[best], color="tab:red", lw=0.8, ls=":")
     ax_l.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
@@ -344,9 +358,18 @@ def plot_history(history, title: str | None = None) -> Figure:
     ax_l.yaxis.set_minor_formatter(plain)
     ax_l.tick_params(axis="y", which="minor", labelsize=7)
     ax_l.set_xlabel("epoch")
-    ax_l.set_ylabel("MSE of magnitudes")
+    ax_l.set_ylabel(loss_name(cfg))
     ax_l.legend(fontsize=8)
     ax_l.set_title("loss")
+    if sdr:
+        ax_d = axes[1]
+        x, y = zip(*sdr)
+        ax_d.plot(x, y, marker="o", ms=4, color="tab:purple")
+        ax_d.axvline(ep[best], color="tab:red", lw=0.8, ls=":")
+        ax_d.set_xlabel("epoch")
+        ax_d.set_ylabel("vocals SDR (dB)")
+        phase = "own phase" if cfg.get("arch") == "tfctdf" else "mixture phase"
+        ax_d.set_title(f"valid SDR ({phase})")
     ax_r.step(ep, [r["lr"] for r in h], where="post")
     ax_r.set_yscale("log")
     ax_r.set_xlabel("epoch")
@@ -358,7 +381,7 @@ def plot_history(history, title: str | None = None) -> Figure:
     ax_s.set_ylabel("seconds")
     ax_s.set_title(f"time per epoch (total {sec.sum() / 60:.1f} min)")
     ax_s.legend(fontsize=8)
-    for ax in (ax_l, ax_r, ax_s):
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
@@ -368,12 +391,11 @@ def plot_history(history, title: str | None = None) -> Figure:
 
 def history_note(run) -> str:
     """The note saved beside a run's training-curves figure, from the run's own files: its folder, data (the
-    `config.json` beside `history.json`), epochs, best epoch and time per epoch."""
+    `config.json` beside `history.json`), epochs, the epoch kept as best and time per epoch."""
     path = Path(run)
     folder = path if path.is_dir() else path.parent
     h = load_history(path)
-    cfg_path = folder / "config.json"
-    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    cfg = _run_config(path)
     root = cfg.get("musdb_root")
     try:
         data = f"{describe_dataset(root)} ({root})" if root else "data not recorded (no config.json)"
@@ -381,11 +403,13 @@ def history_note(run) -> str:
         data = f"{root} (not on this machine)"
     if not h:
         return f"Data: {folder}/history.json, no epoch finished yet; {data}."
-    best = min(h, key=lambda r: r["valid_loss"])
+    best = h[best_index(h)]
+    how = (f"valid vocals SDR {best['valid_sdr']:.2f} dB" if best.get("valid_sdr") is not None
+           and cfg.get("select_by") == "sdr" else f"valid loss {best['valid_loss']:.3f}")
     sec = np.array([r["seconds"] for r in h])
-    return (f"Data: {folder}/history.json of `python -m hw2.train` on {data}: {len(h)} epochs, best epoch "
-            f"{best['epoch']} (valid loss {best['valid_loss']:.3f}); median {np.median(sec):.1f} s per epoch, "
-            f"{sec.sum() / 60:.1f} min in all.")
+    return (f"Data: {folder}/history.json of `python -m hw2.train` on {data}, valid split: {len(h)} epochs, best "
+            f"epoch {best['epoch']} ({how}); median {np.median(sec):.1f} s per epoch, {sec.sum() / 60:.1f} min in "
+            "all.")
 
 
 def save_history_figure(run, name: str = "03_training_curves") -> Path:

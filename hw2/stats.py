@@ -161,6 +161,20 @@ def load_history(run) -> list[dict]:
     return json.loads(path.read_text())
 
 
+def best_index(history: list[dict]) -> int:
+    """Index of the epoch a run kept as best.pt: the last one `hw2.train` marked best (by valid loss, or by valid
+    SDR with --select-by sdr), else the lowest valid loss (a history from before the mark)."""
+    kept = [i for i, r in enumerate(history) if r.get("best")]
+    return kept[-1] if kept else min(range(len(history)), key=lambda i: history[i]["valid_loss"])
+
+
+def loss_name(config: dict) -> str:
+    """The training loss of a run's config.json in words, for an axis label."""
+    if config.get("loss") == "wave-l1":
+        return "L1 of waveforms"
+    return "MSE of complex spectra" if config.get("arch") == "tfctdf" else "MSE of magnitudes"
+
+
 def history_table(run):
     """A run's history.json as a pandas DataFrame indexed by epoch (train_loss, valid_loss, lr, seconds, best)."""
     return pd.DataFrame(load_history(run)).set_index("epoch")

@@ -185,6 +185,27 @@ def test_history_from_a_run_folder(tmp_path):
     assert isinstance(plots.plot_history(tmp_path), Figure)
 
 
+def test_history_of_a_run_selected_by_sdr(tmp_path):
+    """A complex run trained on the waveform and kept by valid SDR: the loss axis names its loss, a panel draws
+    the valid SDR, and the star and the note take the epoch best.pt holds, not the lowest valid loss."""
+    import json
+
+    rows = [{"epoch": e, "train_loss": 1 / e, "valid_loss": [0.5, 0.4, 0.3, 0.35, 0.36][e - 1], "lr": 1e-3,
+             "seconds": 2.0, "best": e in (1, 4), "valid_sdr": {1: 1.0, 4: 2.5}.get(e)} for e in range(1, 6)]
+    (tmp_path / "history.json").write_text(json.dumps(rows))
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "tfctdf", "loss": "wave-l1", "select_by": "sdr"}))
+    fig = plots.plot_history(tmp_path)
+    loss_ax, sdr_ax = fig.axes[:2]
+    assert len(fig.axes) == 4 and loss_ax.get_ylabel() == "L1 of waveforms"
+    assert list(sdr_ax.lines[0].get_ydata()) == [1.0, 2.5] and "own phase" in sdr_ax.get_title()
+    assert "best.pt: epoch 4" in [t.get_text() for t in loss_ax.get_legend().get_texts()]
+    assert "best epoch 4 (valid vocals SDR 2.50 dB)" in plots.history_note(tmp_path)
+    assert stats.loss_name({"arch": "tfctdf"}) == "MSE of complex spectra"
+    assert stats.loss_name({}) == "MSE of magnitudes"
+    assert len(plots.plot_history(rows).axes) == 4  # a bare list: no config, the SDR panel still drawn
+    assert plots.plot_history(rows).axes[0].get_ylabel() == "MSE of magnitudes"
+
+
 def test_describe_batch(tracks):
     sampler = ExcerptSampler(tracks, 0.5, batch_size=2, seed=0)
     table = stats.describe_batch(sampler)
