@@ -158,7 +158,7 @@ def save_row(path: Path, args, base: dict, row: dict) -> dict:
         table = {"title": f"{TITLES[args.grid]} ({args.grid} grid) on the valid split", "grid": args.grid, "data": data,
                  "budget": f"{args.epochs} epochs of {BASE['samples_per_track']} excerpts of "
                            f"{base.get('seq_dur', BASE['seq_dur']):g} s per train track, batch 16",
-                 "musdb_root": args.musdb_root, "command": command_line(args, seed=False), "commit": git_commit(),
+                 "musdb_root": args.musdb_root, "command": table_command(args, order), "commit": git_commit(),
                  "rows": order}
         atomic_write_text(path, json.dumps(table, indent=2))
         atomic_write_text(path.with_suffix(".md"), markdown(table))
@@ -292,6 +292,20 @@ def command_line(args, seed: bool = True) -> str:
     cmd = f"python -m hw2.experiments --musdb-root {args.musdb_root} --grid {args.grid} --epochs {args.epochs}"
     sets = [x for x in args.set or [] if seed or not x.startswith("seed=")]
     return cmd + (f" --set {' '.join(sets)}" if sets else "")
+
+
+def table_command(args, rows: list[dict]) -> str:
+    """The command that rebuilds every row of a table: the grid's at the base seed, then one `--only` run per other
+    seed its rows were repeated at."""
+    cmd = command_line(args, seed=False)
+    sets = [x for x in args.set or [] if not x.startswith("seed=")]
+    repeats: dict[int, list[str]] = {}
+    for r in rows:
+        if r["config"]["seed"] != BASE_SEED:
+            repeats.setdefault(r["config"]["seed"], []).append(r.get("base", r["variant"]))
+    head = cmd.split(" --set ")[0]
+    return " && ".join([cmd] + [f"{head} --only {' '.join(names)} --set {' '.join(sets + [f'seed={s}'])}"
+                                for s, names in sorted(repeats.items())])
 
 
 def main(argv=None) -> int:

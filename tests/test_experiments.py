@@ -109,7 +109,10 @@ def test_augment_rows_at_other_seeds_and_differences(wav_root, tmp_path, capsys,
     assert rows["all-on"]["delta"] == rows["all-on-seed7"]["delta"] == {"vocals": 0.0, "accompaniment": 0.0}
     flip = rows["sign-flip"]
     assert flip["delta"]["vocals"] == round(flip["scores"]["vocals"]["SDR"] - rows["all-on"]["scores"]["vocals"]["SDR"], 2)
-    assert "seed=7" not in table["command"]  # the table's command is the base seed's
+    # the grid's command at the base seed, then the repeat: every row from the one line
+    base, repeat = table["command"].split(" && ")
+    assert "seed=" not in base and base.endswith(f"--set {' '.join(TINY)}")
+    assert repeat.endswith(f"--only all-on --set {' '.join(TINY)} seed=7")
     md = (tmp_path / "results" / "augment.md").read_text()
     assert "| Δ vocals | Δ accompaniment |" in md and "| all-on | 42, 7 |" in md
     assert (figures_dir() / "06_augment.png").is_file() and "seeds 7, 42" in (figures_dir() / "06_augment.txt").read_text()
