@@ -1,6 +1,7 @@
 """Iteration and mel-band sweeps of the phase methods, and the figures of the phase comparison.
 
     python -m hw2.phase --musdb-root PATH --subset train --split valid
+    python -m hw2.phase --musdb-root PATH --phase-from checkpoints/complex/tfctdf-wave.pt   # a predicted phase
 
 For every track, the shipped checkpoint's magnitudes get each iterative phase method (`hw2.separate`) once, at the
 largest iteration count, keeping the estimates at the smaller counts on the way (one run per method gives the
@@ -9,6 +10,11 @@ magnitudes (0 iterations of the fixed one is the mixture phase), and the mel inv
 bands. Each estimate is scored with museval's SDR (median over 1 s frames) and the spectral convergence SC
 (`hw2.evaluate.magnitude_distances`); rows are medians over tracks. Writes `<out>/phase-sweep.md` (the table),
 `<out>/phase-sweep.json` (committed: the report reads it) and the figures 06_phase_iterations and 06_phase_spectrograms (report/figures).
+
+`--phase-from CKPT` asks instead whether a complex network's predicted phase (`hw2.model.TFCTDFNet`) is worth more
+than the mixture's on another model's magnitudes: the checkpoint's magnitudes with the mixture phase, the same
+magnitudes with the network's phase (each source the phase of the network's estimate of it; the mixture's above
+the network's band), and the network alone with its own phase. Writes `<out>/phase-transfer.md` and `.json`.
 
 Each track is one window (no blocks): meant for short tracks such as the 7-s preview's, which `Separator` also
 runs as one window, so that the 32-iteration points are the numbers `hw2/infer.py` gives.
@@ -24,8 +30,11 @@ import numpy as np
 import torch
 
 from hw2 import RATE, Hw2Error, OneLineParser, atomic_write_text, run_cli
-from hw2.evaluate import magnitude_distances, median_of_medians, score_track, track_medians
+from hw2.cache import open_cached
+from hw2.checkpoint import load_checkpoint, model_from_checkpoint
+from hw2.evaluate import magnitude_distances, median_of_medians, score_model, score_track, track_medians
 from hw2.infer import _references, write_wav
+from hw2.model import unit_phase
 from hw2.plots import plot_phase_spectrograms, save_figure
 from hw2.score_plots import plot_iteration_sweep
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi
@@ -163,6 +172,72 @@ def run(args, log=print) -> list[dict]:
     return rows
 
 
+class PhaseFrom(torch.nn.Module):
+    """`model`'s magnitudes with `donor`'s phase, as a complex model (`complex_output`) whose `network` method the
+    `Separator` runs: vocals |V| Vd / |Vd|, accompaniment |A| Ad / |Ad|, where V, A are `model`'s estimates and
+    Vd, Ad the complex `donor`'s (Ad = X - Vd; the mixture's phase where Vd is 0, above the donor's band)."""
+    complex_output = True
+
+    def __init__(self, model, donor):
+        super().__init__()
+        if not getattr(donor, "complex_output", False):
+            raise Hw2Error("--phase-from takes a complex model's checkpoint (python -m hw2.train --arch tfctdf)")
+        if (donor.cfg.n_fft, donor.cfg.n_hop) != (model.cfg.n_fft, model.cfg.n_hop):
+            raise Hw2Error("--phase-from: the two checkpoints use different STFTs; train them with the same "
+                           "--n-fft and --n-hop")
+        self.model, self.donor, self.cfg, self.stft = model, donor, model.cfg, model.stft
+
+    def targets(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixture complex spectrogram (nb_samples, nb_channels, nb_bins, nb_frames) -> (vocals, accompaniment)
+        complex spectrograms, same shape."""
+        vd, ad = self.donor.targets(x)
+        vd = torch.where(vd.abs() > 0, vd, x)  # above the band: the mixture's phase
+        m = self.model
+        v, a = m.targets(x) if getattr(m, "complex_output", False) else m.targets(x.abs())
+        return v.abs() * unit_phase(vd), a.abs() * unit_phase(ad)
+
+
+@torch.no_grad()
+def transfer(args, log=print) -> list[dict]:
+    """Rows (mixture phase, the donor's phase, the donor alone) scored on the valid tracks; writes
+    <out>/phase-transfer.md / .json."""
+    torch.set_num_threads(max(1, args.threads))
+    loaded = [model_from_checkpoint(load_checkpoint(p), p)[0].eval() for p in (args.checkpoint, args.phase_from)]
+    model, donor = loaded
+    tracks = open_cached(args.musdb_root, args.subset, args.split)[: args.max_tracks or None]
+    if not tracks:
+        raise Hw2Error(f"{args.musdb_root}: no tracks in {args.subset}/{args.split}; check --musdb-root")
+    runs = {"mixture": (model, "mixture"), "network": (PhaseFrom(model, donor), "network"),
+            "donor": (donor, "network")}
+    rows = []
+    for label, (net, method) in runs.items():
+        rows.append({"phase": label, "scores": score_model(net, tracks, method=method)})
+        log(f"{label}: vocals {rows[-1]['scores']['vocals']:.2f} dB, accompaniment "
+            f"{rows[-1]['scores']['accompaniment']:.2f} dB")
+    command = "python -m hw2.phase " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    dataset = describe_dataset(args.musdb_root, tracks)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "phase-transfer.json", json.dumps(
+        {"title": "A predicted phase on another model's magnitudes", "command": command, "rows": rows,
+         "checkpoint": str(args.checkpoint), "phase_from": str(args.phase_from),
+         "data": {"root": str(args.musdb_root), "subset": args.subset, "split": args.split,
+                  "nb_tracks": len(tracks), "dataset": dataset}}, indent=2))
+    words = {"mixture": f"`{args.checkpoint}`'s magnitudes, mixture phase",
+             "network": f"`{args.checkpoint}`'s magnitudes, `{args.phase_from}`'s phase",
+             "donor": f"`{args.phase_from}` alone, its own phase"}
+    lines = ["| estimate | vocals SDR | accompaniment SDR |", "|---|---:|---:|"]
+    lines += [f"| {words[r['phase']]} | {r['scores']['vocals']:.2f} | {r['scores']['accompaniment']:.2f} |"
+              for r in rows]
+    atomic_write_text(out / "phase-transfer.md", "# A predicted phase on another model's magnitudes\n\n"
+                      + "\n".join(lines) + f"\n\nData: {dataset} ({args.musdb_root}), {args.subset} subset, "
+                      f"{args.split} split, {len(tracks)} tracks. SDR: museval BSSEval v4, median over 1 s frames, "
+                      f"then over tracks (dB). The network's phase for each source is that of its own estimate of "
+                      f"it (the accompaniment: the mixture minus its vocals), the mixture's above its band."
+                      f"\n\nCommand: `{command}`\n")
+    return rows
+
+
 def parser():
     p = OneLineParser(prog="python -m hw2.phase", description=__doc__.split("\n\n")[0])
     p.add_argument("--musdb-root", required=True)
@@ -171,6 +246,8 @@ def parser():
     p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "vocals.pt"))
     p.add_argument("--out", default="results")
     p.add_argument("--max-tracks", type=int, default=0, help="only the first N tracks (0: all)")
+    p.add_argument("--phase-from", metavar="CKPT", help="a complex model: score its phase on --checkpoint's "
+                   "magnitudes against the mixture phase (phase-transfer table), instead of the sweep")
     p.add_argument("--example", type=int, default=0, help="the track (index) of the spectrogram figure")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--iterations", type=int, nargs="+", default=list(ITERATIONS),
@@ -183,7 +260,7 @@ def parser():
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return run_cli(lambda: run(args), "interrupted: no sweep table was written")
+    return run_cli(lambda: transfer(args) if args.phase_from else run(args), "interrupted: no table was written")
 
 
 if __name__ == "__main__":

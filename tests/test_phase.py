@@ -221,3 +221,55 @@ def test_infer_runs_the_new_methods_with_their_settings(wav_root, tmp_path):
     assert sorted(p.name for p in track.glob("*.wav")) == [
         "mixture.wav", "tiny-mel_accompaniment.wav", "tiny-mel_vocals.wav", "tiny-misi_accompaniment.wav",
         "tiny-misi_vocals.wav", "true_accompaniment.wav", "true_vocals.wav"]
+
+
+# ------------------------------------------------------------------------------------ a predicted phase, moved
+def test_phase_from_keeps_the_magnitudes_and_takes_the_donors_phase(track, tiny_model, tiny_complex_model):
+    """PhaseFrom: the magnitude model's |V| and |A|, the donor's phase inside its band, the mixture's above it."""
+    from hw2.phase import PhaseFrom
+
+    X = STFT()(torch.from_numpy(np.ascontiguousarray(track["mixture"].T)))[None]
+    v, a = PhaseFrom(tiny_model, tiny_complex_model).targets(X)
+    V, A = tiny_model.targets(X.abs())
+    vd, ad = tiny_complex_model.targets(X)
+    assert torch.allclose(v.abs(), V, atol=1e-5) and torch.allclose(a.abs(), A, atol=1e-5)
+    inside, above = vd.abs() > 1e-3, vd.abs() == 0
+    assert inside.any() and above.any()
+    turn = lambda x, y: (x * y.conj()).angle().abs()  # noqa: E731
+    loud = inside & (V > 1e-3)
+    assert turn(v, vd)[loud].max() < 1e-3 and turn(v, X)[above & (V > 1e-3)].max() < 1e-3
+    assert turn(v, X)[loud].median() > 0.1  # the donor's phase is not the mixture's: the check can fail
+    with pytest.raises(Exception, match="complex model"):
+        PhaseFrom(tiny_complex_model, tiny_model)
+
+
+def test_phase_transfer_table(wav_root, tmp_path, tiny_model, tiny_complex_model):
+    """`python -m hw2.phase --phase-from CKPT`: three rows on the valid tracks, the donor alone scored as
+    `hw2/infer.py --phase network` scores it, and a magnitude checkpoint as the donor refused in one line."""
+    from dataclasses import asdict
+
+    from hw2.checkpoint import CHECKPOINT_FORMAT
+    from hw2.config import TrainConfig
+    from hw2.phase import main
+
+    paths = {}
+    for name, model, cfg in (("mag", tiny_model, TrainConfig(hidden_size=16, nb_layers=1)),
+                             ("cpx", tiny_complex_model, TrainConfig(arch="tfctdf", hidden_size=4, nb_layers=2,
+                                                                     bandwidth=8000.0, tfc_layers=1, tdf_bottleneck=4))):
+        paths[name] = tmp_path / f"{name}.pt"
+        torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(cfg), "model": model.state_dict(), "epoch": 1},
+                   paths[name])
+    out = tmp_path / "results"
+    args = ["--musdb-root", str(wav_root), "--checkpoint", str(paths["mag"]), "--out", str(out)]
+    assert main(args + ["--phase-from", str(paths["cpx"])]) == 0
+    doc = json.loads((out / "phase-transfer.json").read_text())
+    assert [r["phase"] for r in doc["rows"]] == ["mixture", "network", "donor"]
+    assert doc["data"]["split"] == "valid" and doc["data"]["nb_tracks"] >= 1
+    from hw2.cache import open_cached
+    from hw2.evaluate import score_model
+    alone = score_model(tiny_complex_model, open_cached(wav_root, "train", "valid"))
+    assert doc["rows"][2]["scores"] == alone
+    assert "`" + str(paths["cpx"]) + "`'s phase" in (out / "phase-transfer.md").read_text()
+    (out / "phase-transfer.json").unlink()
+    assert main(args + ["--phase-from", str(paths["mag"])]) != 0
+    assert not (out / "phase-transfer.json").exists()
