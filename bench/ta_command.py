@@ -128,7 +128,8 @@ def measure(checkout: Path, root: Path, phases: list[str], jobs: int | None, che
     tree = {pid: kib for pid, kib in sampler.hwm.items() if pid != proc.pid}
     main = next((kib for pid, kib in tree.items() if "infer.py" in sampler.cmd[pid]), 0)
     workers = [kib for pid, kib in tree.items() if "spawn_main" in sampler.cmd[pid]]
-    sdr = re.search(r"\| \S+ / mixture \| [^|]+ \| (-?[\d.]+) \|", stdout)  # the epoch column: 150, or 116+65+32
+    # the first method's row; the epoch column: 150, or 116+65+32
+    sdr = re.search(rf"\| \S+ / {re.escape(phases[0])} \| [^|]+ \| (-?[\d.]+) \|", stdout)
     return {"wall": wall, "max_rss": max_rss / 1024, "main": main / 1024, "worker": max(workers, default=0) / 1024,
             "nb_workers": len(workers), "tree": sampler.tree_peak / 1024, "pss": sampler.tree_pss / 1024,
             "sum": sum(tree.values()) / 1024, "sdr": float(sdr.group(1)) if sdr else None,

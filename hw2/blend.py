@@ -7,6 +7,7 @@
     python -m hw2.blend --unpack checkpoints/vocals.pt --out runs/shipped   # runs/shipped/member1/best.pt, ...
     python -m hw2.blend --members runs/shipped/member1/best.pt runs/shipped/member2/best.pt runs/c/best.pt \
         --accompaniment runs/shipped/accompaniment/best.pt --weights 0.5 0.4 ...   # a third member's weight t
+    python -m hw2.blend ... --table results/blend-complex   # the weight search as a results table (.md, .json)
 
 The vocals magnitude is a weighted average of the members' vocals magnitudes, V = w V_1 + (1 - w) V_2 (a mask
 model's output is its mask times the mixture, so this is also the average of their masks). With an accompaniment
@@ -24,6 +25,8 @@ A blend checkpoint is an ordinary hw2 checkpoint (`load_checkpoint`, `model_from
 """
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -173,6 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--milestones", action="store_true",
                    help="also write epochNNN.pt beside --out for every milestone all members' run folders hold, "
                         "with the weights chosen for --out (the epoch table of a blend)")
+    p.add_argument("--table", default="", metavar="RESULTS/NAME", help="write the weight search as NAME.md and "
+                   "NAME.json (every point scored on the valid split)")
     args = p.parse_args(argv)
     if len(args.members) > 3:
         p.error("--members takes one to three checkpoints")
@@ -186,8 +191,43 @@ def main(argv=None) -> int:
                     args.swap, args.cache_dir)
         if args.milestones:
             blend_milestones(out, log=print)
+        if args.table:
+            command = "python -m hw2.blend " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+            print(f"wrote {write_table(out, Path(args.table), args.musdb_root, command)}")
 
     return run_cli(work)
+
+
+def write_table(path: Path, table: Path, musdb_root: str, command: str) -> Path:
+    """The weight search a blend checkpoint records ("scored") as `table`.json and `table`.md: every point scored
+    on the valid split, the weights chosen, the command."""
+    from hw2.tracks import describe_dataset, open_tracks
+
+    entry = load_checkpoint(path)["blend"]
+    rows = entry.get("scored") or []
+    if not rows:
+        raise Hw2Error(f"{path}: no weights were searched (all fixed by --weights): no table to write")
+    tracks = open_tracks(musdb_root, "train", "valid")
+    data = {"dataset": describe_dataset(musdb_root, tracks), "root": musdb_root, "subset": "train",
+            "split": "valid", "nb_tracks": len(tracks)}
+    members = [Path(m["source"]).as_posix() for m in entry["members"]]
+    phase = ("the blend's own phase (magnitude members on the mixture's phase, the complex member on its own)"
+             if any(m["config"].get("arch") == "tfctdf" for m in entry["members"]) else "mixture phase")
+    doc = {"title": f"Blend weights on the valid split: {', '.join(members)}", "data": data, "method": phase,
+           "command": command, "weights_chosen": entry["weights"],
+           "accompaniment_weight": entry["accompaniment_weight"], "rows": rows}
+    atomic_write_text(table.with_suffix(".json"), json.dumps(doc, indent=2))
+    keys = [k for k in ("w", "t", "u") if len({r.get(k) for r in rows}) > 1]
+    lines = ["| " + " | ".join(keys + ["vocals SDR", "accompaniment SDR"]) + " |", "|" + "---:|" * (len(keys) + 2)]
+    lines += ["| " + " | ".join([f"{r[k]:.1f}" for k in keys] + [f"{r['vocals']:.2f}", f"{r['accompaniment']:.2f}"])
+              + " |" for r in rows]
+    atomic_write_text(table.with_suffix(".md"), f"# {doc['title']}\n\n" + "\n".join(lines) + "\n\n"
+                      f"Members: {', '.join(members)}; the third's weight is t, the first two share 1 - t as "
+                      f"w : 1 - w; u: the accompaniment network's weight. Chosen: vocals weights {entry['weights']}, "
+                      f"u = {entry['accompaniment_weight']}. SDR in dB on the valid split of the {data['dataset']} "
+                      f"({data['nb_tracks']} tracks), median over 1 s frames, then over tracks; {phase}.\n\n"
+                      f"Command: `{command}`\n")
+    return table.with_suffix(".md")
 
 
 def blend_milestones(path: Path, log=print) -> list[Path]:

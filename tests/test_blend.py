@@ -1,6 +1,7 @@
 """hw2.blend: several networks as one checkpoint that every command loads like a single model."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import asdict
@@ -266,3 +267,26 @@ def test_a_third_member_joins_a_fixed_pair(synth):
     assert len(scored) == 11 and {r["w"] for r in scored} == {0.5}
     best = max(scored, key=lambda r: r["vocals"])
     assert blend.weights == [round((1 - best["t"]) * 0.5, 6)] * 2 + [best["t"]]
+
+
+def test_the_weight_search_as_a_results_table(tmp_path, wav_root):
+    """--table: every point scored on the valid split, in the JSON the report reads and a Markdown table, with
+    the command; the chosen weights are the checkpoint's."""
+    from hw2.blend import main
+
+    a, b, _ = _models()
+    paths = [_save(tmp_path / "a.pt", a, hidden_size=16, nb_layers=1),
+             _save(tmp_path / "b.pt", b, arch="unet", hidden_size=16, nb_layers=2),
+             _save(tmp_path / "c.pt", _complex_member(), arch="tfctdf", hidden_size=4, nb_layers=2, bandwidth=8000.0,
+                   tfc_layers=1, tdf_bottleneck=4)]
+    out, table = tmp_path / "blend.pt", tmp_path / "results" / "blend-c"
+    assert main(["--members", *map(str, paths), "--weights", "0.5", "--musdb-root", str(wav_root),
+                 "--out", str(out), "--table", str(table)]) == 0
+    doc = json.loads(table.with_suffix(".json").read_text())
+    assert [r["t"] for r in doc["rows"]] == [round(0.1 * i, 1) for i in range(11)]
+    assert doc["weights_chosen"] == load_checkpoint(out)["blend"]["weights"]
+    best = max(doc["rows"], key=lambda r: r["vocals"])
+    assert doc["weights_chosen"][2] == best["t"] and doc["data"]["split"] == "valid"
+    assert "own" in doc["method"] and doc["command"].startswith("python -m hw2.blend --members")
+    md = table.with_suffix(".md").read_text()
+    assert "| t | vocals SDR | accompaniment SDR |" in md and f"| {best['t']:.1f} | {best['vocals']:.2f} |" in md
