@@ -5,7 +5,9 @@ report/report.typ never types a number: a finding it quotes is here, with the fi
 """
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from hw2.config import TrainConfig
 
@@ -52,9 +54,10 @@ def _row_by_label(rows: list[dict], *patterns: str) -> dict | None:
     return next((r for r in rows if all(re.search(p, r.get("label", ""), re.I) for p in patterns)), None)
 
 
-def findings(results: dict) -> dict:
+def findings(results: dict, root: Path | None = None) -> dict:
     """The numbers the findings and discussion state, each computed from its results file (None where the file
-    or row is missing), with the file it came from: the prose in report.typ never types a number."""
+    or row is missing), with the file it came from: the prose in report.typ never types a number. `root`: the
+    repository the results' checkpoints are relative to (their run folders' config.json)."""
     out: dict = {}
     by = lambda stem, key: {r.get(key): r for r in results.get(stem, {}).get("rows", [])}  # noqa: E731
     models = by("models", "variant")
@@ -142,5 +145,42 @@ def findings(results: dict) -> dict:
             curves.setdefault(r["method"], []).append({"iterations": r.get("iterations"), "vocals": sdr(r),
                                                        "accompaniment": sdr(r, "accompaniment")})
         out["sweep"] = {"file": results["phase-sweep"]["file"], "curves": curves}
+    pairs = network_pairs(results, models, root)
+    if pairs:
+        out["network"] = {"pairs": pairs}
+    moved = {r.get("phase"): r.get("scores") or {} for r in results.get("phase-transfer", {}).get("rows", [])}
+    if moved:
+        v = {k: moved.get(k, {}).get("vocals") for k in ("mixture", "network", "donor")}
+        out["transfer"] = {"file": results["phase-transfer"]["file"], **v, "gain": _diff(v["network"], v["mixture"])}
     out["default_mixing"] = TrainConfig().mixing  # what `python -m hw2.train` does without --mixing
     return out
+
+
+def network_pairs(results: dict, models: dict, root: Path | None) -> list[dict]:
+    """Per complex checkpoint of the results/phase-network*.json tables: its vocals SDR with its own phase and with
+    the mixture's on its magnitude, the gain, and how it was trained (loss, seed, epochs, the epoch kept), from the
+    model grid's row that scored the same checkpoint the same way, else from the config.json of its run folder."""
+    out = []
+    for stem in sorted(s for s in results if s.startswith("phase-network")):
+        rows = results[stem]["rows"]
+        for ckpt in dict.fromkeys(r.get("checkpoint") for r in rows):
+            own = next((r for r in rows if r.get("checkpoint") == ckpt and r.get("method") == "network"), None)
+            mix = next((r for r in rows if r.get("checkpoint") == ckpt and r.get("method") == "mixture"), None)
+            if own is None or mix is None:
+                continue
+            grid = next((r for r in models.values() if r.get("method") == "network" and sdr(r) == sdr(own)), None)
+            cfg = (grid or {}).get("config") or _run_config(ckpt, root)
+            out.append({"file": results[stem]["file"], "checkpoint": ckpt, "own": sdr(own), "mixture": sdr(mix),
+                        "gain": _diff(sdr(own), sdr(mix)), "loss": cfg.get("loss", "mse"), "seed": cfg.get("seed"),
+                        "epoch": own.get("epoch"), "epochs": (grid or {}).get("epochs") or cfg.get("epochs")})
+    # the 25-epoch grid's networks first (waveform loss before complex MSE), then the longer runs
+    return sorted(out, key=lambda p: (p["epochs"] or 0, p["loss"] != "wave-l1", p["seed"] or 0))
+
+
+def _run_config(checkpoint: str | None, root: Path | None) -> dict:
+    """The config.json of the run folder that holds `checkpoint` (relative to `root`), {} where there is none."""
+    path = (root or Path(".")) / str(checkpoint or "")
+    try:
+        return json.loads((path.parent / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

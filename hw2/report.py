@@ -39,9 +39,13 @@ from hw2.typeset import CJK, GUIDE, build_readme, cjk_font_dirs, compile_typst
 ROOT = Path(hw2.__file__).resolve().parents[1]
 OPTIONAL = {"models": "results/models.json", "augment": "results/augment.json", "vocoder": "results/phase.json",
             "sweep": "results/phase-sweep.json", "unet150": "results/unet-150.json",
-            # the network that predicts the phase (issue 29): its phase table at two seeds, and the blend round
+            # the network that predicts the phase (issue 29): its phase tables (two seeds at 25 epochs, the 150-epoch
+            # run), its phase on the shipped blend's magnitude, and the blend round
             "network": "results/phase-network.json", "network_seed": "results/phase-network-seed43.json",
+            "network_150": "results/phase-network-150.json", "transfer": "results/phase-transfer.json",
             "blend_complex": "results/blend-complex.json"}
+# side studies: the Reproduce slide names their tables, whose .md files hold the commands (it has one page)
+SIDE = ("network", "network_seed", "network_150", "transfer", "blend_complex")
 SYNTHETIC = re.compile(r"generated|synth", re.I)  # hw2.synth roots: never a test or valid table of the report
 STUDENT_KEYS = ("name", "id", "drive")
 
@@ -298,7 +302,7 @@ def gather(root: Path, student: dict, draft: bool = False) -> dict:
     tr = training(root)
     secs = sections(results)
     phase = results.get(secs.get("vocoder") or "")
-    found = findings(results)
+    found = findings(results, root)
     return {"student": student, "draft": draft, "built": dt.date.today().isoformat(), "hw2_version": __version__,
             "results": results, "sections": secs, "training": tr,
             # the listening page the report names: beside the WAVs of the phase table's command
@@ -313,18 +317,18 @@ REPRODUCED = ("test", "epochs", "phase", "test_valid", "epochs_valid", "phase_va
 def reproduce_commands(results: dict, tr: dict | None, secs: dict, findings: dict | None = None) -> list[dict]:
     """[{what, command}] for the Reproduce slide, in the order they run from a fresh clone: the shipped model's
     steps, then the command of every table the report shows, then the figures and the report. A command on a
-    runs/ folder that no step here writes is not printed: its table's .md names it (its own study's runs)."""
+    runs/ folder that no step here writes, or of a side study (SIDE), is not printed: its table's .md names it."""
     out = list(tr["steps"]) if tr else []
     made = [m for c in out for m in re.findall(r"--out (runs/\S+)", c["command"])]
     elsewhere, seen = [], set()
     # the shown sections, then the files a finding quotes (results/ship.json ...)
     quoted = sorted({Path(f["file"]).stem for f in (findings or {}).values() if isinstance(f, dict) and "file" in f})
-    for stem in [secs.get(k) for k in REPRODUCED] + quoted:
+    for key, stem in [(k, secs.get(k)) for k in REPRODUCED] + [(None, q) for q in quoted]:
         if not stem or stem in seen or stem not in results:
             continue
         seen.add(stem)
         rf = results[stem]
-        if any(not p.startswith(tuple(made)) for p in re.findall(r"runs/\S+", rf["command"])):
+        if key in SIDE or any(not p.startswith(tuple(made)) for p in re.findall(r"runs/\S+", rf["command"])):
             elsewhere.append(rf["file"][:-len(".json")] + ".md")
             continue
         # --jobs only sets how many processes score: the numbers are the same at any value

@@ -431,6 +431,40 @@ def test_the_accompaniment_finding_compares_the_residual_blend_with_the_best_net
     assert got["residual"] == 8.5 and got["network"] == 9.0 and abs(got["gain"] - 0.5) < 1e-9
     assert got["vocals_change"] == 0.0 and abs(got["wiener_vocals_gain"] - 0.05) < 1e-9
     assert "ship_acc" not in findings({"ship-acc": {"file": "x", "rows": rows[:1]}})
+def test_network_pairs_say_how_each_complex_network_was_trained(tmp_path):
+    """Own phase against the mixture's per complex checkpoint, the training from the grid's row that scored the
+    same checkpoint, else from its run folder's config.json; the phase on another magnitude as its own finding."""
+    from hw2.report import findings
+
+    sc = lambda v: {"vocals": {"SDR": v}, "accompaniment": {"SDR": 7.0}}  # noqa: E731
+    run = tmp_path / "checkpoints" / "run150"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"loss": "wave-l1", "seed": 42, "epochs": 150}))
+    results = {
+        "models": {"file": "results/models.json", "rows": [
+            {"variant": "tfctdf-wave", "method": "network", "epochs": 25, "scores": sc(3.7),
+             "config": {"loss": "wave-l1", "seed": 42}}]},
+        "phase-network": {"file": "results/phase-network.json", "rows": [
+            {"checkpoint": "checkpoints/a.pt", "method": "network", "epoch": 25, "scores": sc(3.7)},
+            {"checkpoint": "checkpoints/a.pt", "method": "mixture", "epoch": 25, "scores": sc(2.2)},
+            {"checkpoint": "checkpoints/a.pt", "method": "wiener", "epoch": 25, "scores": sc(3.5)}]},
+        "phase-network-150": {"file": "results/phase-network-150.json", "rows": [
+            {"checkpoint": "checkpoints/run150/best.pt", "method": "mixture", "epoch": 90, "scores": sc(3.5)},
+            {"checkpoint": "checkpoints/run150/best.pt", "method": "network", "epoch": 90, "scores": sc(4.2)}]},
+        "phase-transfer": {"file": "results/phase-transfer.json", "rows": [
+            {"phase": "mixture", "scores": {"vocals": 5.08}}, {"phase": "network", "scores": {"vocals": 4.83}},
+            {"phase": "donor", "scores": {"vocals": 4.2}}]}}
+    got = findings(results, tmp_path)
+    short, long = got["network"]["pairs"]
+    assert (short["checkpoint"], short["loss"], short["seed"], short["epochs"]) == ("checkpoints/a.pt", "wave-l1", 42, 25)
+    assert abs(short["gain"] - 1.5) < 1e-9
+    assert (long["epoch"], long["epochs"], long["loss"]) == (90, 150, "wave-l1") and abs(long["gain"] - 0.7) < 1e-9
+    assert abs(got["transfer"]["gain"] + 0.25) < 1e-9 and got["transfer"]["donor"] == 4.2
+    # without the run's config.json (another root) its length is unknown, and it sorts first
+    assert [p["epochs"] for p in findings(results)["network"]["pairs"]] == [None, 25]
+    assert "network" not in findings({"models": results["models"]})
+
+
 # ------------------------------------------------------------------ issue 30: no number typed into the prose
 class Markup:
     """The prose of a Typst source: the characters of its markup, with code (`#let`, `#set`, `#f(...)`, `#if`
