@@ -202,8 +202,7 @@ def transfer(args, log=print) -> list[dict]:
     """Rows (mixture phase, the donor's phase, the donor alone) scored on the valid tracks; writes
     <out>/phase-transfer.md / .json."""
     torch.set_num_threads(max(1, args.threads))
-    loaded = [model_from_checkpoint(load_checkpoint(p), p)[0].eval() for p in (args.checkpoint, args.phase_from)]
-    model, donor = loaded
+    model, donor = (model_from_checkpoint(load_checkpoint(p), p)[0].eval() for p in (args.checkpoint, args.phase_from))
     tracks = open_cached(args.musdb_root, args.subset, args.split)[: args.max_tracks or None]
     if not tracks:
         raise Hw2Error(f"{args.musdb_root}: no tracks in {args.subset}/{args.split}; check --musdb-root")
