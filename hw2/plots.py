@@ -35,6 +35,7 @@ DPI = 120
 
 # ----------------------------------------------------------------------------------------------------- saving
 SMOKE_FIGURES = Path(tempfile.gettempdir()) / "hw2-smoke-figures"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def figures_dir(smoke: bool = False) -> Path:
@@ -44,7 +45,7 @@ def figures_dir(smoke: bool = False) -> Path:
     env = os.environ.get("HW2_FIGURES")
     if env:
         return Path(env).expanduser()
-    return SMOKE_FIGURES if smoke else Path(__file__).resolve().parents[1] / "report" / "figures"
+    return SMOKE_FIGURES if smoke else REPO / "report" / "figures"
 
 
 def save_figure(fig: Figure, name: str, note: str | None = None, dpi: int = DPI, smoke: bool = False) -> Path:
@@ -355,7 +356,8 @@ def plot_history(history, title: str | None = None) -> Figure:
     ax_l.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax_l.yaxis.set_major_formatter(plain)
-    ax_l.yaxis.set_minor_formatter(plain)
+    # minor ticks labelled at 2 and 5 only (a loss spanning one decade would print every one, overlapping)
+    ax_l.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax_l.tick_params(axis="y", which="minor", labelsize=7)
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel(loss_name(cfg))
@@ -393,7 +395,8 @@ def history_note(run) -> str:
     """The note saved beside a run's training-curves figure, from the run's own files: its folder, data (the
     `config.json` beside `history.json`), epochs, the epoch kept as best and time per epoch."""
     path = Path(run)
-    folder = path if path.is_dir() else path.parent
+    folder = (path if path.is_dir() else path.parent).resolve()
+    folder = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder  # a note names no machine's path
     h = load_history(path)
     cfg = _run_config(path)
     root = cfg.get("musdb_root")
