@@ -18,7 +18,7 @@ augmentation; it doubles the network's work). The weights w and u are chosen on 
 other, by the median vocals SDR and the median accompaniment SDR (mixture phase), unless `--weights` fixes them.
 A third member joins a fixed pair: the weights are ((1 - t) w, (1 - t)(1 - w), t), w and u given by `--weights`
 and t chosen on the valid split by the median vocals SDR (mixture phase; a blend with a complex member, whose
-vocals are a complex sum (`hw2.model.Blend`), by its own phase).
+vocals are a complex sum (`hw2.model.Blend`), by its own phase), or given as a third value (`--milestones` does).
 
 A blend checkpoint is an ordinary hw2 checkpoint (`load_checkpoint`, `model_from_checkpoint`, `hw2/infer.py
 --checkpoint`) whose "blend" entry holds each member's config and weights; its "config" is the first member's.
@@ -98,14 +98,15 @@ def build(member_paths, out: Path, musdb_root: str = "", accompaniment_path=None
     if len(members) == 3 and not fixed:
         raise Hw2Error("a third member joins a fixed pair: give --weights w (the first member's share of the "
                        "first two) and, with --accompaniment, u; the third's weight is chosen on the valid split")
-    start = {1: [1.0], 2: [w[0], 1 - w[0]], 3: [w[0], 1 - w[0], 0.0]}[len(members)]
+    t = fixed[2] if len(fixed) > 2 else 0.0  # a third member's weight, when --weights fixes it too
+    start = {1: [1.0], 2: [w[0], 1 - w[0]], 3: [(1 - t) * w[0], (1 - t) * (1 - w[0]), t]}[len(members)]
     blend = Blend(members, start, acc, fixed[1] if len(fixed) > 1 else 0.0, swap)
     nb_params = sum(p.numel() for p in blend.parameters())
     if nb_params > MAX_PARAMS:
         raise Hw2Error(f"the blend has {nb_params:,} parameters, over the assignment's {MAX_PARAMS:,}: blend "
                        "smaller members")
     scored = []
-    search_w = len(members) == 2 and not fixed or len(members) == 3
+    search_w = len(members) == 2 and not fixed or len(members) == 3 and len(fixed) < 3
     if search_w or (acc is not None and len(fixed) < 2):
         if not musdb_root:
             raise Hw2Error("choosing the weights needs the valid split: pass --musdb-root (or fix them with "
@@ -167,8 +168,9 @@ def main(argv=None) -> int:
                    "written under --out (a folder); its epochNNN.pt milestones too")
     p.add_argument("--accompaniment", default="", help="an accompaniment checkpoint (--target accompaniment)")
     p.add_argument("--weights", nargs="+", type=float, default=None,
-                   help="fix w (the first member's weight) and, with --accompaniment, u; those not given are "
-                        "chosen on the valid split")
+                   help="fix w (the first member's weight; of three, its share of the first two), u (with "
+                        "--accompaniment; else 0) and, of three members, the third's t; those not given are chosen "
+                        "on the valid split")
     p.add_argument("--swap", action="store_true", help="average over the left/right swapped mixture too")
     p.add_argument("--musdb-root", default="", help="MUSDB root whose valid split chooses the weights")
     p.add_argument("--cache-dir", default="", help="decoded cache folder (default $HW2_CACHE or ~/.cache/hw2)")
@@ -240,10 +242,13 @@ def blend_milestones(path: Path, log=print) -> list[Path]:
     written = []
     for name in sorted(common):
         milestone = [s.parent / name for s in sources]
+        ws = entry["weights"]
+        # --weights as build takes them: w (the first member's share of the first two), u, and a third's t
+        fixed = [ws[0], entry["accompaniment_weight"]] if len(ws) < 3 else \
+            [ws[0] / max(ws[0] + ws[1], 1e-12), entry["accompaniment_weight"], ws[2]]
         written.append(build(milestone[:len(entry["members"])], path.parent / name,
                              accompaniment_path=milestone[-1] if entry.get("accompaniment") else None,
-                             weights=[entry["weights"][0], entry["accompaniment_weight"]], swap=entry["swap"],
-                             log=log))
+                             weights=fixed, swap=entry["swap"], log=log))
     return written
 
 

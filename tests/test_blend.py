@@ -290,3 +290,27 @@ def test_the_weight_search_as_a_results_table(tmp_path, wav_root):
     assert "own" in doc["method"] and doc["command"].startswith("python -m hw2.blend --members")
     md = table.with_suffix(".md").read_text()
     assert "| t | vocals SDR | accompaniment SDR |" in md and f"| {best['t']:.1f} | {best['vocals']:.2f} |" in md
+
+
+def test_milestone_blends_of_three_members_keep_all_three_weights(tmp_path):
+    """A third member's t is fixed by --weights w u t; the milestones take the best blend's three weights and
+    its u, with no valid split to search on."""
+    a, b, _ = _models()
+    runs = {"ra": (a, dict(hidden_size=16, nb_layers=1)), "rb": (b, dict(arch="unet", hidden_size=16, nb_layers=2)),
+            "rc": (_complex_member(), dict(arch="tfctdf", hidden_size=4, nb_layers=2, bandwidth=8000.0, tfc_layers=1,
+                                          tdf_bottleneck=4)),
+            "acc": (_models()[2], dict(arch="unet", hidden_size=16, nb_layers=2))}
+    for run, (model, kw) in runs.items():
+        (tmp_path / run).mkdir()
+        target = "accompaniment" if run == "acc" else "vocals"
+        for name, epoch in (("best.pt", 30), ("epoch025.pt", 25)):
+            _save(tmp_path / run / name, model, target=target, epoch=epoch, **kw)
+    (tmp_path / "blend").mkdir()
+    best = build([tmp_path / r / "best.pt" for r in ("ra", "rb", "rc")], tmp_path / "blend" / "best.pt",
+                 accompaniment_path=tmp_path / "acc" / "best.pt", weights=[0.5, 0.4, 0.2], log=lambda s: None)
+    entry = load_checkpoint(best)["blend"]
+    assert entry["weights"] == [0.4, 0.4, 0.2] and entry["accompaniment_weight"] == 0.4 and entry["scored"] == []
+    written = blend_milestones(best, log=lambda s: None)
+    milestone = load_checkpoint(written[0])["blend"]
+    assert [p.name for p in written] == ["epoch025.pt"] and milestone["weights"] == [0.4, 0.4, 0.2]
+    assert milestone["accompaniment_weight"] == 0.4
