@@ -122,15 +122,23 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
     nb_params = sum(params)
     weights = entry["weights"] + ([entry["accompaniment_weight"]] if entry.get("accompaniment") else [])
     scored = entry.get("scored", [])
-    searched = {k: len({r[k] for r in scored}) > 1 for k in ("w", "u")}  # the grids hw2.blend ran, if any
-    fixed = [] if searched["w"] else [entry["weights"][0]] + (
+    searched = {k: len({r.get(k) for r in scored}) > 1 for k in ("w", "t", "u")}  # the grids hw2.blend ran, if any
+    ws = entry["weights"]
+    w = ws[0] / max(ws[0] + ws[1], 1e-12) if len(ws) == 3 else ws[0]  # of three: the first's share of the pair
+    fixed = [] if searched["w"] else [w] + (
         [entry["accompaniment_weight"]] if entry.get("accompaniment") and not searched["u"] else [])
+    if len(ws) == 3 and not searched["t"]:  # a fixed third weight follows w and u in --weights
+        fixed = [w, entry["accompaniment_weight"], ws[2]]
+    complex_member = any(m["config"].get("arch") == "tfctdf" for m in entry["members"])
     vocals_models = f"{len(entry['members'])} vocals model{'s' if len(entry['members']) > 1 else ''}"
     lines = [
         f"# Model card: a blend of {vocals_models}"
         + (" and an accompaniment model" if entry.get("accompaniment") else "") + " (`checkpoints/vocals.pt`)", "",
-        "The vocals magnitude is the weighted average of the members' vocals magnitudes (network blending, Uhlich "
-        "et al., ICASSP 2017); the accompaniment is what is left of the mixture"
+        ("The vocals are the weighted sum of the members' complex estimates (network blending, Uhlich et al., ICASSP "
+         "2017): a magnitude member's estimate on the mixture's phase, the complex member's with its own predicted "
+         "phase; the accompaniment is what is left of the mixture" if complex_member else
+         "The vocals magnitude is the weighted average of the members' vocals magnitudes (network blending, Uhlich "
+         "et al., ICASSP 2017); the accompaniment is what is left of the mixture")
         + (", blended with an accompaniment network's estimate" if entry.get("accompaniment") else "")
         + (". Each network's estimate is also averaged with its estimate of the left/right swapped mixture."
            if entry.get("swap") else "."), "",
@@ -163,7 +171,7 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
               f"{' '.join(m.get('source', '?') for m in entry['members'])}"
               + (f" --accompaniment {entry['accompaniment'].get('source')}" if entry.get("accompaniment") else "")
               + (" --swap" if entry.get("swap") else "")
-              + (f" --weights {' '.join(f'{w:g}' for w in fixed)}" if len(entry["members"]) == 2 and fixed
+              + (f" --weights {' '.join(f'{x:g}' for x in fixed)}" if len(entry["members"]) >= 2 and fixed
                  or len(fixed) > 1 else "")  # one member: its w is not a choice, only a fixed u is
               + f" --musdb-root MUSDB_ROOT --out {shown_path(path.absolute())} "
               "--milestones`", ""]
@@ -181,6 +189,10 @@ def _weights_origin(entry: dict, searched: dict, counts: dict) -> str:
     if len(entry["members"]) == 2:
         parts.append(f"the vocals weights {grid} by the median vocals SDR (mixture phase)" if searched["w"]
                      else "the vocals weights fixed with `--weights`")
+    if len(entry["members"]) == 3:
+        parts.append("the first two vocals members' shares fixed with `--weights`; the third's weight t "
+                     + (f"{grid} by the median vocals SDR (the blend's own phase)" if searched["t"]
+                        else "fixed with `--weights`"))
     if entry.get("accompaniment"):
         parts.append(f"the accompaniment weight {grid} by the median accompaniment SDR (mixture phase)"
                      if searched["u"] else "the accompaniment weight fixed with `--weights`")
@@ -240,7 +252,8 @@ def _read_results(results_path) -> dict | None:
 
 def _selection(cfg) -> str:
     if cfg.select_by == "sdr":
-        return (f"highest median vocals SDR (mixture phase), computed every {cfg.sdr_every} epochs,")
+        phase = "its own phase" if cfg.arch == "tfctdf" else "mixture phase"
+        return f"highest median vocals SDR ({phase}), computed every {cfg.sdr_every} epochs,"
     return "lowest validation loss"
 
 

@@ -314,3 +314,10 @@ def test_milestone_blends_of_three_members_keep_all_three_weights(tmp_path):
     milestone = load_checkpoint(written[0])["blend"]
     assert [p.name for p in written] == ["epoch025.pt"] and milestone["weights"] == [0.4, 0.4, 0.2]
     assert milestone["accompaniment_weight"] == 0.4
+    from hw2.card import ship_blend
+
+    (tmp_path / "ra" / "config.json").write_text(json.dumps(asdict(TrainConfig(hidden_size=16, nb_layers=1))))
+    (tmp_path / "ra" / "history.json").write_text("[]")
+    card = (ship_blend(best, tmp_path / "ship", None) / "MODEL_CARD.md").read_text()
+    assert "complex estimates" in card and "own predicted phase" in card
+    assert "--weights 0.5 0.4 0.2 " in card  # the card's blend command rebuilds the same three weights
