@@ -218,7 +218,8 @@ def shipping_steps(card_text: str, blend: dict | None, cfg: dict) -> list[dict]:
         m = members[i] if i < len(members) else {}
         if m.get("seed") is not None and "--seed" not in command.split():
             command += f" --seed {m['seed']}"
-        arch = {"openunmix": "Open-Unmix", "unet": "U-Net"}.get(m.get("arch"), m.get("arch") or "the model")
+        arch = {"openunmix": "Open-Unmix", "unet": "U-Net", "tfctdf": "TFC-TDF U-Net"}.get(m.get("arch"),
+                                                                                     m.get("arch") or "the model")
         out.append({"what": f"train {arch}, {m.get('target', 'vocals')}", "command": public_command(command)})
     made = re.search(r"Blend command: `(python -m hw2\.blend[^`]*)`", card_text)
     if made:
