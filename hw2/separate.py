@@ -49,7 +49,7 @@ from hw2.tracks import TARGETS, blocks
 METHODS = ("network", "mixture", "griffinlim", "griffinlim-mix", "wiener", "misi", "mel", "vocoder")
 REFERENCES = ("mix-as-estimate", "oracle-irm")
 # each method and reference row in words, for the report's tables and the listening page
-METHOD_NAMES = {"network": "the network's own phase (complex output)", "mixture": "mixture phase",
+METHOD_NAMES = {"network": "the model's own phase (complex output)", "mixture": "mixture phase",
                 "griffinlim": "Griffin-Lim, random init", "griffinlim-mix": "Griffin-Lim, mixture-phase init",
                 "wiener": "Wiener post-filter", "misi": "MISI, mixture-phase init",
                 "mel": "mel inversion (mel_to_audio)", "vocoder": "vocoder (ours, from scratch)",
