@@ -412,7 +412,7 @@ class Blend(nn.Module):
         if not self.complex_output:
             return sum(w * self._run(m, x) for w, m in zip(self.weights, self.members) if w > 0)
         # Memory, per separation block: the magnitude members' weighted sum takes the mixture's phase once (one
-        # complex tensor, not one per member: a 10-minute track peaked 2,669 MiB with one per member, 2,464 so),
+        # complex tensor, not one per member: a 10-minute track peaked 2,669 MiB with one per member, 2,405 so),
         # and the complex members run first, before the magnitude and its sum are held
         mag = magnitude = estimate = None
         pairs = sorted(zip(self.weights, self.members), key=lambda p: not getattr(p[1], "complex_output", False))
