@@ -20,7 +20,7 @@ from hw2.checkpoint import load_checkpoint
 from hw2.config import config_from_dict
 from hw2.evaluate import METRICS, markdown_table
 from hw2.model import ModelConfig, describe, parameters_of
-from hw2.stats import load_history
+from hw2.stats import load_history, load_run_config
 from hw2.tracks import open_tracks
 from hw2.vocoder import VocoderConfig, load_vocoder
 
@@ -158,7 +158,7 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
     for i, (m, w) in enumerate(zip(members, weights)):
         run = Path(m.get("source", "")).parent
         # the folder's config.json is the last command's (a resumed run may have trained more --epochs)
-        saved = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else m["config"]
+        saved = load_run_config(run) or m["config"]
         cfg = replace(config_from_dict(saved), out=str(run))  # where its checkpoints live now
         history = read_history(run)
         minutes = "-" if history is None else f"{sum(h['seconds'] for h in history) / 60:.1f}"

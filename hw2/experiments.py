@@ -287,25 +287,23 @@ def parse_set(items) -> dict:
     return out
 
 
-def command_line(args, seed: bool = True) -> str:
-    """The command of a run; without `seed`, less a `--set seed=N` (the table's command, for its base seed rows)."""
+def command_line(args, seed: bool = True, only: list[str] | None = None, sets: list[str] | None = None) -> str:
+    """The command of a run; without `seed`, less a `--set seed=N` (the table's command, for its base seed rows);
+    `only` adds --only, `sets` more --set fields."""
     cmd = f"python -m hw2.experiments --musdb-root {args.musdb_root} --grid {args.grid} --epochs {args.epochs}"
-    sets = [x for x in args.set or [] if seed or not x.startswith("seed=")]
-    return cmd + (f" --set {' '.join(sets)}" if sets else "")
+    sets = [x for x in args.set or [] if seed or not x.startswith("seed=")] + list(sets or [])
+    return cmd + (f" --only {' '.join(only)}" if only else "") + (f" --set {' '.join(sets)}" if sets else "")
 
 
 def table_command(args, rows: list[dict]) -> str:
     """The command that rebuilds every row of a table: the grid's at the base seed, then one `--only` run per other
     seed its rows were repeated at."""
-    cmd = command_line(args, seed=False)
-    sets = [x for x in args.set or [] if not x.startswith("seed=")]
     repeats: dict[int, list[str]] = {}
     for r in rows:
         if r["config"]["seed"] != BASE_SEED:
             repeats.setdefault(r["config"]["seed"], []).append(r.get("base", r["variant"]))
-    head = cmd.split(" --set ")[0]
-    return " && ".join([cmd] + [f"{head} --only {' '.join(names)} --set {' '.join(sets + [f'seed={s}'])}"
-                                for s, names in sorted(repeats.items())])
+    return " && ".join([command_line(args, seed=False)] + [command_line(args, False, names, [f"seed={s}"])
+                                                            for s, names in sorted(repeats.items())])
 
 
 def main(argv=None) -> int:

@@ -5,11 +5,11 @@ report/report.typ never types a number: a finding it quotes is here, with the fi
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from hw2.config import TrainConfig
+from hw2.stats import load_run_config
 
 # the grids' variants (hw2.experiments) in words, for the model table and the figures' bars; a variant missing
 # here is named by its description up to the first comma, semicolon or bracket
@@ -169,18 +169,9 @@ def network_pairs(results: dict, models: dict, root: Path | None) -> list[dict]:
             if own is None or mix is None:
                 continue
             grid = next((r for r in models.values() if r.get("method") == "network" and sdr(r) == sdr(own)), None)
-            cfg = (grid or {}).get("config") or _run_config(ckpt, root)
+            cfg = (grid or {}).get("config") or load_run_config((root or Path(".")) / str(ckpt or ""))
             out.append({"file": results[stem]["file"], "checkpoint": ckpt, "own": sdr(own), "mixture": sdr(mix),
                         "gain": _diff(sdr(own), sdr(mix)), "loss": cfg.get("loss", "mse"), "seed": cfg.get("seed"),
                         "epoch": own.get("epoch"), "epochs": (grid or {}).get("epochs") or cfg.get("epochs")})
     # the 25-epoch grid's networks first (waveform loss before complex MSE), then the longer runs
     return sorted(out, key=lambda p: (p["epochs"] or 0, p["loss"] != "wave-l1", p["seed"] or 0))
-
-
-def _run_config(checkpoint: str | None, root: Path | None) -> dict:
-    """The config.json of the run folder that holds `checkpoint` (relative to `root`), {} where there is none."""
-    path = (root or Path(".")) / str(checkpoint or "")
-    try:
-        return json.loads((path.parent / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

@@ -24,7 +24,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hw2 import RATE, Hw2Error, atomic_write
 from hw2.model import STFT
-from hw2.stats import best_index, coverage, load_history, loss_name, plan_stats
+from hw2.stats import best_index, coverage, load_history, load_run_config, loss_name, plan_stats
 from hw2.tracks import STEMS, describe_dataset
 
 STEM_COLORS = {"mixture": "0.35", "drums": "tab:orange", "bass": "tab:green", "other": "tab:purple",
@@ -319,15 +319,6 @@ def plot_batch(batches: Mapping[str, tuple], rate: int = RATE, nb_examples: int 
     return fig
 
 
-def _run_config(run) -> dict:
-    """The config.json beside a run's history ({} for a list, or a run without one)."""
-    if isinstance(run, (list, tuple)):
-        return {}
-    path = Path(run)
-    cfg = (path if path.is_dir() else path.parent) / "config.json"
-    return json.loads(cfg.read_text()) if cfg.is_file() else {}
-
-
 def plot_history(history, title: str | None = None) -> Figure:
     """Training curves of a run: train / valid loss per epoch (the epoch kept as best.pt marked), the valid SDR
     where the run measured it (--sdr-every), learning rate, seconds per epoch. history: a run folder, its
@@ -336,7 +327,7 @@ def plot_history(history, title: str | None = None) -> Figure:
     if title is None and not isinstance(history, (list, tuple)):
         p = Path(history)
         title = (p if p.is_dir() else p.parent).name
-    cfg = _run_config(history)
+    cfg = load_run_config(history)
     h = load_history(history)
     sdr = [(r["epoch"], r["valid_sdr"]) for r in h if r.get("valid_sdr") is not None]
     fig = new_figure(15 if sdr else 12, 3.5)
@@ -398,7 +389,7 @@ def history_note(run) -> str:
     folder = (path if path.is_dir() else path.parent).resolve()
     folder = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder  # a note names no machine's path
     h = load_history(path)
-    cfg = _run_config(path)
+    cfg = load_run_config(path)
     root = cfg.get("musdb_root")
     try:
         data = f"{describe_dataset(root)} ({root})" if root else "data not recorded (no config.json)"

@@ -161,6 +161,18 @@ def load_history(run) -> list[dict]:
     return json.loads(path.read_text())
 
 
+def load_run_config(run) -> dict:
+    """The config.json of a run folder (`run`: the folder or a file in it: history.json, best.pt), {} where there
+    is none or `run` is a history list. The one reader of a run's config.json beside `load_history`."""
+    if isinstance(run, (list, tuple)):
+        return {}
+    path = Path(run)
+    try:
+        return json.loads(((path if path.is_dir() else path.parent) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def best_index(history: list[dict]) -> int:
     """Index of the epoch a run kept as best.pt: the last one `hw2.train` marked best (by valid loss, or by valid
     SDR with --select-by sdr), else the lowest valid loss (a history from before the mark)."""
