@@ -125,7 +125,7 @@ def measure(checkout: Path, root: Path, phases: list[str], jobs: int | None, che
     max_rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr).group(1))
     # /usr/bin/time itself is left out; the rest: the command, its scoring workers (spawned), and the small ones
     # (ffmpeg decoding, multiprocessing's resource tracker), which count in the tree only
-    tree = {pid: kib for pid, kib in sampler.hwm.items() if pid != proc.pid}
+    tree = dict(sampler.hwm)  # the sampler never records /usr/bin/time (excluded above)
     main = next((kib for pid, kib in tree.items() if "infer.py" in sampler.cmd[pid]), 0)
     workers = [kib for pid, kib in tree.items() if "spawn_main" in sampler.cmd[pid]]
     # the first method's row; the epoch column: 150, or 116+65+32

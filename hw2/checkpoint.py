@@ -43,8 +43,11 @@ def load_checkpoint(path, map_location="cpu", fmt: str = CHECKPOINT_FORMAT, kind
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError:  # unreadable (permissions): said below as not a readable checkpoint
+            head = b""
         # torch.save writes a zip archive (an old torch, a pickle): a file that starts otherwise and is not named
         # like a checkpoint is another file passed by mistake, which no `git checkout` makes a checkpoint
         if head[:2] != b"PK" and head[:1] != b"\x80" and path.suffix not in (".pt", ".pth", ".ckpt"):

@@ -200,8 +200,6 @@ def separate_songs(args, load_separators, distinct_names, log=print) -> list[dic
                        "--musdb-root scores MUSDB tracks; pass one of them")
     if args.references:
         raise Hw2Error("--references needs a MUSDB track's true stems, which your own files have not: leave it out")
-    if args.n_mels < 1 or min(args.gl_iters, args.misi_iters, args.mel_iters) < 0:
-        raise Hw2Error("--n-mels must be at least 1; --gl-iters, --misi-iters and --mel-iters at least 0")
     files, problems = find_inputs(args.input)
     songs = []
     for f in files:

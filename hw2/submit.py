@@ -94,15 +94,16 @@ def strip_outputs(text: str) -> tuple[str, int]:
 
 def read_student(root: Path) -> dict:
     """report/student.toml's fields, each required: one line names the first one missing."""
-    from hw2.report import file_id, read_student as read
+    from hw2.report import file_id, missing_fields, read_student as read
 
     path = root / "report" / "student.toml"
     student = read(path)
     fixes = {"name": 'your name, e.g. name = "Lin Mei-Ling"', "id": 'your student ID, e.g. id = "r12345678"',
              "drive": 'the open-access cloud-drive link this folder goes to, drive = "https://..."'}
-    for key in ("name", "id", "drive"):
-        if not student.get(key) or (key == "id" and not file_id(student)):
-            raise Hw2Error(f"{path}: `{key}` is not set; set it to {fixes[key]}, then run this again")
+    # the report's own rule for a missing field, plus an id that gives no file name
+    missing = missing_fields(student) or ([] if file_id(student) else ["id"])
+    if missing:
+        raise Hw2Error(f"{path}: `{missing[0]}` is not set; set it to {fixes[missing[0]]}, then run this again")
     if not re.match(r"https?://", student["drive"]):
         raise Hw2Error(f"{path}: `drive` is not a link ({student['drive']!r}); write the cloud-drive link, "
                        'drive = "https://..."')
@@ -148,6 +149,7 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
     """Check the student's fields and report, then write `<out>/<id>/` and `<out>/<id>.zip` (`out`: the
     repository's submission/). Returns {"folder", "zip", "files": [paths in the folder], "left_out": {reason:
     [paths]}}."""
+    from hw2.checkpoint import check_writable
     from hw2.infer import DEFAULT_CHECKPOINT, REPO
     from hw2.report import file_id, report_name
 
@@ -174,8 +176,10 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
 
     out = Path(out).absolute() if out else root / "submission"
     folder, archive = out / sid, out / f"{sid}.zip"
+    check_writable(out, "the submission folder")
     out.mkdir(parents=True, exist_ok=True)
     listening = root / LISTENING
+    has_page = (listening / "index.html").is_file()
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{sid}."))  # replaces the folder in one rename once whole
     try:
         nb_outputs = 0
@@ -191,7 +195,7 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
                 dest = tmp / member.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
-        if (listening / "index.html").is_file():
+        if has_page:
             shutil.copytree(listening, tmp / LISTENING, ignore=shutil.ignore_patterns(".*"))
         if folder.exists():
             shutil.rmtree(folder)
@@ -207,7 +211,7 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
     size = sum(p.stat().st_size for p in contents)
     log(f"wrote {folder}/ ({len(contents)} files, {_size(size)}) and {archive} ({_size(archive.stat().st_size)}): "
         f"put the zip (or the folder) on {student['drive']}")
-    if (listening / "index.html").is_file():
+    if has_page:
         pages = [p for p in contents if p.relative_to(folder).as_posix().startswith(LISTENING + "/")]
         log(f"  with the listening page {LISTENING}/index.html ({len(pages)} files, "
             f"{_size(sum(p.stat().st_size for p in pages))}), from the working tree")
