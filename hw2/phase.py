@@ -34,7 +34,7 @@ from hw2.cache import open_cached
 from hw2.checkpoint import load_checkpoint, model_from_checkpoint
 from hw2.evaluate import magnitude_distances, median_of_medians, score_model, score_track, track_medians
 from hw2.infer import _references, write_wav
-from hw2.model import unit_phase
+from hw2.model import phase_ratio
 from hw2.plots import plot_phase_spectrograms, save_figure
 from hw2.score_plots import plot_iteration_sweep
 from hw2.reconstruct import griffinlim, mel_filters, mel_inverse, misi
@@ -194,7 +194,7 @@ class PhaseFrom(torch.nn.Module):
         vd = torch.where(vd.abs() > 0, vd, x)  # above the band: the mixture's phase
         m = self.model
         v, a = m.targets(x) if getattr(m, "complex_output", False) else m.targets(x.abs())
-        return v.abs() * unit_phase(vd), a.abs() * unit_phase(ad)
+        return phase_ratio(v.abs(), vd) * vd, phase_ratio(a.abs(), ad) * ad
 
 
 @torch.no_grad()

@@ -79,7 +79,10 @@ def keep_freed_memory() -> bool:
     in, which on CPU cost more than the arithmetic (`python bench/separate.py --malloc-baseline` measures both).
     Allocations above MMAP_THRESHOLD (a long track's full-length arrays) are still mapped and returned when freed,
     so what the heap keeps is bounded by one block's working set, not by the track; `release_freed_memory` hands
-    that back once a track is separated.
+    that back once a track is separated. A lower threshold that also returns a block's complex spectrograms
+    (57.5 MiB) cut a complex blend's peak on a 10-minute track by 190 MiB, but cost it 5-17 % of its speed, which
+    is already near 0.1 times real time on one core: what a complex model holds is cut where it is made instead
+    (`hw2.model.phase_ratio`, `estimates(keep_complex=False)`).
     HW2_MALLOC_TUNING=0 leaves the allocator alone. Returns whether the setting was applied (glibc only).
     """
     libc = _tunable_glibc()
@@ -234,7 +237,7 @@ class Separator:
         the samples in `keep` (a range of the window) are used."""
         length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        V, A, Vc, Ac = estimates(self.model, X)
+        V, A, Vc, Ac = estimates(self.model, X, keep_complex=bool({"network", "wiener", "misi"} & set(methods)))
         # Griffin-Lim needs no context (the model had it): it runs on the kept frames plus a margin beyond n_fft,
         # not on the whole window (1.5 times the work); the output lands at sample f0 * hop of the window
         margin = self.stft.n_fft // hop + 1
@@ -287,12 +290,15 @@ class Separator:
         return out
 
 
-def estimates(model, X: torch.Tensor):
+def estimates(model, X: torch.Tensor, keep_complex: bool = True):
     """A model's (vocals, accompaniment) for one mixture spectrogram X (nb_channels, nb_bins, nb_frames): the
-    magnitudes (V, A) and, from a complex model (its own phase), the complex estimates (Vc, Ac), else None, None."""
+    magnitudes (V, A) and, from a complex model (its own phase) when `keep_complex`, the complex estimates
+    (Vc, Ac), else None, None. Methods that use magnitudes alone pass keep_complex=False: the two complex
+    estimates are a block's largest arrays (120 MB together), and holding them through the phase method was most
+    of what a complex blend's separation held beyond a magnitude blend's."""
     if getattr(model, "complex_output", False):
         Vc, Ac = (e[0] for e in model.targets(X[None]))
-        return Vc.abs(), Ac.abs(), Vc, Ac
+        return (Vc.abs(), Ac.abs(), Vc, Ac) if keep_complex else (Vc.abs(), Ac.abs(), None, None)
     V, A = (e[0] for e in model.targets(X.abs()[None]))
     return V, A, None, None
 

@@ -263,6 +263,23 @@ def test_network_phase_of_a_complex_model_adds_up_to_the_mixture(track, tiny_com
     np.testing.assert_allclose(out["network"]["vocals"], whole["vocals"], atol=1e-4)
 
 
+def test_a_complex_models_magnitude_methods_run_without_holding_its_complex_estimates(track, tiny_complex_model,
+                                                                                      monkeypatch):
+    """The mixture phase alone drops the complex estimates (a block's largest arrays) as soon as their magnitudes
+    are taken, and gives the same audio as when the network phase is asked for beside it."""
+    import hw2.separate as separate
+
+    kept = []
+    real = separate.estimates
+    monkeypatch.setattr(separate, "estimates", lambda *a, **k: kept.append(real(*a, **k)[2]) or real(*a, **k))
+    mixture = track["mixture"]
+    alone = Separator(tiny_complex_model).separate(mixture, ("mixture",))["mixture"]
+    assert kept and all(c is None for c in kept)
+    both = Separator(tiny_complex_model).separate(mixture, ("network", "mixture"))["mixture"]
+    assert kept[-1] is not None
+    np.testing.assert_array_equal(alone["vocals"], both["vocals"])
+
+
 def test_network_phase_needs_a_complex_model(track, tiny_model):
     with pytest.raises(Hw2Error, match="network phase method needs a complex model"):
         Separator(tiny_model).separate(track["mixture"], ["network"])
