@@ -35,7 +35,7 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from hw2 import RATE, Hw2Error, OneLineParser, atomic_write, atomic_write_text, run_cli  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, as_json, atomic_write, atomic_write_text, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -214,17 +214,21 @@ def table(args, log=print) -> dict:
                   for sep, ident, c in zip(separators, identities, args.checkpoint) for m in args.phase]
         ref_wanted = [(row, _method_identity(identities[0], row["method"], audio)) for row in
                       (_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ()))]
+        # each row's scores of this track from an earlier run, read once: to reuse them, or to say why not
+        stored = {row_slug(r): evaluation.stored(r, track.name)
+                  for r in [w[1] for w in wanted] + [w[0] for w in ref_wanted]}
         todo = [(sep, row, m, ident) for sep, row, m, ident in wanted
                 if not ((wavs is None or wavs.has(row_slug(row), ident))
-                        and evaluation.resume(row, track.name, ident))]
-        ref_rows = [(row, ident) for row, ident in ref_wanted if not evaluation.resume(row, track.name, ident)]
+                        and evaluation.resume(row, track.name, ident, stored[row_slug(row)]))]
+        ref_rows = [(row, ident) for row, ident in ref_wanted
+                    if not evaluation.resume(row, track.name, ident, stored[row_slug(row)])]
         nb_reused = len(rows_asked) - len(todo) - len(ref_rows)
         progress.separated(i, nb_reused)
         progress.scored(i, nb_reused)
         if not todo and not ref_rows:
             resumed += 1
             continue
-        changed += any(_other_audio(evaluation.stored(row, track.name), ident)
+        changed += any(_other_audio(stored[row_slug(row)], ident)
                        for row, ident in [(r, d) for _, r, _, d in todo] + ref_rows)
         mixture = read_stem(track, "mixture")
         if wavs is not None and not wavs.fresh:  # this audio's mixture and true stems, then the rows'
@@ -415,7 +419,7 @@ def _other_audio(stored: dict | None, identity: dict) -> bool:
     made = (stored or {}).get("hw2")
     if not isinstance(made, dict):
         return False
-    same = json.loads(json.dumps({k: v for k, v in identity.items() if k != "audio"}))
+    same = as_json({k: v for k, v in identity.items() if k != "audio"})
     return made.get("audio") != identity["audio"] and {k: v for k, v in made.items() if k != "audio"} == same
 
 
@@ -451,7 +455,7 @@ class SampleWavs:
             shutil.rmtree(folder, ignore_errors=True)
 
     def has(self, slug: str, identity: dict) -> bool:
-        return self.rows.get(slug) == json.loads(json.dumps(identity)) and all(
+        return self.rows.get(slug) == as_json(identity) and all(
             (self.folder / f"{slug}_{t}.wav").is_file() for t in ("vocals", "accompaniment"))
 
     def save(self, slug: str | None = None, identity: dict | None = None) -> None:
