@@ -133,7 +133,8 @@ def run(args, log=print) -> list[dict]:
         raise Hw2Error("--n-mels must be at least 1; --gl-iters, --misi-iters and --mel-iters at least 0")
     if getattr(args, "input", None):
         from hw2.songs import separate_songs
-        return separate_songs(args, load_separators, _row_names, log)
+        return separate_songs(args, load_separators, _row_names, command_line(args, "hw2.songs.separate_songs"),
+                              log)
     return table(args, log)["rows"]
 
 
@@ -215,8 +216,7 @@ def table(args, log=print) -> dict:
         ref_wanted = [(row, _method_identity(identities[0], row["method"], audio)) for row in
                       (_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ()))]
         # each row's scores of this track from an earlier run, read once: to reuse them, or to say why not
-        stored = {row_slug(r): evaluation.stored(r, track.name)
-                  for r in [w[1] for w in wanted] + [w[0] for w in ref_wanted]}
+        stored = {row_slug(row): evaluation.stored(row, track.name) for row in rows_asked}
         todo = [(sep, row, m, ident) for sep, row, m, ident in wanted
                 if not ((wavs is None or wavs.has(row_slug(row), ident))
                         and evaluation.resume(row, track.name, ident, stored[row_slug(row)]))]
@@ -280,11 +280,9 @@ def table(args, log=print) -> dict:
     data = {"root": str(args.musdb_root or "stempeg's example track"), "subset": subset, "split": split,
             "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem",
             "dataset": describe_dataset(root, tracks)}
-    command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if sys.argv and sys.argv[0].endswith("infer.py") else getattr(args, "command", "hw2.infer.run")
     if not args.musdb_root:
         title = "museval SDR on stempeg's example track (one 7 s MUSDB18 excerpt, not the test set)"
-    json_path, md_path = write_results(out, name, rows, data, command, title=title)
+    json_path, md_path = write_results(out, name, rows, data, command_line(args, "hw2.infer.run"), title=title)
     log("\n" + markdown_table(rows) + "\n")
     if args.musdb_root:
         log(f"SDR in dB: median over 1 s frames per track, then median over {len(tracks)} tracks "
@@ -311,8 +309,16 @@ def arguments(root, checkpoints, subset: str = "train", split: str | None = "val
             "--out", str(out), "--name", name, "--samples", str(samples), "--gl-iters", str(gl_iters),
             "--max-tracks", str(max_tracks), "--device", device, "--jobs", str(jobs)]
     args = parser().parse_args(argv)
-    args.command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in argv)
+    args.command = command_line(argv=argv)
     return args
+
+
+def command_line(args=None, default: str = "", argv=None) -> str:
+    """The command a results file records: `python hw2/infer.py` and `argv`, shell-quoted; argv None: this
+    process's own when it is that command, else `args.command` (`arguments` recorded it), else `default`."""
+    if argv is None and sys.argv and sys.argv[0].endswith("infer.py"):
+        argv = sys.argv[1:]
+    return getattr(args, "command", default) if argv is None else "python hw2/infer.py " + shlex.join(argv)
 
 
 # vocals SDR of the shipped checkpoint on stempeg's example track, mixture phase: `python hw2/infer.py`

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,10 +190,11 @@ def write_estimate(path: Path, audio: np.ndarray, song: Song) -> None:
                            f"({err.splitlines()[-1][:100] if err else f'exit {proc.returncode}'})")
 
 
-def separate_songs(args, load_separators, distinct_names, log=print) -> list[dict]:
+def separate_songs(args, load_separators, distinct_names, command: str, log=print) -> list[dict]:
     """The --input command: check every input, then separate and write each; returns one dict per song (its
-    input, folder and files). `hw2.infer`, on the floor above, hands in its `load_separators(args)` and
-    `_row_names(paths)`, so that separators are set up and files named as for MUSDB rows without an import back."""
+    input, folder and files). `hw2.infer`, on the floor above, hands in its `load_separators(args)`,
+    `_row_names(paths)` and the command line to record (`command_line`), so that separators are set up, files
+    named and the command recorded as for MUSDB rows without an import back."""
     if args.musdb_root:
         raise Hw2Error("--input and --musdb-root together: --input separates your own files (no scores), "
                        "--musdb-root scores MUSDB tracks; pass one of them")
@@ -241,7 +241,7 @@ def separate_songs(args, load_separators, distinct_names, log=print) -> list[dic
             del mixture
             atomic_write_text(folder / INFO, json.dumps(
                 {"input": str(song.path.absolute()), "rate": song.rate, "channels": song.channels,
-                 "seconds": round(seconds, 3), "files": files, "command": _command(args)}, indent=1))
+                 "seconds": round(seconds, 3), "files": files, "command": command}, indent=1))
             done.append({"input": song.path, "folder": folder, "files": files})
     except KeyboardInterrupt:
         bar.close()
@@ -286,9 +286,3 @@ def _page_songs(out: Path) -> list:
         if all(v.is_file() and a.is_file() for _, v, a in ests):
             songs.append((info.parent.name, Path(meta["input"]), ests))
     return songs
-
-
-def _command(args) -> str:
-    if sys.argv and sys.argv[0].endswith("infer.py"):
-        return "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return getattr(args, "command", "hw2.songs.separate_songs")
