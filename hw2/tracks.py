@@ -395,10 +395,12 @@ def wav_int16_blocks(path: Path, info, stem: str):
         yield np.floor(block * 32768.0).clip(-32768, 32767).astype(np.int16)
 
 
-def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int) -> list[np.ndarray]:
-    """One audio stream of a file as int16 blocks (block, channels), read from ffmpeg's pipe."""
+def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int,
+                more_outputs: Sequence[str] = ()) -> list[np.ndarray]:
+    """One audio stream of a file as int16 blocks (block, channels), read from ffmpeg's pipe; `more_outputs`:
+    ffmpeg arguments of further outputs of the same run (files: nothing else may write to a pipe)."""
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-f", "s16le",
-           "-ar", str(rate), "pipe:1"]
+           "-ar", str(rate), "pipe:1", *more_outputs]
     frame = 2 * channels
     parts, rest = [], b""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
