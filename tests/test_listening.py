@@ -199,6 +199,14 @@ def reads(monkeypatch) -> list:
     return seen
 
 
+def scored_page(tmp_path: Path) -> Path:
+    """The scored page of one track: the mixture and one row's estimates, no scores file."""
+    for name, freq in (("mixture", 220), ("m-mixture_vocals", 440), ("m-mixture_accompaniment", 110)):
+        tone_wav(tmp_path / "samples" / "track" / f"{name}.wav", freq)
+    row = {"label": "m / mixture", "method": "mixture", "checkpoint": "m.pt", "name": "m"}
+    return listening.write_page(tmp_path / "samples", [row], lambda r, t: tmp_path / "none.json")
+
+
 def song_page(folder: Path) -> tuple[Path, list]:
     songs = []
     for k, name in enumerate(("one", "two")):
@@ -211,12 +219,7 @@ def test_each_file_is_read_once_and_only_stale_spectrograms_are_drawn_again(tmp_
     """Per section a file is read and transformed once (a file both drawn and the dB reference was read twice); a
     page rebuilt over the same files reads none of them and keeps their images; a WAV written again redraws its
     song's images (its reference changed too) and no other song's."""
-    samples = tmp_path / "samples"
-    tone_wav(samples / "track" / "mixture.wav", 220)
-    tone_wav(samples / "track" / "m-mixture_vocals.wav", 440)
-    tone_wav(samples / "track" / "m-mixture_accompaniment.wav", 110)
-    row = {"label": "m / mixture", "method": "mixture", "checkpoint": "m.pt", "name": "m"}
-    listening.write_page(samples, [row], lambda r, t: tmp_path / "none.json")
+    scored_page(tmp_path)
     assert sorted(reads) == ["m-mixture_vocals.wav", "mixture.wav"]
 
     reads.clear()
@@ -238,12 +241,7 @@ def test_each_file_is_read_once_and_only_stale_spectrograms_are_drawn_again(tmp_
 def test_the_spectrogram_column_names_what_it_draws(tmp_path):
     """The scored page draws the mixture in its row and says so; a song's input is not drawn (it lies outside
     the page's folder, in any format), so the song page's header does not mention it."""
-    samples = tmp_path / "samples"
-    tone_wav(samples / "track" / "mixture.wav", 220)
-    tone_wav(samples / "track" / "m-mixture_vocals.wav", 440)
-    tone_wav(samples / "track" / "m-mixture_accompaniment.wav", 110)
-    row = {"label": "m / mixture", "method": "mixture", "checkpoint": "m.pt", "name": "m"}
-    scored = listening.write_page(samples, [row], lambda r, t: tmp_path / "none.json").read_text(encoding="utf-8")
+    scored = scored_page(tmp_path).read_text(encoding="utf-8")
     assert "spectrogram of the vocals (the mixture's in its row), dB from the mixture's peak" in scored
     assert scored.count("<img ") == 2
     songs = song_page(tmp_path / "songs")[0].read_text(encoding="utf-8")
