@@ -13,6 +13,7 @@ Beside them, the one sample rate every module works at: `RATE`, MUSDB's 44.1 kHz
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -74,6 +75,12 @@ def close_open_bars() -> None:
     if tqdm is not None:
         for bar in sorted(getattr(tqdm.tqdm, "_instances", ()), key=lambda b: abs(getattr(b, "pos", 0))):
             close_bar(bar)
+
+
+def as_json(value):
+    """`value` as it reads back from JSON (tuples as lists, keys as strings): what compares equal to a record
+    written with json.dumps (a results file's identity, a run's config.json)."""
+    return json.loads(json.dumps(value))
 
 
 TMP_TAG = ".tmp"

@@ -21,7 +21,7 @@ import numpy as np
 
 from hw2 import RATE, Hw2Error, atomic_write, remove_stale_temporaries
 from hw2.tracks import (SOURCES, STEMS, TARGET_SOURCES, bad_tracks_message, check_tracks, common_length, open_tracks,
-                        read_stem, track_files, unmounted_drive)
+                        hash_track_files, read_stem, unmounted_drive)
 
 CACHE_VERSION = 2  # bump when the cache layout changes: entries live in <cache dir>/v<CACHE_VERSION>/
 INT16_SCALE = 1.0 / 32768.0  # an int16 sample as a float in [-1, 1)
@@ -65,18 +65,14 @@ def cache_key(track) -> str:
     """Changes when a source file's size or content changes, or the cache layout does; not with its folder or
     modification time, so a root copied to a new path (each Colab session) or synced by Drive keeps its cache.
     Content: a hash of five 4 KiB samples of each file (its header and four points across it)."""
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{track.name}".encode())
-    for f in track_files(track):
-        try:
-            size = f.stat().st_size
-            with open(f, "rb") as fh:
-                for k in range(5):
-                    fh.seek(k * size // 5)
-                    h.update(fh.read(4096))
-        except OSError:
-            raise Hw2Error(f"{f}: cannot read this file; check that the MUSDB root is complete") from None
-        h.update(f"|{f.name}|{size}".encode())
-    return h.hexdigest()[:16]
+    def samples(f: Path, st: os.stat_result, fh) -> bytes:
+        out = b""
+        for k in range(5):
+            fh.seek(k * st.st_size // 5)
+            out += fh.read(4096)
+        return out + f"|{f.name}|{st.st_size}".encode()
+
+    return hash_track_files(track, hashlib.sha1(f"v{CACHE_VERSION}|{track.name}".encode()), samples)[:16]
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:

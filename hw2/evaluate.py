@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hw2 import RATE, Hw2Error, __version__, atomic_write_text, bsseval
+from hw2 import RATE, Hw2Error, __version__, as_json, atomic_write_text, bsseval
 from hw2.separate import Separator
 from hw2.tracks import TARGETS, blocks
 
@@ -239,10 +239,10 @@ class Evaluation:
             return None
         return scores if isinstance(scores, dict) else None
 
-    def resume(self, row: dict, track: str, identity: dict) -> bool:
-        """Reuse the track's scores from an earlier run when its JSON holds the same `identity`."""
-        scores = self.stored(row, track)
-        if scores is None or scores.get("hw2") != json.loads(json.dumps(identity)):
+    def resume(self, row: dict, track: str, identity: dict, scores: dict | None) -> bool:
+        """Reuse the track's scores from an earlier run (`scores`: what `stored` read) when they hold the same
+        `identity`."""
+        if scores is None or scores.get("hw2") != as_json(identity):
             return False
         if not scores.get("skipped") and "magnitude" not in scores:  # scored before the phase-blind measures
             return False

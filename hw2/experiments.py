@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from hw2 import Hw2Error, OneLineParser, atomic_write_text, infer, run_cli
+from hw2 import Hw2Error, OneLineParser, as_json, atomic_write_text, infer, run_cli
 from hw2.checkpoint import load_checkpoint
 from hw2.config import ADDED_LATER, RESUMABLE, TrainConfig
 from hw2.plots import save_figure
@@ -104,7 +104,7 @@ def comparable(cfg) -> dict:
     """The config fields that decide what is trained (not where it runs or where it is written)."""
 
     # fields added after rows were trained are left out at their defaults, so that those rows still match
-    return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items()
+    return {k: v for k, v in as_json(asdict(cfg)).items()
             if k not in RESUMABLE | {"epochs"} and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 

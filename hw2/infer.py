@@ -35,7 +35,7 @@ import argparse  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from hw2 import RATE, Hw2Error, OneLineParser, atomic_write, atomic_write_text, run_cli  # noqa: E402
+from hw2 import RATE, Hw2Error, OneLineParser, as_json, atomic_write, atomic_write_text, run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "vocals.pt"
@@ -133,7 +133,8 @@ def run(args, log=print) -> list[dict]:
         raise Hw2Error("--n-mels must be at least 1; --gl-iters, --misi-iters and --mel-iters at least 0")
     if getattr(args, "input", None):
         from hw2.songs import separate_songs
-        return separate_songs(args, load_separators, _row_names, log)
+        return separate_songs(args, load_separators, _row_names, command_line(args, "hw2.songs.separate_songs"),
+                              log)
     return table(args, log)["rows"]
 
 
@@ -214,17 +215,20 @@ def table(args, log=print) -> dict:
                   for sep, ident, c in zip(separators, identities, args.checkpoint) for m in args.phase]
         ref_wanted = [(row, _method_identity(identities[0], row["method"], audio)) for row in
                       (_reference_row(m, separators[0].stft) for m in (ref_names if args.references else ()))]
+        # each row's scores of this track from an earlier run, read once: to reuse them, or to say why not
+        stored = {row_slug(row): evaluation.stored(row, track.name) for row in rows_asked}
         todo = [(sep, row, m, ident) for sep, row, m, ident in wanted
                 if not ((wavs is None or wavs.has(row_slug(row), ident))
-                        and evaluation.resume(row, track.name, ident))]
-        ref_rows = [(row, ident) for row, ident in ref_wanted if not evaluation.resume(row, track.name, ident)]
+                        and evaluation.resume(row, track.name, ident, stored[row_slug(row)]))]
+        ref_rows = [(row, ident) for row, ident in ref_wanted
+                    if not evaluation.resume(row, track.name, ident, stored[row_slug(row)])]
         nb_reused = len(rows_asked) - len(todo) - len(ref_rows)
         progress.separated(i, nb_reused)
         progress.scored(i, nb_reused)
         if not todo and not ref_rows:
             resumed += 1
             continue
-        changed += any(_other_audio(evaluation.stored(row, track.name), ident)
+        changed += any(_other_audio(stored[row_slug(row)], ident)
                        for row, ident in [(r, d) for _, r, _, d in todo] + ref_rows)
         mixture = read_stem(track, "mixture")
         if wavs is not None and not wavs.fresh:  # this audio's mixture and true stems, then the rows'
@@ -276,11 +280,9 @@ def table(args, log=print) -> dict:
     data = {"root": str(args.musdb_root or "stempeg's example track"), "subset": subset, "split": split,
             "nb_tracks": len(tracks), "format": "wav" if detect_format(root) else "stem",
             "dataset": describe_dataset(root, tracks)}
-    command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if sys.argv and sys.argv[0].endswith("infer.py") else getattr(args, "command", "hw2.infer.run")
     if not args.musdb_root:
         title = "museval SDR on stempeg's example track (one 7 s MUSDB18 excerpt, not the test set)"
-    json_path, md_path = write_results(out, name, rows, data, command, title=title)
+    json_path, md_path = write_results(out, name, rows, data, command_line(args, "hw2.infer.run"), title=title)
     log("\n" + markdown_table(rows) + "\n")
     if args.musdb_root:
         log(f"SDR in dB: median over 1 s frames per track, then median over {len(tracks)} tracks "
@@ -307,8 +309,16 @@ def arguments(root, checkpoints, subset: str = "train", split: str | None = "val
             "--out", str(out), "--name", name, "--samples", str(samples), "--gl-iters", str(gl_iters),
             "--max-tracks", str(max_tracks), "--device", device, "--jobs", str(jobs)]
     args = parser().parse_args(argv)
-    args.command = "python hw2/infer.py " + " ".join(shlex.quote(a) for a in argv)
+    args.command = command_line(argv=argv)
     return args
+
+
+def command_line(args=None, default: str = "", argv=None) -> str:
+    """The command a results file records: `python hw2/infer.py` and `argv`, shell-quoted; argv None: this
+    process's own when it is that command, else `args.command` (`arguments` recorded it), else `default`."""
+    if argv is None and sys.argv and sys.argv[0].endswith("infer.py"):
+        argv = sys.argv[1:]
+    return getattr(args, "command", default) if argv is None else "python hw2/infer.py " + shlex.join(argv)
 
 
 # vocals SDR of the shipped checkpoint on stempeg's example track, mixture phase: `python hw2/infer.py`
@@ -415,7 +425,7 @@ def _other_audio(stored: dict | None, identity: dict) -> bool:
     made = (stored or {}).get("hw2")
     if not isinstance(made, dict):
         return False
-    same = json.loads(json.dumps({k: v for k, v in identity.items() if k != "audio"}))
+    same = as_json({k: v for k, v in identity.items() if k != "audio"})
     return made.get("audio") != identity["audio"] and {k: v for k, v in made.items() if k != "audio"} == same
 
 
@@ -451,7 +461,7 @@ class SampleWavs:
             shutil.rmtree(folder, ignore_errors=True)
 
     def has(self, slug: str, identity: dict) -> bool:
-        return self.rows.get(slug) == json.loads(json.dumps(identity)) and all(
+        return self.rows.get(slug) == as_json(identity) and all(
             (self.folder / f"{slug}_{t}.wav").is_file() for t in ("vocals", "accompaniment"))
 
     def save(self, slug: str | None = None, identity: dict | None = None) -> None:

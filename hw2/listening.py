@@ -30,16 +30,41 @@ RAMP = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 7
 
 
 # ---------------------------------------------------------------------------------------------------- images
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """uint8 (height, width, 3) as PNG bytes: 8-bit RGB, no filter, zlib-compressed."""
+def png_bytes(rgb: np.ndarray, text: dict | None = None) -> bytes:
+    """uint8 (height, width, 3) as PNG bytes: 8-bit RGB, no filter, zlib-compressed; `text`: {keyword: value}
+    stored as tEXt chunks (Latin-1), before the image data, where `png_text` reads them back."""
     h, w, _ = rgb.shape
     raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(h))
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    texts = b"".join(chunk(b"tEXt", k.encode("latin-1") + b"\0" + v.encode("latin-1"))
+                     for k, v in (text or {}).items())
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + texts
             + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def png_text(path: Path) -> dict:
+    """The tEXt chunks before a PNG file's image data, and its "width" and "height"; {} if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)  # the header and the text chunks: the image data comes after them
+    except OSError:
+        return {}
+    if not head.startswith(b"\x89PNG\r\n\x1a\n") or len(head) < 24:
+        return {}
+    out = dict(zip(("width", "height"), map(str, struct.unpack(">II", head[16:24]))))
+    pos = 8
+    while pos + 8 <= len(head):
+        n, tag = struct.unpack(">I4s", head[pos:pos + 8])
+        if tag == b"IDAT":
+            break
+        if tag == b"tEXt":
+            key, _, value = head[pos + 8:pos + 8 + n].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        pos += 12 + n
+    return out
 
 
 MAX_COLUMNS = 1200  # a spectrogram image's width at most (a 10-minute track has 51,700 frames at hop 512)
@@ -218,19 +243,15 @@ def _write(folder: Path, title: str, intro: str, sections: list, ref_name: str, 
     `scored`, and a spectrogram of each first file that is a WAV inside `folder` (the hw2-written ones)."""
     parts = []
     for heading, lines, ref_files in sections:
-        ref = max(float(magnitude(read_mono(f)[0], max_columns=MAX_COLUMNS).max()) for f in ref_files)
+        images = _images(folder, [voc for _, _, voc, _ in lines if voc.suffix == ".wav" and voc.is_file()
+                                  and folder.absolute() in voc.absolute().parents], ref_files)
         body = []
         for label, sdr, voc, acc in lines:
             img = ""
-            if voc.suffix == ".wav" and voc.is_file() and folder.absolute() in voc.absolute().parents:
-                audio, rate = read_mono(voc)
-                png = voc.with_suffix(".png")
-                rgb = spectrogram_image(magnitude(audio, max_columns=MAX_COLUMNS), rate, fmax=FMAX, ref=ref, width=WIDTH)
-                with atomic_write(png) as tmp:
-                    tmp.write_bytes(png_bytes(rgb))
-                img = spectrogram_figure(_href(png, folder), f"spectrogram of {html.escape(voc.name)}",
-                                         rgb.shape[1], rgb.shape[0], len(audio) / rate)
-                del audio
+            if voc in images:
+                png, width, height, seconds = images[voc]
+                img = spectrogram_figure(_href(png, folder), f"spectrogram of {html.escape(voc.name)}", width,
+                                         height, seconds)
             sdr_cells = "".join(f"<td class=num>{_fmt(sdr.get(t)) if sdr else ''}</td>" for t in TARGETS) \
                 if scored else ""
             # the mixture is neither stem: its one player spans both columns
@@ -238,14 +259,59 @@ def _write(folder: Path, title: str, intro: str, sections: list, ref_name: str, 
                        else _player(voc, folder) + _player(acc, folder))
             body.append(f"<tr><th>{html.escape(label)}</th>{players}{sdr_cells}<td>{img}</td></tr>")
         sdr_heads = "<th>vocals SDR</th><th>accompaniment SDR</th>" if scored else ""
+        # what the column shows: the mixture's own image only where its row has one (a song's input has none)
+        mixture = " (the mixture's in its row)" if any(acc is None and voc in images for _, _, voc, acc in lines) \
+            else ""
         parts.append(f"<section><h2>{html.escape(heading)}</h2><table><thead><tr><th>what you hear</th>"
-                     f"<th>vocals</th><th>accompaniment</th>{sdr_heads}<th>spectrogram of the vocals (the "
-                     f"mixture's in its row), dB from the {ref_name}</th></tr></thead><tbody>" + "".join(body)
+                     f"<th>vocals</th><th>accompaniment</th>{sdr_heads}<th>spectrogram of the vocals{mixture}, "
+                     f"dB from the {ref_name}</th></tr></thead><tbody>" + "".join(body)
                      + "</tbody></table></section>")
     page = folder / "index.html"
     with atomic_write(page) as tmp:
         tmp.write_text(PAGE.format(title=html.escape(title), intro=intro, body="\n".join(parts)), encoding="utf-8")
     return page
+
+
+IMAGE_STYLE = f"1|{FMAX}|{WIDTH}|{MAX_COLUMNS}|{RAMP.tolist()}"  # change it when the drawing changes: all redrawn
+
+
+def _images(folder: Path, files: list, ref_files: list) -> dict:
+    """{file: (its spectrogram PNG beside it, width, height, seconds)} of each WAV in `files`, in dB from the
+    loudest STFT bin of `ref_files`. A PNG is drawn again only when stale: its text records what it was drawn
+    from (the size and modification time of its WAV and of the reference files, and `IMAGE_STYLE`), so a page
+    rebuilt with new songs or rows reads and draws only theirs; each file is read and transformed once."""
+    def stamp(f: Path) -> str:
+        st = f.stat()
+        return f"{_href(f, folder)}|{st.st_size}|{st.st_mtime_ns}"
+
+    refs = "+".join(map(stamp, ref_files))
+    out, todo, spectra = {}, {}, {}
+    for f in files:
+        png, made = f.with_suffix(".png"), "|".join((IMAGE_STYLE, stamp(f), refs))
+        old = png_text(png)
+        try:
+            if old.get("hw2-made-from") == made:
+                out[f] = (png, int(old["width"]), int(old["height"]), float(old["hw2-seconds"]))
+                continue
+        except (KeyError, ValueError):  # a damaged record: drawn again
+            pass
+        todo[f] = (png, made)
+
+    def spectrum(f: Path) -> tuple:
+        if f not in spectra:
+            audio, rate = read_mono(f)
+            spectra[f] = (magnitude(audio, max_columns=MAX_COLUMNS), rate, len(audio) / rate)
+        return spectra[f]
+
+    if todo:
+        ref = max(float(spectrum(f)[0].max()) for f in ref_files)
+    for f, (png, made) in todo.items():
+        mag, rate, seconds = spectrum(f)
+        rgb = spectrogram_image(mag, rate, fmax=FMAX, ref=ref, width=WIDTH)
+        with atomic_write(png) as tmp:
+            tmp.write_bytes(png_bytes(rgb, {"hw2-made-from": made, "hw2-seconds": repr(seconds)}))
+        out[f] = (png, rgb.shape[1], rgb.shape[0], seconds)
+    return out
 
 
 PAGE = """<!DOCTYPE html>

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from hw2 import Hw2Error, __version__, atomic_write_text, close_bar, remove_stale_temporaries
+from hw2 import Hw2Error, __version__, as_json, atomic_write_text, close_bar, remove_stale_temporaries
 from hw2.checkpoint import atomic_torch_save, check_writable, load_checkpoint
 
 # the loop's clock: a test replaces it to step past a time limit without waiting for one
@@ -106,7 +106,7 @@ def _resume_point(run: Path, cfg, fmt: str, kind: str, writer: str, from_dict, r
 
 
 def _comparable(cfg) -> dict:
-    return json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as config.json holds them
+    return as_json(asdict(cfg))  # tuples as lists, as config.json holds them
 
 
 def _finished(state: dict, cfg) -> bool:

@@ -302,14 +302,21 @@ def gather(root: Path, student: dict, draft: bool = False) -> dict:
     results = load_results(root / "results", root) if (root / "results").is_dir() else {}
     tr = training(root)
     secs = sections(results)
-    phase = results.get(secs.get("vocoder") or "")
+    listening = listening_folder(results)
     found = findings(results, root)
     return {"student": student, "draft": draft, "built": dt.date.today().isoformat(), "hw2_version": __version__,
             "results": results, "sections": secs, "training": tr,
-            # the listening page the report names: beside the WAVs of the phase table's command
-            "listening": f"{phase['file'][:-len('.json')]}/samples/index.html" if phase else None,
+            "listening": f"{listening}/index.html" if listening else None,
             "findings": found, "separation": separation_defaults(), "figures": figures(root),
             "commands": reproduce_commands(results, tr, secs, found)}
+
+
+def listening_folder(results) -> str | None:
+    """The folder of the listening page the report's Listening slide names: beside the WAVs of the phase table's
+    command (results/phase.json), or None without that table. `results`: the results files' stems (or
+    `load_results`' dict of them)."""
+    table = OPTIONAL["vocoder"]
+    return f"{table[:-len('.json')]}/samples" if Path(table).stem in results else None
 
 
 REPRODUCED = ("test", "epochs", "phase", "test_valid", "epochs_valid", "phase_valid", *OPTIONAL)
@@ -334,8 +341,7 @@ def reproduce_commands(results: dict, tr: dict | None, secs: dict, findings: dic
             continue
         # --jobs only sets how many processes score: the numbers are the same at any value
         out.append({"what": rf["file"], "command": re.sub(r" --jobs \d+", "", rf["command"])})
-    phase = results[secs["vocoder"]]["file"][:-len(".json")] if secs.get("vocoder") else None
-    listening = f" --listening {phase}/samples" if phase else ""
+    listening = f" --listening {listening_folder(results)}" if listening_folder(results) else ""
     out.append({"what": "figures, report, README.pdf", "command": f"python -m hw2.figures{listening} && "
                 "python -m hw2.report"})
     if elsewhere:  # a sentence, not a command: the table names its runs' commands

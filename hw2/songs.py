@@ -1,20 +1,22 @@
 """Any song separated: `python hw2/infer.py --input FILE_OR_FOLDER ...` (no MUSDB track, so nothing to score).
 
 Every input is found and checked from its header before any work (a missing file, a file with no audio stream, a
-folder with no audio files: one line each, nothing written), then per file: decoded to int16 stereo at 44.1 kHz,
-the models' format; separated block by block (`hw2.separate.Separator`, the bounded memory of a MUSDB track: the
-int16 song, one method's float32 estimates and one block); written back as `vocals.wav` and `accompaniment.wav`
-(16-bit PCM) at the input's rate and channel count and its exact length; and a listening page without scores
-(`hw2.listening.write_song_page`) lists every song separated into the folder.
+folder with no audio files: one line each, nothing written), then per file: decoded once, to int16 at 44.1 kHz
+(the models' rate) in its own channels; separated block by block (`hw2.separate.Separator`, the bounded memory of
+a MUSDB track: the int16 song, one method's float32 estimates and one block); written back as `vocals.wav` and
+`accompaniment.wav` (16-bit PCM) at the input's rate and channel count and its exact length; and a listening page
+without scores (`hw2.listening.write_song_page`) lists every song separated into the folder.
 
     decoding   WAV, FLAC and AIFF at 44.1 kHz through soundfile (no ffmpeg needed), to int16 by the MUSDB18-HQ
                reader's rule (`hw2.tracks.wav_int16_blocks`: float and 24-bit files keep their level); anything
                else through ffmpeg, the first
                audio stream, resampled to 44.1 kHz on decode (`-ar 44100`, ffmpeg's default resampler)
-    channels   mono is separated as the channel twice and written back mono (the mean of the two estimates); more
-               than two channels are refused with the ffmpeg line that downmixes them
+    channels   mono goes to `Separator.separate` as it is, which separates it as the channel twice and gives it
+               back mono (the mean of the two estimates); more than two channels are refused with the ffmpeg line
+               that downmixes them
     rates      the estimates go back to the input's rate through ffmpeg too (aresample), padded or cut to the
-               number of samples ffmpeg decodes from the input at its own rate
+               number of samples the input holds at its own rate: its header's count, or, where the header only
+               estimates it (compressed files), counted by the same ffmpeg run that decodes it
 
 The output folder is `<out>/<name>/<file stem>/` (`--name`, default `songs`; the file's parent folder joins the
 stem where two inputs share one); with several checkpoints or phase methods, one subfolder per pair
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,20 +124,21 @@ def _long_enough(song: Song) -> Song:
 
 
 def read_song(song: Song | str | Path) -> np.ndarray:
-    """int16 (nb_samples, 2) at 44.1 kHz of one input (a `Song`, or a path, probed first): what
-    `Separator.separate` takes. Mono is the channel twice. Memory: the result plus one block (ffmpeg's decode of
-    a mono file: its int16 samples besides)."""
+    """int16 (nb_samples, nb_channels) at 44.1 kHz of one input (a `Song`, or a path, probed first), in its own
+    channels (mono: (nb_samples, 1)): what `Separator.separate` takes. Decoded once; then `song.frames` holds its
+    exact length at its own rate. Memory: the result plus one block (and, for mono, the stereo copy
+    `Separator.separate` separates: twice the result)."""
     song = song if isinstance(song, Song) else probe(Path(song))
     if song.stream is None:
-        out = np.empty((song.frames, 2), np.int16)
+        out = np.empty((song.frames, song.channels), np.int16)
         pos = 0
         # the MUSDB18-HQ reader's rule for every sample format, so a song and a stem read alike
         for block in wav_int16_blocks(song.path, sf.info(str(song.path)), "audio"):
-            out[pos:pos + len(block)] = block  # mono: broadcast
+            out[pos:pos + len(block)] = block
             pos += len(block)
         return out[:pos]
-    parts = _decode(song, RATE)
-    out = np.empty((sum(len(p) for p in parts), 2), np.int16)
+    parts = _decode(song)
+    out = np.empty((sum(len(p) for p in parts), song.channels), np.int16)
     pos = 0
     while parts:  # each block freed once copied: the song is never held twice
         part = parts.pop(0)
@@ -144,29 +147,35 @@ def read_song(song: Song | str | Path) -> np.ndarray:
     return out
 
 
-def _decode(song: Song, rate: int) -> list[np.ndarray]:
-    try:
-        return _ffmpeg_pcm(song.path, song.stream, song.channels, rate)
-    except Hw2Error:
-        raise Hw2Error(f"{song.path}: ffmpeg cannot decode it to the end: the file is damaged; re-encode or "
-                       "replace it") from None
-
-
-def input_length(song: Song) -> int:
-    """Samples of the input at its own rate: the header's count, else what ffmpeg decodes (a compressed file's
-    header only estimates it)."""
+def _decode(song: Song) -> list[np.ndarray]:
+    """The input's int16 blocks at 44.1 kHz from one ffmpeg run, which also sets `song.frames` where the header
+    left it open: at 44.1 kHz, the blocks' length; at another rate, the same run's second output, one line per
+    decoded frame with its size (ffmpeg's framecrc), counts it, since several lengths resample to one."""
+    with tempfile.TemporaryDirectory(prefix="hw2-song-") as tmp:
+        frames = Path(tmp) / "frames.crc"
+        count = song.frames is None and song.rate != RATE
+        per_frame = ["-map", f"0:{song.stream}", "-ac", str(song.channels), "-c:a", "pcm_s16le", "-f", "framecrc",
+                     str(frames)] if count else []
+        try:
+            parts = _ffmpeg_pcm(song.path, song.stream, song.channels, RATE, per_frame)
+        except Hw2Error:
+            raise Hw2Error(f"{song.path}: ffmpeg cannot decode it to the end: the file is damaged; re-encode or "
+                           "replace it") from None
+        if count:  # lines "stream, dts, pts, duration, size, checksum" after '#' header lines; size in bytes
+            song.frames = sum(int(line.split(",")[4]) for line in frames.read_text().splitlines()
+                              if line.strip() and not line.startswith("#")) // (2 * song.channels)
     if song.frames is None:
-        song.frames = sum(len(p) for p in _decode(song, song.rate))
-    return song.frames
+        song.frames = sum(len(p) for p in parts)
+    return parts
 
 
 def write_estimate(path: Path, audio: np.ndarray, song: Song) -> None:
-    """Write float (nb_samples, 2) 44.1 kHz `audio` as a 16-bit WAV with the song's channels, rate and length,
-    block by block (no full-length copy): through soundfile at 44.1 kHz, else resampled by ffmpeg."""
+    """Write float (nb_samples, song.channels) 44.1 kHz `audio` (an estimate of `read_song`'s result) as a 16-bit
+    WAV at the song's rate and length, block by block (no full-length copy): through soundfile at 44.1 kHz, else
+    resampled by ffmpeg."""
     def chunks():
         for lo in range(0, len(audio), BLOCK):
-            block = audio[lo:lo + BLOCK]
-            yield np.clip(block.mean(axis=1, keepdims=True) if song.channels == 1 else block, -1, 1)
+            yield np.clip(audio[lo:lo + BLOCK], -1, 1)
 
     with atomic_write(path) as tmp:
         if song.rate == RATE:
@@ -174,7 +183,7 @@ def write_estimate(path: Path, audio: np.ndarray, song: Song) -> None:
                 for block in chunks():
                     f.write(block)
             return
-        n = input_length(song)
+        n = song.frames  # read_song set it
         cmd = ["ffmpeg", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(RATE), "-ac", str(song.channels),
                "-i", "pipe:0", "-af", f"aresample={song.rate},apad=whole_len={n},atrim=end_sample={n}",
                "-c:a", "pcm_s16le", "-y", str(tmp)]
@@ -191,10 +200,11 @@ def write_estimate(path: Path, audio: np.ndarray, song: Song) -> None:
                            f"({err.splitlines()[-1][:100] if err else f'exit {proc.returncode}'})")
 
 
-def separate_songs(args, load_separators, distinct_names, log=print) -> list[dict]:
+def separate_songs(args, load_separators, distinct_names, command: str, log=print) -> list[dict]:
     """The --input command: check every input, then separate and write each; returns one dict per song (its
-    input, folder and files). `hw2.infer`, on the floor above, hands in its `load_separators(args)` and
-    `_row_names(paths)`, so that separators are set up and files named as for MUSDB rows without an import back."""
+    input, folder and files). `hw2.infer`, on the floor above, hands in its `load_separators(args)`,
+    `_row_names(paths)` and the command line to record (`command_line`), so that separators are set up, files
+    named and the command recorded as for MUSDB rows without an import back."""
     if args.musdb_root:
         raise Hw2Error("--input and --musdb-root together: --input separates your own files (no scores), "
                        "--musdb-root scores MUSDB tracks; pass one of them")
@@ -241,7 +251,7 @@ def separate_songs(args, load_separators, distinct_names, log=print) -> list[dic
             del mixture
             atomic_write_text(folder / INFO, json.dumps(
                 {"input": str(song.path.absolute()), "rate": song.rate, "channels": song.channels,
-                 "seconds": round(seconds, 3), "files": files, "command": _command(args)}, indent=1))
+                 "seconds": round(seconds, 3), "files": files, "command": command}, indent=1))
             done.append({"input": song.path, "folder": folder, "files": files})
     except KeyboardInterrupt:
         bar.close()
@@ -286,9 +296,3 @@ def _page_songs(out: Path) -> list:
         if all(v.is_file() and a.is_file() for _, v, a in ests):
             songs.append((info.parent.name, Path(meta["input"]), ests))
     return songs
-
-
-def _command(args) -> str:
-    if sys.argv and sys.argv[0].endswith("infer.py"):
-        return "python hw2/infer.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    return getattr(args, "command", "hw2.songs.separate_songs")

@@ -11,9 +11,9 @@ the course site as `<id>_report.pdf`, not in the folder. So the folder holds, as
 README.pdf, requirements.txt, requirements-dev.txt and pyproject.toml (the notebooks' install), hw2/ (the code),
 notebooks/ with their outputs stripped, the checkpoint `hw2/infer.py` loads by default with the small records
 beside it (model card, configs, history), and, from the working tree since it is never committed, the listening page
-the report's Listening slide points to (results/phase/samples/) when it exists. Everything else is left out and
-listed: milestone checkpoints, the vocoder, tests, benchmarks, docs, the report's sources, result tables, audio or
-data files; runs, caches and data are never committed, so never included.
+the report's Listening slide points to (`hw2.report.listening_folder`: results/phase/samples/) when it exists.
+Everything else is left out and listed: milestone checkpoints, the vocoder, tests, benchmarks, docs, the report's
+sources, result tables, audio or data files; runs, caches and data are never committed, so never included.
 
 Before building, the student's fields in report/student.toml (name, id, drive) must be set and the report built
 (`python -m hw2.report` writes report/<id>_report.pdf); otherwise one line names what is missing.
@@ -38,7 +38,6 @@ from hw2 import Hw2Error, OneLineParser, atomic_write, run_cli
 
 ROOT = Path(hw2.__file__).resolve().parents[1]
 TOP_FILES = ("README.pdf", "requirements.txt", "requirements-dev.txt", "pyproject.toml")
-LISTENING = "results/phase/samples"  # report.typ's Listening slide: "open results/phase/samples/index.html"
 # audio, arrays and archives: data (or preprocessed data), which the assignment keeps off the drive
 DATA_SUFFIXES = {".wav", ".mp3", ".mp4", ".m4a", ".flac", ".ogg", ".aac", ".npy", ".npz", ".h5", ".hdf5", ".zip",
                  ".tar", ".gz"}
@@ -110,16 +109,41 @@ def read_student(root: Path) -> dict:
     return student
 
 
-def _git(root: Path, *args: str, binary: bool = False):
+def _run(cmd: list, what: str, fix: str, log=None, binary: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Run `cmd` with its output captured (shown first by `log`, if given); one line if it cannot start, runs
+    over its `timeout` or fails: `what` went wrong (with the last line it printed), then `fix`."""
+    if log is not None:
+        log("  $ " + " ".join(str(c) for c in cmd))
     try:
-        r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=not binary, check=False)
+        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=not binary, **kw)
     except FileNotFoundError:
-        raise Hw2Error("git is not installed: hw2.submit builds the folder from the committed tree") from None
+        raise Hw2Error(f"{what}: {cmd[0]} is not installed; install it, then run this again") from None
+    except subprocess.TimeoutExpired:
+        raise Hw2Error(f"{what} took over {kw.get('timeout', 0) / 60:.0f} min; {fix}") from None
     if r.returncode != 0:
-        err = r.stderr if not binary else r.stderr.decode(errors="replace")
-        raise Hw2Error(f"{root}: git {args[0]} failed ({(err.strip().splitlines() or ['no output'])[-1]}); run "
-                       "this from a git checkout of the repository with at least one commit")
-    return r.stdout
+        out = [o.decode(errors="replace") if binary else (o or "") for o in (r.stderr, r.stdout)]
+        last = (out[0].strip().splitlines() or out[1].strip().splitlines() or ["no output"])[-1].strip()
+        raise Hw2Error(f"{what} failed (exit {r.returncode}): {last}; {fix}")
+    return r
+
+
+def _git(root: Path, *args: str, binary: bool = False):
+    return _run(["git", "-C", root, *args], f"{root}: git {args[0]}", "run this from a git checkout of the "
+                "repository with at least one commit", binary=binary).stdout
+
+
+def changed_files(root: Path, *paths: str) -> list[str]:
+    """The files under `paths` that differ from HEAD or are not committed (git status, untracked files
+    included), each once, by its path now (a rename's new one). Read NUL-separated (-z): paths with spaces or
+    quotes come as they are, not quoted."""
+    entries = iter(_git(root, "status", "--porcelain", "-z", "--untracked-files=all", "--", *paths).split("\0"))
+    out = []
+    for entry in entries:
+        if entry:
+            out.append(entry[3:])
+            if "R" in entry[:2] or "C" in entry[:2]:
+                next(entries, None)  # a rename's or copy's source path follows: the file is its new path
+    return out
 
 
 def committed(root: Path) -> dict[str, int]:
@@ -151,7 +175,7 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
     [paths]}}."""
     from hw2.checkpoint import check_writable
     from hw2.infer import DEFAULT_CHECKPOINT, REPO
-    from hw2.report import file_id, report_name
+    from hw2.report import file_id, listening_folder, report_name
 
     root = Path(root).resolve()
     student = read_student(root)
@@ -178,8 +202,9 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
     folder, archive = out / sid, out / f"{sid}.zip"
     check_writable(out, "the submission folder")
     out.mkdir(parents=True, exist_ok=True)
-    listening = root / LISTENING
-    has_page = (listening / "index.html").is_file()
+    # the page the report's Listening slide names, as the report finds it: by the results files there are
+    page = listening_folder({p.stem for p in (root / "results").glob("*.json")})
+    has_page = page is not None and (root / page / "index.html").is_file()
     tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{sid}."))  # replaces the folder in one rename once whole
     try:
         nb_outputs = 0
@@ -196,7 +221,7 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
         if has_page:
-            shutil.copytree(listening, tmp / LISTENING, ignore=shutil.ignore_patterns(".*"))
+            shutil.copytree(root / page, tmp / page, ignore=shutil.ignore_patterns(".*"))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -212,12 +237,15 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
     log(f"wrote {folder}/ ({len(contents)} files, {_size(size)}) and {archive} ({_size(archive.stat().st_size)}): "
         f"put the zip (or the folder) on {student['drive']}")
     if has_page:
-        pages = [p for p in contents if p.relative_to(folder).as_posix().startswith(LISTENING + "/")]
-        log(f"  with the listening page {LISTENING}/index.html ({len(pages)} files, "
+        pages = [p for p in contents if p.relative_to(folder).as_posix().startswith(page + "/")]
+        log(f"  with the listening page {page}/index.html ({len(pages)} files, "
             f"{_size(sum(p.stat().st_size for p in pages))}), from the working tree")
+    elif page:
+        log(f"  no listening page at {page}/index.html, where the report's Listening slide points: make it "
+            f"with the command in {PurePosixPath(page).parent}.md (it writes the WAVs there), then run this again")
     else:
-        log(f"  no listening page at {LISTENING}/index.html, where the report's Listening slide points: make it "
-            "with the command in results/phase.md (it writes the WAVs there), then run this again")
+        log("  no listening page: the report's Listening slide names none until the phase table is in results/ "
+            "(the page lies beside its WAVs)")
     log(f"left out ({sum(map(len, left_out.values()))} committed files, "
         f"{_size(sum(files[p] for ps in left_out.values() for p in ps))}):")
     for reason, paths in left_out.items():
@@ -228,9 +256,8 @@ def build(root: Path = ROOT, out: Path | None = None, log=print) -> dict:
     log("  and what is never committed: data, caches, runs/, the scores and WAVs under results/")
     log(f"the report, {report.relative_to(root)}, goes to the course site as {report.name}: not in this folder")
     # edited or new files of the kinds that go in: the student may believe the folder holds them
-    changed = [line[3:] for line in _git(root, "status", "--porcelain", "--untracked-files=all", "--", *TOP_FILES,
-                                         "hw2", "notebooks", "checkpoints").splitlines()
-               if classify(line[3:].split(" -> ")[-1], checkpoint) is None]
+    changed = [p for p in changed_files(root, *TOP_FILES, "hw2", "notebooks", "checkpoints")
+               if classify(p, checkpoint) is None]
     if changed:
         log(f"note: {len(changed)} files differ from the commit and went in as committed (or not at all, if never "
             f"committed): {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}; commit them and run this again")
@@ -251,17 +278,8 @@ def torch_requirement() -> tuple[str, list[str]]:
 
 
 def _step(cmd: list, what: str, scratch: Path, log, **kw) -> subprocess.CompletedProcess:
-    log("  $ " + " ".join(str(c) for c in cmd))
-    try:
-        r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    except subprocess.TimeoutExpired:
-        raise Hw2Error(f"--check: {what} took over {kw.get('timeout', 0) / 60:.0f} min; the unpacked copy is in "
-                       f"{scratch}") from None
-    if r.returncode != 0:
-        last = ((r.stderr or "").strip().splitlines() or (r.stdout or "").strip().splitlines() or ["no output"])[-1]
-        raise Hw2Error(f"--check: {what} failed (exit {r.returncode}): {last.strip()}; the unpacked copy is in "
-                       f"{scratch}")
-    return r
+    """A step of --check, shown as it runs; a failure keeps the scratch folder and names it."""
+    return _run(cmd, f"--check: {what}", f"the unpacked copy is in {scratch}", log, **kw)
 
 
 def make_environment(venv: Path, requirements: Path, scratch: Path, log=print) -> Path:

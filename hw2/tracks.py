@@ -308,17 +308,24 @@ def fingerprint(track) -> str:
     a regenerated root) is scored again. Stricter than the decoded cache's `cache_key`, which leaves out the
     modification time so that a root copied to a new place keeps its cache: scoring again costs minutes, a reused
     score for other audio is a wrong table. Two 64 KiB reads a file."""
-    h = hashlib.sha1()
+    def ends(f: Path, st: os.stat_result, fh) -> bytes:
+        head = fh.read(FINGERPRINT_BYTES)
+        fh.seek(max(len(head), st.st_size - FINGERPRINT_BYTES))
+        return f"{f.name}|{st.st_size}|{st.st_mtime_ns}|".encode() + head + b"|" + fh.read(FINGERPRINT_BYTES)
+
+    return hash_track_files(track, hashlib.sha1(), ends)
+
+
+def hash_track_files(track, h, part) -> str:
+    """`h` (a hashlib object) fed, file by file (`track_files`), the bytes `part(path, its stat, open file)`
+    returns; its hex digest. The one reader behind `fingerprint` and the decoded cache's `cache_key`, which
+    differ in what they take from each file; a file that cannot be read is one line naming it."""
     for f in track_files(track):
         try:
-            st = f.stat()
             with open(f, "rb") as fh:
-                head = fh.read(FINGERPRINT_BYTES)
-                fh.seek(max(len(head), st.st_size - FINGERPRINT_BYTES))
-                tail = fh.read(FINGERPRINT_BYTES)
+                h.update(part(f, os.fstat(fh.fileno()), fh))
         except OSError:
             raise Hw2Error(f"{f}: cannot read this file; check that the MUSDB root is complete") from None
-        h.update(f"{f.name}|{st.st_size}|{st.st_mtime_ns}|".encode() + head + b"|" + tail)
     return h.hexdigest()
 
 
@@ -388,10 +395,12 @@ def wav_int16_blocks(path: Path, info, stem: str):
         yield np.floor(block * 32768.0).clip(-32768, 32767).astype(np.int16)
 
 
-def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int) -> list[np.ndarray]:
-    """One audio stream of a file as int16 blocks (block, channels), read from ffmpeg's pipe."""
+def _ffmpeg_pcm(path: Path, stream: int, channels: int, rate: int,
+                more_outputs: Sequence[str] = ()) -> list[np.ndarray]:
+    """One audio stream of a file as int16 blocks (block, channels), read from ffmpeg's pipe; `more_outputs`:
+    ffmpeg arguments of further outputs of the same run (files: nothing else may write to a pipe)."""
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-f", "s16le",
-           "-ar", str(rate), "pipe:1"]
+           "-ar", str(rate), "pipe:1", *more_outputs]
     frame = 2 * channels
     parts, rest = [], b""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:

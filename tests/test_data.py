@@ -843,3 +843,27 @@ def test_atomic_write_leaves_old_file_on_failure_and_cleans_stale(tmp_path):
     stale = tmp_path / ".x.json.999999999.tmp.json"  # a writer that no longer runs
     stale.write_text("half")
     assert remove_stale_temporaries(tmp_path) == [stale] and not stale.exists()
+
+
+def pinned_track(folder: Path, is_wav: bool):
+    """A track of fixed bytes and modification times (not audio: the keys read bytes, not samples), each file
+    longer than two 64 KiB ends, in either layout."""
+    from types import SimpleNamespace
+
+    folder.mkdir(parents=True)
+    names = [f"{s}.wav" for s in STEMS] if is_wav else ["Pinned - Track.stem.mp4"]
+    for k, name in enumerate(names):
+        (folder / name).write_bytes((bytes(range(k, 256)) + bytes(range(k))) * 700 + bytes(k))
+        os.utime(folder / name, ns=(1_700_000_000_000_000_000 + k, 1_700_000_000_000_000_000 + k))
+    return SimpleNamespace(name="Pinned - Track", is_wav=is_wav, path=str(folder / names[0]))
+
+
+def test_cache_keys_and_fingerprints_keep_the_values_stored_results_hold(tmp_path):
+    """The decoded cache's entries are named by `cache_key` and results/*.json hold `fingerprint`s: the same files
+    must give the same values, whatever the code that computes them (values of the code as of 43bcf3c)."""
+    from hw2.tracks import fingerprint
+
+    wav, stem = pinned_track(tmp_path / "wav", True), pinned_track(tmp_path / "stem", False)
+    assert (cache_key(wav), cache_key(stem)) == ("c4085a48745f2ac1", "192623e69d0e2bdb")
+    assert (fingerprint(wav), fingerprint(stem)) == ("181db509287459e1ecfa8cecf4d36f6bcfe3d06d",
+                                                   "c009dd724db9ce109b5fc228204680588cf3b931")

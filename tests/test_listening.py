@@ -180,3 +180,70 @@ def test_page_plays_in_a_headless_browser_from_the_folder(page, tmp_path):
         assert a["error"] is None and a["ready"] >= 1 and a["duration"] > 1, a  # decoded: it knows its length
     assert out["img"] and all(i["ok"] for i in out["img"]), out["img"]
     assert out["errors"] == []
+
+
+def tone_wav(path: Path, freq: float, seconds: float = 1.0, level: float = 0.5) -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * 44100)) / 44100
+    sf.write(path, level * np.sin(2 * np.pi * freq * t)[:, None].repeat(2, 1), 44100)
+    return path
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list:
+    """Every file `listening.read_mono` reads, in order."""
+    seen, read = [], listening.read_mono
+    monkeypatch.setattr(listening, "read_mono", lambda path: seen.append(Path(path).name) or read(path))
+    return seen
+
+
+def scored_page(tmp_path: Path) -> Path:
+    """The scored page of one track: the mixture and one row's estimates, no scores file."""
+    for name, freq in (("mixture", 220), ("m-mixture_vocals", 440), ("m-mixture_accompaniment", 110)):
+        tone_wav(tmp_path / "samples" / "track" / f"{name}.wav", freq)
+    row = {"label": "m / mixture", "method": "mixture", "checkpoint": "m.pt", "name": "m"}
+    return listening.write_page(tmp_path / "samples", [row], lambda r, t: tmp_path / "none.json")
+
+
+def song_page(folder: Path) -> tuple[Path, list]:
+    songs = []
+    for k, name in enumerate(("one", "two")):
+        voc, acc = tone_wav(folder / name / "vocals.wav", 440 * (k + 1)), tone_wav(folder / name / "accomp.wav", 110)
+        songs.append((name, folder.parent / f"{name}.mp3", [("m / mixture", voc, acc)]))
+    return listening.write_song_page(folder, songs), songs
+
+
+def test_each_file_is_read_once_and_only_stale_spectrograms_are_drawn_again(tmp_path, reads):
+    """Per section a file is read and transformed once (a file both drawn and the dB reference was read twice); a
+    page rebuilt over the same files reads none of them and keeps their images; a WAV written again redraws its
+    song's images (its reference changed too) and no other song's."""
+    scored_page(tmp_path)
+    assert sorted(reads) == ["m-mixture_vocals.wav", "mixture.wav"]
+
+    reads.clear()
+    page, songs = song_page(tmp_path / "songs")
+    assert sorted(reads) == ["accomp.wav", "accomp.wav", "vocals.wav", "vocals.wav"]
+    pngs = {s[0]: (tmp_path / "songs" / s[0] / "vocals.png") for s in songs}
+    made = {k: (p.read_bytes(), p.stat().st_mtime_ns) for k, p in pngs.items()}
+    text = page.read_text(encoding="utf-8")
+    reads.clear()
+    assert listening.write_song_page(tmp_path / "songs", songs).read_text(encoding="utf-8") == text
+    assert reads == [] and {k: (p.read_bytes(), p.stat().st_mtime_ns) for k, p in pngs.items()} == made
+    tone_wav(tmp_path / "songs" / "two" / "accomp.wav", 110, level=0.9)  # louder: two's reference changes
+    reads.clear()
+    listening.write_song_page(tmp_path / "songs", songs)
+    assert sorted(reads) == ["accomp.wav", "vocals.wav"]
+    assert pngs["one"].read_bytes() == made["one"][0] and pngs["two"].read_bytes() != made["two"][0]
+
+
+def test_the_spectrogram_column_names_what_it_draws(tmp_path):
+    """The scored page draws the mixture in its row and says so; a song's input is not drawn (it lies outside
+    the page's folder, in any format), so the song page's header does not mention it."""
+    scored = scored_page(tmp_path).read_text(encoding="utf-8")
+    assert "spectrogram of the vocals (the mixture's in its row), dB from the mixture's peak" in scored
+    assert scored.count("<img ") == 2
+    songs = song_page(tmp_path / "songs")[0].read_text(encoding="utf-8")
+    assert "spectrogram of the vocals, dB from the loudest estimate's peak" in songs and "mixture's" not in songs
+    assert songs.count("<img ") == 2

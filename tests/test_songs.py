@@ -103,6 +103,31 @@ def test_a_mono_48k_mp3_gives_mono_48k_wavs_of_its_length(half, tmp_path, capsys
     assert src.img == ["my%20song/vocals.png"] and "SDR" not in page.read_text(encoding="utf-8")
 
 
+def test_mono_reaches_the_separator_mono_and_each_file_is_decoded_once(half, tmp_path, monkeypatch):
+    """Mono goes to `Separator.separate` as (n, 1), which separates it as the channel twice and gives it back mono
+    (songs upmixed and downmixed it again itself); a compressed file at another rate is decoded by one ffmpeg run,
+    which also counts its samples at its own rate (a second decode counted them)."""
+    import hw2.songs
+
+    seen, decodes = [], []
+    separate, pcm = Separator.separate, hw2.songs._ffmpeg_pcm
+    monkeypatch.setattr(Separator, "separate",
+                        lambda self, mixture, *a, **kw: seen.append(mixture.shape) or separate(self, mixture, *a, **kw))
+    monkeypatch.setattr(hw2.songs, "_ffmpeg_pcm", lambda *a, **kw: decodes.append(a[0]) or pcm(*a, **kw))
+    wav = tmp_path / "mono.wav"
+    sf.write(wav, music(2.0).mean(axis=1), RATE)
+    mp3 = tmp_path / "low.mp3"
+    ffmpeg("-i", wav, "-ar", 32000, mp3)
+    assert read_song(wav).shape == (2 * RATE, 1)
+    out = tmp_path / "out"
+    assert main(["--input", str(wav), str(mp3), "--checkpoint", str(half), "--out", str(out)]) == 0
+    assert seen[0] == (2 * RATE, 1) and seen[1][1] == 1 and len(seen) == 2
+    assert decodes == [mp3]
+    for name, rate, n in (("mono", RATE, 2 * RATE), ("low", 32000, len(decoded(mp3, 1)))):
+        info = sf.info(out / "songs" / name / "vocals.wav")
+        assert (info.channels, info.samplerate, info.frames) == (1, rate, n), name
+
+
 def test_a_folder_of_wavs_in_every_sample_format(half, tmp_path):
     """16-bit, 24-bit and float WAVs at 44.1 kHz (read through soundfile) and a 22.05 kHz one (through ffmpeg) in
     a folder beside a file that is not audio: one output folder each, stereo, each at its input's rate and length,

@@ -34,6 +34,7 @@ COMMITTED = {
     "checkpoints/epoch025.pt": "PK a milestone", "checkpoints/vocoder.pt": "PK the vocoder",
     "checkpoints/VOCODER_CARD.md": "# vocoder", "tests/test_a.py": "", "bench/b.py": "", "docs/ta-guide.md": "# TA",
     "report/report.typ": "= report", "report/student.toml": STUDENT, "results/valid.json": "{}",
+    "results/phase.json": "{}",
     "data/song.wav": "RIFF by mistake", "hw2/cached.npy": "arrays by mistake",
 }
 INCLUDED = ["README.pdf", "checkpoints/MODEL_CARD.md", "checkpoints/config.json", "checkpoints/vocals.pt",
@@ -109,6 +110,40 @@ def test_the_listening_page_comes_from_the_working_tree_and_edits_go_in_as_commi
     again = submit.build(repo, tmp_path / "out", log=lambda _: None)  # a second build replaces the first
     assert again["files"] == built["files"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r12345678", "r12345678.zip"]
+
+
+def test_the_listening_page_is_the_one_the_report_names(repo, tmp_path, monkeypatch):
+    """The folder comes from the report's own rule (`hw2.report.listening_folder`), not a copy of its path: with
+    the phase table moved, the page beside it goes in; with no phase table, the report names no page, and none
+    goes in whatever lies in results/."""
+    from hw2 import report
+
+    for name in ("phase", "other"):
+        (repo / "results" / name / "samples").mkdir(parents=True)
+        (repo / "results" / name / "samples" / "index.html").write_text(f"<html>{name}")
+    monkeypatch.setitem(report.OPTIONAL, "vocoder", "results/other.json")
+    (repo / "results" / "other.json").write_text("{}")
+    built = submit.build(repo, tmp_path / "out", log=lambda _: None)
+    pages = [f for f in built["files"] if f.endswith("index.html")]
+    assert pages == ["results/other/samples/index.html"]
+    (repo / "results" / "other.json").unlink()
+    logs = []
+    built = submit.build(repo, tmp_path / "out", log=logs.append)
+    assert not any(f.startswith("results/") for f in built["files"])
+    assert any("no listening page: the report's Listening slide names none" in line for line in logs)
+
+
+def test_edited_files_with_spaces_quotes_and_renames_are_named_as_they_are(repo, tmp_path):
+    """git status is read NUL-separated: without -z, git quotes a path with a space or a quote ("hw2/my
+    module.py"), which then matched no folder and was left out of the note."""
+    (repo / "hw2" / "my module.py").write_text("")
+    (repo / "hw2" / 'say "hi".py').write_text("")
+    git(repo, "mv", "hw2/infer.py", "hw2/run me.py")
+    assert sorted(submit.changed_files(repo, "hw2")) == ["hw2/my module.py", "hw2/run me.py", 'hw2/say "hi".py']
+    logs = []
+    submit.build(repo, tmp_path / "out", log=logs.append)
+    note = next(line for line in logs if line.startswith("note:"))
+    assert note.startswith("note: 3 files differ") and "hw2/my module.py" in note and 'hw2/say "hi".py' in note
 
 
 @pytest.mark.parametrize("case,words", [
