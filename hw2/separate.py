@@ -197,13 +197,13 @@ class Separator:
         Stereo is what the models learnt from (MUSDB): a mono mixture, (nb_timesteps, 1) or (nb_timesteps,), is
         separated as its own channel twice and each estimate given back mono, in the mixture's shape (the mean
         of its two channels). The model's rate (44.1 kHz) is the only one accepted: other rates are refused,
-        not guessed at (`hw2.songs.read_song` decodes any file to 44.1 kHz stereo int16).
+        not guessed at (`hw2.songs.read_song` decodes any file to int16 at 44.1 kHz in its own channels).
         All methods share one model pass per block; to hold one method's outputs at a time on a long track, call
         it once per method. `progress(nb_samples)`, if given, is called as each block is done."""
         self.check_methods(methods)
         if int(rate) != self.model.cfg.rate:
             raise Hw2Error(f"audio at {rate} Hz; {self.name} works at {self.model.cfg.rate} Hz: resample it first "
-                           "(hw2.songs.read_song(path) decodes any file to 44.1 kHz stereo, or ffmpeg -ar 44100)")
+                           "(hw2.songs.read_song(path) decodes any file to 44.1 kHz, or ffmpeg -ar 44100)")
         shape = np.shape(mixture)
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] not in (1, 2)):
             raise Hw2Error(f"a mixture of shape {shape}: pass (nb_timesteps, 2) or (nb_timesteps, 1) audio "
