@@ -11,6 +11,7 @@ milestones=(checkpoints/epoch[0-9][0-9][0-9].pt)  # the shipped model's mileston
 python hw2/infer.py --musdb-root "$root" --name test "$@"
 python hw2/infer.py --musdb-root "$root" --checkpoint "${milestones[@]}" checkpoints/vocals.pt --name test-epochs \
     --samples 0 "$@"
-# the TA's phase table, plus the Griffin-Lim from the mixture phase, Wiener and reference rows of the valid table
-python hw2/infer.py --musdb-root "$root" --phase mixture griffinlim griffinlim-mix wiener --references --samples 3 \
+# the TA's phase table, plus the rows of the valid table: the blend's own phase (its complex member's predicted
+# phase in the sum), Griffin-Lim from the mixture phase, Wiener and the references
+python hw2/infer.py --musdb-root "$root" --phase mixture network griffinlim griffinlim-mix wiener --references --samples 3 \
     --name test-phase "$@"
