@@ -65,7 +65,8 @@ _INLINE = re.compile(r"\[!\[(?P<balt>[^\]]*)\]\([^)]*\)\]\((?P<blink>[^)\s]+)\)"
 
 
 def _escape(s: str) -> str:
-    return re.sub(r"([\\#$*_@<>\[\]`~=\-+/:])", r"\\\1", s)
+    # ";" too: right after a #raw(...) or #link(...) call Typst reads it as the end of that expression and drops it
+    return re.sub(r"([\\#$*_@<>\[\]`~=\-+/:;])", r"\\\1", s)
 
 
 def inline(s: str) -> str:

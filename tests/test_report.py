@@ -217,6 +217,16 @@ def test_markdown_to_typst_escapes_markup():
     assert "\\#h" in out and "\\$5" in out and "\\/\\/" in out and "\\-\\-" in out
 
 
+
+@needs_poppler
+def test_a_semicolon_after_inline_code_survives_in_the_pdf(tmp_path):
+    """Typst ends a #raw(...) expression at a following ";" and drops it: README.pdf once lost one that way."""
+    (tmp_path / typeset.GUIDE).parent.mkdir(parents=True)
+    (tmp_path / typeset.GUIDE).write_text("# Guide\n\nat the default `--jobs`; then `--jobs 1`.\n")
+    typeset.build_readme(tmp_path, tmp_path / "out.pdf")
+    text = subprocess.run(["pdftotext", str(tmp_path / "out.pdf"), "-"], capture_output=True, text=True).stdout
+    assert re.search(r"--jobs\s*;", text), text
+
 @needs_poppler
 def test_test_set_results_win_and_compare_one_checkpoint(repo):
     data = dict(DATA, subset="test", split=None, nb_tracks=50, dataset="MUSDB18", root="/data/musdb18")
