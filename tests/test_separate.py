@@ -385,13 +385,17 @@ def test_write_results_to_an_unwritable_folder(tmp_path):
 
 
 def test_each_separation_hands_the_kept_block_memory_back(track, monkeypatch):
-    """`keep_freed_memory` keeps a block's working set in the heap for the next block; once the track is done,
-    `separate` trims it (bench/ta_command.py measures what that saves), whatever the methods."""
+    """`keep_freed_memory` keeps a block's working set in the heap for the next block; `separate` trims it before
+    the first block (what decoding left) and once the track is done, whatever the methods, and, before an
+    iterative method's iterations, after each block's model pass (bench/ta_command.py measures what that saves)."""
     import hw2.separate as separate_module
 
     calls = []
     monkeypatch.setattr(separate_module, "release_freed_memory", lambda: calls.append(1))
     sep = Separator(Passthrough(), chunk_dur=1.0, context_dur=0.2)
-    sep.separate(track["mixture"], ["mixture", "griffinlim"], key="t")
+    blocks = []
+    sep.separate(track["mixture"], ["mixture", "griffinlim"], key="t", progress=blocks.append)
+    assert len(blocks) > 1 and len(calls) == 2 + len(blocks)
+    calls.clear()
     sep.separate(track["mixture"], ["mixture"], key="t")
     assert calls == [1, 1]
