@@ -38,7 +38,7 @@ from hw2.checkpoint import (CHECKPOINT_FORMAT, MAX_PARAMS, atomic_torch_save, ch
                             model_from_checkpoint)
 from hw2.config import config_from_dict
 from hw2.evaluate import score_model
-from hw2.model import Blend, blend_epoch
+from hw2.model import Blend, blend_epoch, pair_share
 
 WEIGHT_GRID = tuple(np.round(np.linspace(0.0, 1.0, 11), 2))
 
@@ -50,7 +50,7 @@ def choose_weights(blend: Blend, tracks, device="cpu", log=print, search_w: bool
     Returns every point scored."""
     scored = []
     if len(blend.members) == 3 and search_w:
-        w0 = blend.weights[0] / max(blend.weights[0] + blend.weights[1], 1e-12)
+        w0 = pair_share(blend.weights)
         for t in WEIGHT_GRID:
             blend.weights = [round(float((1 - t) * w0), 6), round(float((1 - t) * (1 - w0)), 6), round(float(t), 6)]
             scored.append({"w": w0, "t": float(t), "u": blend.accompaniment_weight,
@@ -242,10 +242,8 @@ def blend_milestones(path: Path, log=print) -> list[Path]:
     written = []
     for name in sorted(common):
         milestone = [s.parent / name for s in sources]
-        ws = entry["weights"]
-        # --weights as build takes them: w (the first member's share of the first two), u, and a third's t
-        fixed = [ws[0], entry["accompaniment_weight"]] if len(ws) < 3 else \
-            [ws[0] / max(ws[0] + ws[1], 1e-12), entry["accompaniment_weight"], ws[2]]
+        # --weights as build takes them: w, u, and a third member's t
+        fixed = [pair_share(entry["weights"]), entry["accompaniment_weight"], *entry["weights"][2:]]
         written.append(build(milestone[:len(entry["members"])], path.parent / name,
                              accompaniment_path=milestone[-1] if entry.get("accompaniment") else None,
                              weights=fixed, swap=entry["swap"], log=log))

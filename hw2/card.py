@@ -19,7 +19,7 @@ from hw2 import Hw2Error, OneLineParser, atomic_write, atomic_write_text, run_cl
 from hw2.checkpoint import load_checkpoint
 from hw2.config import config_from_dict
 from hw2.evaluate import METRICS, markdown_table
-from hw2.model import ModelConfig, describe, parameters_of
+from hw2.model import ModelConfig, describe, pair_share, parameters_of
 from hw2.stats import load_history, load_run_config
 from hw2.tracks import open_tracks
 from hw2.vocoder import VocoderConfig, load_vocoder
@@ -124,7 +124,7 @@ def blend_card(path: Path, ckpt: dict, results: dict | None) -> str:
     scored = entry.get("scored", [])
     searched = {k: len({r.get(k) for r in scored}) > 1 for k in ("w", "t", "u")}  # the grids hw2.blend ran, if any
     ws = entry["weights"]
-    w = ws[0] / max(ws[0] + ws[1], 1e-12) if len(ws) == 3 else ws[0]  # of three: the first's share of the pair
+    w = pair_share(ws)
     fixed = [] if searched["w"] else [w] + (
         [entry["accompaniment_weight"]] if entry.get("accompaniment") and not searched["u"] else [])
     if len(ws) == 3 and not searched["t"]:  # a fixed third weight follows w and u in --weights

@@ -369,6 +369,12 @@ def phase_ratio(magnitude: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return magnitude.div_(x.abs().clamp_min_(1e-12))
 
 
+def pair_share(weights) -> float:
+    """w as `hw2.blend --weights` takes it: the first member's weight, or, of three members, its share of the first
+    two (the third's weight t scales both: ((1 - t) w, (1 - t)(1 - w), t))."""
+    return weights[0] / max(weights[0] + weights[1], 1e-12) if len(weights) == 3 else weights[0]
+
+
 class Blend(nn.Module):
     """Members' magnitudes in, one estimate out; the interface of a `SpectrogramModel` (`cfg`, `stft`, `forward`,
     `targets`), so the `Separator` and every phase method run it unchanged.
@@ -448,7 +454,7 @@ class Blend(nn.Module):
         if not self.complex_output:
             return vocals, u * acc + (1 - u) * torch.relu(x - vocals)
         # (1 - u)(X - V) + u |A| X / |X| = X ((1 - u) + u |A| / |X|) - (1 - u) V, built in place: one complex
-        # temporary where the direct form held three (a separation block's complex tensor is 60 MB)
+        # temporary where the direct form held three (a separation block's complex tensor is 57.5 MiB)
         factor = phase_ratio(acc.mul_(u), x).add_(1 - u)
         return vocals, factor.mul(x).sub_(vocals, alpha=1 - u)
 

@@ -156,6 +156,8 @@ class Separator:
 
     # the attribute holding each iterative method's number of iterations (`hw2.evaluate.iteration_sweep`)
     ITERATIONS = {"griffinlim": "gl_iters", "griffinlim-mix": "gl_iters", "misi": "misi_iters", "mel": "mel_iters"}
+    # the methods that use a complex model's own estimates (`network` inverts them, Wiener and MISI start from them)
+    COMPLEX_INIT = ("network", "wiener", "misi")
 
     def settings(self, method: str) -> dict:
         """What a method's output depends on besides the checkpoint, the seed and the blocks."""
@@ -241,7 +243,7 @@ class Separator:
         the samples in `keep` (a range of the window) are used."""
         length, hop = audio.shape[-1], self.stft.n_hop
         X = self.stft(audio)  # (nb_channels, nb_bins, nb_frames) complex
-        V, A, Vc, Ac = estimates(self.model, X, keep_complex=bool({"network", "wiener", "misi"} & set(methods)))
+        V, A, Vc, Ac = estimates(self.model, X, keep_complex=bool(set(self.COMPLEX_INIT) & set(methods)))
         if set(self.ITERATIONS) & set(methods):
             # an iterative method builds its own working set next: hand back what the model pass freed first, or
             # the two pile up in the heap block after block (a complex blend's Griffin-Lim on a 5-minute track:
